@@ -1,1 +1,107 @@
-fn main() {}
+//! tankd: the node storage agent. Reads its configuration, checks the host, prepares
+//! the pool and dataset root, then serves HTTP on TCP and a unix socket until SIGTERM.
+
+mod api_error;
+mod auth;
+mod config;
+mod health;
+mod server;
+mod startup;
+mod state;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, DEFAULT_CONFIG_FILE, Layer, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tankd",
+    version,
+    about = "Node storage agent over OpenZFS and block devices"
+)]
+struct Cli {
+    /// TOML configuration file (default /etc/tankd/tankd.toml when it exists).
+    #[arg(long, env = "TANKD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    flags: Layer,
+}
+
+fn load_config(cli: Cli) -> Result<Config, String> {
+    let file = match &cli.config {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+    };
+    let file_layer = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Layer::from_toml(&text, &path.display().to_string()).map_err(|e| e.to_string())?
+        }
+        None => Layer::default(),
+    };
+    let env: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("TANKD_"))
+        .collect();
+    let env_layer = Layer::from_env(&env).map_err(|e| e.to_string())?;
+    Config::resolve(file_layer, env_layer, cli.flags).map_err(|e| e.to_string())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TANKD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match load_config(Cli::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tankd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tankd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    tracing::info!(?config, "starting tankd {}", env!("CARGO_PKG_VERSION"));
+    let probe = zfs_sys_shim::Zfs::new(zfs_sys_shim::Roots::default());
+    startup::check_host(&probe, Path::new("/dev/zfs")).await?;
+    let zfs = startup::prepare_storage(&config).await?;
+    let listeners = server::bind(&config).await?;
+    let shutdown = CancellationToken::new();
+    server::cancel_on_signals(shutdown.clone())?;
+    let grace = config.shutdown_timeout;
+    let state = state::AppState {
+        config: Arc::new(config),
+        zfs,
+        started: Instant::now(),
+    };
+    tracing::info!("ready");
+    server::serve(listeners, server::app(state), shutdown, grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,1 +1,10 @@
-//! placeholder
+//! Wire types shared by every tankd endpoint and client.
+//!
+//! Types here are plain data with serde derives; the agent builds them, clients parse
+//! them. Field names are the wire names.
+
+pub mod health;
+pub mod problem;
+
+pub use health::{Health, HealthStatus, PoolHealth, ZfsVersions};
+pub use problem::{ErrorBody, ErrorDetail, ErrorKind};

@@ -72,8 +72,10 @@ pub enum Error {
         newer: Vec<String>,
     },
 
-    #[error("{target} has dependents (`{command}`: {stderr})")]
-    HasDependents {
+    /// The state of the target forbids the operation: dependent clones or children,
+    /// or changes since the snapshot an incremental stream starts from.
+    #[error("{target} conflicts with the request (`{command}`: {stderr})")]
+    Conflict {
         target: String,
         command: String,
         stderr: String,
@@ -132,7 +134,7 @@ impl Error {
             Error::Busy { .. } => ErrorKind::Busy,
             Error::NoSpace { .. } => ErrorKind::NoSpace,
             Error::PermissionDenied { .. } => ErrorKind::PermissionDenied,
-            Error::NewerSnapshots { .. } | Error::HasDependents { .. } => ErrorKind::Conflict,
+            Error::NewerSnapshots { .. } | Error::Conflict { .. } => ErrorKind::Conflict,
             Error::InvalidStream { .. } => ErrorKind::InvalidStream,
             Error::Interrupted { .. } => ErrorKind::Interrupted,
             Error::Timeout { .. } => ErrorKind::Timeout,
@@ -231,11 +233,12 @@ pub(crate) fn classify(target: &str, command: &str, status: String, stderr: &str
     if has(&[
         "has dependent clones",
         "has children",
-        "use '-r' to destroy",
         "use '-r'",
-        "use '-r' to",
+        "has been modified",
+        "being held",
+        "destination has snapshots",
     ]) {
-        return Error::HasDependents {
+        return Error::Conflict {
             target,
             command,
             stderr,
@@ -333,6 +336,25 @@ mod tests {
         assert_eq!(
             k("cannot receive: invalid stream (bad magic number)\n"),
             ErrorKind::InvalidStream
+        );
+        assert_eq!(
+            k(
+                "cannot receive incremental stream: destination tank/x has been modified\nsince most recent snapshot\n"
+            ),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            k(
+                "cannot receive incremental stream: destination tank/x has been modified\n\
+               since most recent snapshot\n"
+            ),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            k(
+                "cannot destroy snapshot tank/x@a: it's being held. Run 'zfs holds -r tank/x@a' to see holders.\n"
+            ),
+            ErrorKind::Conflict
         );
         assert_eq!(k("something else entirely\n"), ErrorKind::Failed);
     }

@@ -152,8 +152,19 @@ impl Zfs {
                 reason: "no snapshot names given".into(),
             });
         };
+        let mut seen = std::collections::HashSet::new();
         for s in snaps {
             self.check_root(s)?;
+            // ZFS refuses the whole call ("multiple snapshots of same fs not allowed").
+            if !seen.insert(s.dataset()) {
+                return Err(Error::InvalidArgument {
+                    field: "snapshots",
+                    reason: format!(
+                        "two snapshots of {} in one call; ZFS allows one per dataset",
+                        s.dataset()
+                    ),
+                });
+            }
         }
         let mut inv = self.zfs(first)?.arg("snapshot").arg_if(recursive, "-r");
         inv = with_props(inv, props)?;

@@ -1,0 +1,477 @@
+//! Configuration: a TOML file, then `TANKD_*` environment variables, then flags; each
+//! later source overrides the earlier one. The table in `docs/configuration.md` lists
+//! every setting; keep it in step with [`Layer`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use zfs_sys_shim::{DatasetName, PoolName};
+
+/// Where the config file is looked for when none is named.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/tankd/tankd.toml";
+/// The default name of the pool tankd creates on a sparse file when no pool is configured.
+pub const EMBEDDED_POOL: &str = "tankd";
+
+/// One source's worth of settings; `None` means "not said here".
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    /// ZFS pool to use. Unset: an embedded pool on a sparse file in the data dir.
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// Dataset under which tankd keeps everything (default `<pool>/tankd`).
+    #[arg(long)]
+    pub dataset_root: Option<String>,
+    /// State directory (default `/var/lib/tankd`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// TCP addresses to listen on (default 127.0.0.1:7070). Repeat the flag for several.
+    #[arg(long = "listen")]
+    pub listen: Option<Vec<String>>,
+    /// Unix socket path (default /run/tankd/tankd.sock); empty to disable.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// API token for mutating requests. Prefer `api_token_file`: flags show in `ps`.
+    #[arg(long)]
+    pub api_token: Option<String>,
+    /// File holding the API token (first line).
+    #[arg(long)]
+    pub api_token_file: Option<PathBuf>,
+    /// Name of the embedded pool (default `tankd`); used only when `pool` is unset.
+    #[arg(long)]
+    pub embedded_pool_name: Option<String>,
+    /// Size of the embedded pool's sparse file, e.g. `8G` (default 8G).
+    #[arg(long)]
+    pub embedded_pool_size: Option<String>,
+    /// `text` (default) or `json` log lines.
+    #[arg(long)]
+    pub log_format: Option<String>,
+    /// Seconds to let in-flight requests finish after SIGTERM (default 30).
+    #[arg(long)]
+    pub shutdown_timeout: Option<u64>,
+}
+
+impl Layer {
+    /// `other` wins wherever it says something.
+    fn overlay(self, other: Layer) -> Layer {
+        Layer {
+            pool: other.pool.or(self.pool),
+            dataset_root: other.dataset_root.or(self.dataset_root),
+            data_dir: other.data_dir.or(self.data_dir),
+            listen: other.listen.or(self.listen),
+            socket: other.socket.or(self.socket),
+            api_token: other.api_token.or(self.api_token),
+            api_token_file: other.api_token_file.or(self.api_token_file),
+            embedded_pool_name: other.embedded_pool_name.or(self.embedded_pool_name),
+            embedded_pool_size: other.embedded_pool_size.or(self.embedded_pool_size),
+            log_format: other.log_format.or(self.log_format),
+            shutdown_timeout: other.shutdown_timeout.or(self.shutdown_timeout),
+        }
+    }
+
+    /// The `TANKD_*` variables. `env` is passed in so tests need not touch the process's.
+    pub fn from_env(env: &HashMap<String, String>) -> Result<Layer, ConfigError> {
+        let get = |k: &str| env.get(k).cloned();
+        Ok(Layer {
+            pool: get("TANKD_POOL"),
+            dataset_root: get("TANKD_DATASET_ROOT"),
+            data_dir: get("TANKD_DATA_DIR").map(PathBuf::from),
+            listen: get("TANKD_LISTEN").map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }),
+            socket: get("TANKD_SOCKET").map(PathBuf::from),
+            api_token: get("TANKD_API_TOKEN"),
+            api_token_file: get("TANKD_API_TOKEN_FILE").map(PathBuf::from),
+            embedded_pool_name: get("TANKD_EMBEDDED_POOL_NAME"),
+            embedded_pool_size: get("TANKD_EMBEDDED_POOL_SIZE"),
+            log_format: get("TANKD_LOG_FORMAT"),
+            shutdown_timeout: get("TANKD_SHUTDOWN_TIMEOUT")
+                .map(|v| {
+                    v.parse().map_err(|_| {
+                        ConfigError::field("TANKD_SHUTDOWN_TIMEOUT", "not a number of seconds")
+                    })
+                })
+                .transpose()?,
+        })
+    }
+
+    pub fn from_toml(text: &str, origin: &str) -> Result<Layer, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError {
+            field: origin.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration {field}: {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn field(field: &str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The resolved configuration tankd runs with.
+#[derive(Clone, PartialEq)]
+pub struct Config {
+    pub pool: PoolName,
+    /// True when `pool` was not configured and tankd manages a file-backed pool.
+    pub embedded_pool: bool,
+    pub dataset_root: DatasetName,
+    pub data_dir: PathBuf,
+    pub listen: Vec<SocketAddr>,
+    pub socket: Option<PathBuf>,
+    pub api_token: Option<String>,
+    pub embedded_pool_size: u64,
+    pub log_format: LogFormat,
+    pub shutdown_timeout: std::time::Duration,
+}
+
+// Hand-written so the token never reaches a log line.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("pool", &self.pool.as_str())
+            .field("embedded_pool", &self.embedded_pool)
+            .field("dataset_root", &self.dataset_root.as_str())
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("socket", &self.socket)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<set>"))
+            .field("embedded_pool_size", &self.embedded_pool_size)
+            .field("log_format", &self.log_format)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}
+
+/// `8G`, `512M`, `1073741824`: binary units.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (t, 1u64),
+        Some((i, _)) => {
+            let mult = match t[i..]
+                .to_ascii_uppercase()
+                .trim_end_matches("IB")
+                .trim_end_matches('B')
+            {
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1u64 << 40,
+                "" => 1,
+                _ => return None,
+            };
+            (&t[..i], mult)
+        }
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+impl Config {
+    /// Resolve the layers (file, env, flags; later wins) and fill in defaults.
+    pub fn resolve(file: Layer, env: Layer, flags: Layer) -> Result<Config, ConfigError> {
+        let l = file.overlay(env).overlay(flags);
+        let (pool, embedded_pool) = match &l.pool {
+            Some(p) => (
+                p.parse::<PoolName>()
+                    .map_err(|e| ConfigError::field("pool", e.to_string()))?,
+                false,
+            ),
+            None => {
+                let name = l.embedded_pool_name.as_deref().unwrap_or(EMBEDDED_POOL);
+                (
+                    name.parse::<PoolName>()
+                        .map_err(|e| ConfigError::field("embedded_pool_name", e.to_string()))?,
+                    true,
+                )
+            }
+        };
+        let dataset_root: DatasetName = match &l.dataset_root {
+            Some(r) => r.parse().map_err(|e: zfs_sys_shim::NameError| {
+                ConfigError::field("dataset_root", e.to_string())
+            })?,
+            None => format!("{pool}/tankd").parse().expect("valid"),
+        };
+        if dataset_root.pool() != pool.as_str() {
+            return Err(ConfigError::field(
+                "dataset_root",
+                format!("{dataset_root} is not in pool {pool}"),
+            ));
+        }
+        if dataset_root.parent().is_none() {
+            return Err(ConfigError::field(
+                "dataset_root",
+                "must be below the pool's root dataset, e.g. <pool>/tankd",
+            ));
+        }
+        let data_dir = l
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/tankd"));
+        if !data_dir.is_absolute() {
+            return Err(ConfigError::field("data_dir", "must be an absolute path"));
+        }
+        let listen = l
+            .listen
+            .unwrap_or_else(|| vec!["127.0.0.1:7070".to_owned()])
+            .iter()
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| {
+                    ConfigError::field("listen", format!("{a:?} is not an address:port"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let socket = match l.socket {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) if !p.is_absolute() => {
+                return Err(ConfigError::field("socket", "must be an absolute path"));
+            }
+            Some(p) => Some(p),
+            None => Some(PathBuf::from("/run/tankd/tankd.sock")),
+        };
+        if listen.is_empty() && socket.is_none() {
+            return Err(ConfigError::field(
+                "listen",
+                "no TCP address and no socket: nothing to serve on",
+            ));
+        }
+        let api_token = match (l.api_token, l.api_token_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::field(
+                    "api_token",
+                    "set api_token or api_token_file, not both",
+                ));
+            }
+            (Some(t), None) => Some(t),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError::field("api_token_file", format!("{}: {e}", path.display()))
+                })?;
+                Some(text.lines().next().unwrap_or_default().trim().to_owned())
+            }
+            (None, None) => None,
+        };
+        if api_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::field(
+                "api_token",
+                "must be at least 16 characters",
+            ));
+        }
+        let size_text = l.embedded_pool_size.unwrap_or_else(|| "8G".to_owned());
+        let embedded_pool_size = parse_size(&size_text)
+            .filter(|s| *s >= 128 << 20)
+            .ok_or_else(|| {
+                ConfigError::field(
+                    "embedded_pool_size",
+                    format!("{size_text:?} is not a size of at least 128M"),
+                )
+            })?;
+        let log_format = match l.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::field(
+                    "log_format",
+                    format!("{other:?} is not text or json"),
+                ));
+            }
+        };
+        Ok(Config {
+            pool,
+            embedded_pool,
+            dataset_root,
+            data_dir,
+            listen,
+            socket,
+            api_token,
+            embedded_pool_size,
+            log_format,
+            shutdown_timeout: std::time::Duration::from_secs(l.shutdown_timeout.unwrap_or(30)),
+        })
+    }
+
+    /// The embedded pool's backing file.
+    pub fn embedded_vdev(&self) -> PathBuf {
+        self.data_dir
+            .join("pool")
+            .join(format!("{}.img", self.pool))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Layer {
+        Layer::from_env(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_give_an_embedded_pool() {
+        let c = Config::resolve(Layer::default(), Layer::default(), Layer::default()).unwrap();
+        assert!(c.embedded_pool);
+        assert_eq!(c.pool.as_str(), "tankd");
+        assert_eq!(c.dataset_root.as_str(), "tankd/tankd");
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/tankd"));
+        assert_eq!(c.listen, vec!["127.0.0.1:7070".parse().unwrap()]);
+        assert_eq!(c.socket, Some(PathBuf::from("/run/tankd/tankd.sock")));
+        assert_eq!(c.embedded_pool_size, 8 << 30);
+        assert_eq!(
+            c.embedded_vdev(),
+            PathBuf::from("/var/lib/tankd/pool/tankd.img")
+        );
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let file = Layer::from_toml(
+            "pool = \"filepool\"\ndata_dir = \"/srv/a\"\nlisten = [\"127.0.0.1:1\"]\n",
+            "tankd.toml",
+        )
+        .unwrap();
+        let env = env(&[
+            ("TANKD_POOL", "envpool"),
+            ("TANKD_LISTEN", "127.0.0.1:2, [::1]:3"),
+        ]);
+        let flags = Layer {
+            pool: Some("flagpool".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(file.clone(), env.clone(), flags).unwrap();
+        assert_eq!(c.pool.as_str(), "flagpool");
+        assert!(!c.embedded_pool);
+        assert_eq!(c.dataset_root.as_str(), "flagpool/tankd");
+        assert_eq!(c.listen.len(), 2, "env listen beats the file's");
+        assert_eq!(
+            c.data_dir,
+            PathBuf::from("/srv/a"),
+            "only the file said data_dir"
+        );
+        let c = Config::resolve(file, env, Layer::default()).unwrap();
+        assert_eq!(c.pool.as_str(), "envpool");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases: [(Layer, &str); 7] = [
+            (
+                Layer {
+                    pool: Some("-x".into()),
+                    ..Default::default()
+                },
+                "pool",
+            ),
+            (
+                Layer {
+                    dataset_root: Some("other/tankd".into()),
+                    ..Default::default()
+                },
+                "dataset_root",
+            ),
+            (
+                Layer {
+                    dataset_root: Some("tankd".into()),
+                    ..Default::default()
+                },
+                "dataset_root",
+            ),
+            (
+                Layer {
+                    listen: Some(vec!["localhost".into()]),
+                    ..Default::default()
+                },
+                "listen",
+            ),
+            (
+                Layer {
+                    api_token: Some("short".into()),
+                    ..Default::default()
+                },
+                "api_token",
+            ),
+            (
+                Layer {
+                    embedded_pool_size: Some("12Q".into()),
+                    ..Default::default()
+                },
+                "embedded_pool_size",
+            ),
+            (
+                Layer {
+                    data_dir: Some("rel/dir".into()),
+                    ..Default::default()
+                },
+                "data_dir",
+            ),
+        ];
+        for (layer, field) in cases {
+            let err = Config::resolve(Layer::default(), Layer::default(), layer).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+        assert!(
+            Layer::from_toml("pool = \"a\"\nbogus = 1\n", "tankd.toml").is_err(),
+            "unknown keys are refused"
+        );
+        let err =
+            Layer::from_env(&[("TANKD_SHUTDOWN_TIMEOUT".to_string(), "soon".to_string())].into())
+                .unwrap_err();
+        assert_eq!(err.field, "TANKD_SHUTDOWN_TIMEOUT");
+    }
+
+    #[test]
+    fn token_file_and_redaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        let c = Config::resolve(
+            Layer {
+                api_token_file: Some(path),
+                ..Default::default()
+            },
+            Layer::default(),
+            Layer::default(),
+        )
+        .unwrap();
+        assert_eq!(c.api_token.as_deref(), Some("0123456789abcdef0123"));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("0123456789abcdef") && shown.contains("<set>"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8G"), Some(8 << 30));
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("1.5G"), None);
+        assert_eq!(parse_size("G"), None);
+    }
+}

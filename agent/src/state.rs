@@ -1,0 +1,16 @@
+//! What every handler can reach: the resolved config and the ZFS handle scoped to the
+//! dataset root. Cheap to clone (Arcs inside).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use zfs_sys_shim::Zfs;
+
+use crate::config::Config;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub zfs: Zfs,
+    pub started: Instant,
+}

@@ -1,0 +1,259 @@
+//! Helpers for tests that run the real `tankd` binary: start it on a private data dir
+//! and embedded pool, talk HTTP/1.1 to it over TCP or its unix socket, stop it.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const NEEDS_ZFS: &str = "needs kernel ZFS; scripts/test runs it in the test VM";
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request with `Connection: close`; enough HTTP for tests, no client dependency.
+pub fn http(
+    stream: &mut (impl Read + Write),
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: tankd\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..eol]).unwrap().trim(), 16).unwrap();
+        data = &data[eol + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn vdev_dir() -> PathBuf {
+    std::env::var_os("TANKD_TEST_VDEV_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// A unique pool name per test.
+pub fn pool_name(tag: &str) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "ta{}x{}{tag}",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A tankd process on its own embedded pool, data dir and port. Killed, and its pool
+/// destroyed, when dropped.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub pool: String,
+    pub extra_env: Vec<(String, String)>,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn new(tag: &str) -> Agent {
+        let pool = pool_name(tag);
+        let data_dir = vdev_dir().join(format!("{pool}.data"));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        Agent {
+            child: None,
+            port: free_port(),
+            socket: data_dir.join("tankd.sock"),
+            log: data_dir.join("tankd.log"),
+            data_dir,
+            pool,
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tankd"));
+        cmd.env_remove("TANKD_CONFIG")
+            .env("TANKD_DATA_DIR", &self.data_dir)
+            .env("TANKD_EMBEDDED_POOL_NAME", &self.pool)
+            .env("TANKD_EMBEDDED_POOL_SIZE", "512M")
+            .env("TANKD_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("TANKD_SOCKET", &self.socket)
+            .env("TANKD_LOG", "info,tankd=debug,zfs_sys_shim=debug")
+            .args(["--config", "/dev/null"]);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Start and wait until `/health` answers.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("tankd exited early ({status}):\n{}", self.log_text());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("tankd did not listen within 60 s:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn tcp(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        http(&mut s, method, path, headers, body)
+    }
+
+    pub fn unix(&self, method: &str, path: &str) -> Response {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
+        http(&mut s, method, path, &[], b"")
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tankd did not exit within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("zpool")
+            .args(["destroy", "-f", &self.pool])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+pub fn run_to_exit(mut cmd: Command) -> (Option<i32>, String) {
+    let out = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
