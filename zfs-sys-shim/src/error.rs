@@ -211,7 +211,7 @@ pub(crate) fn classify(target: &str, command: &str, status: String, stderr: &str
             stderr,
         };
     }
-    if has(&["already exists"]) {
+    if has(&["already exists", "bookmark exists"]) {
         return Error::AlreadyExists {
             target,
             command,
@@ -318,6 +318,10 @@ mod tests {
         assert_eq!(
             k("cannot destroy 'tank/x': dataset is busy\n"),
             ErrorKind::Busy
+        );
+        assert_eq!(
+            k("cannot create bookmark 'tank/x#m': bookmark exists\n"),
+            ErrorKind::AlreadyExists
         );
         assert_eq!(
             k("cannot create 'tank/x': out of space\n"),
