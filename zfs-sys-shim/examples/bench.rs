@@ -37,6 +37,7 @@ async fn main() {
     for ds in &datasets {
         zfs.create_filesystem(ds, true, &[]).await.unwrap();
     }
+    let started = Instant::now();
     for g in 0..per {
         let snaps: Vec<_> = datasets
             .iter()
@@ -44,6 +45,11 @@ async fn main() {
             .collect();
         zfs.snapshot(&snaps, false, &[]).await.unwrap();
     }
+    eprintln!(
+        "setup: {} snapshots in {:.1}s",
+        per * 40,
+        started.elapsed().as_secs_f64()
+    );
 
     // 1. List every snapshot with the properties ListSnapshots needs.
     let list_root = root.join("list").unwrap();
@@ -53,7 +59,7 @@ async fn main() {
         "zfs list -H -p -o name,type,used,written,referenced,createtxg -r -t snapshot -s createtxg {list_root} >/dev/null"
     );
     let (mut shim_t, mut cli_t) = (Duration::ZERO, Duration::ZERO);
-    let per_round = 5;
+    let per_round = 2;
     for _ in 0..rounds {
         let started = Instant::now();
         for _ in 0..per_round {
@@ -62,6 +68,11 @@ async fn main() {
         }
         shim_t += started.elapsed();
         cli_t += shell(&format!("for i in $(seq {per_round}); do {cli}; done"));
+        eprintln!(
+            "list round: shim {:.2}s, shell {:.2}s",
+            shim_t.as_secs_f64(),
+            cli_t.as_secs_f64()
+        );
     }
     let list_ratio = shim_t.as_secs_f64() / cli_t.as_secs_f64();
     println!(
@@ -74,7 +85,7 @@ async fn main() {
 
     // 2. create / snapshot / clone, the guest-disk pattern.
     let (mut shim_t, mut cli_t) = (Duration::ZERO, Duration::ZERO);
-    let steps = 4;
+    let steps = 3;
     for r in 0..rounds {
         let started = Instant::now();
         for i in 0..steps {
