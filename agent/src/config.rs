@@ -51,6 +51,15 @@ pub struct Layer {
     /// Seconds to let in-flight requests finish after SIGTERM (default 30).
     #[arg(long)]
     pub shutdown_timeout: Option<u64>,
+    /// Image server (`host:port` or URL) for RequestImage.
+    #[arg(long)]
+    pub image_server: Option<String>,
+    /// Image fetches running at once (default: number of CPUs).
+    #[arg(long)]
+    pub num_fetchers: Option<usize>,
+    /// Image fetches queued or running before RequestImage answers busy (default 64).
+    #[arg(long)]
+    pub max_pending: Option<usize>,
 }
 
 impl Layer {
@@ -68,6 +77,9 @@ impl Layer {
             embedded_pool_size: other.embedded_pool_size.or(self.embedded_pool_size),
             log_format: other.log_format.or(self.log_format),
             shutdown_timeout: other.shutdown_timeout.or(self.shutdown_timeout),
+            image_server: other.image_server.or(self.image_server),
+            num_fetchers: other.num_fetchers.or(self.num_fetchers),
+            max_pending: other.max_pending.or(self.max_pending),
         }
     }
 
@@ -97,6 +109,9 @@ impl Layer {
                     })
                 })
                 .transpose()?,
+            image_server: get("TANKD_IMAGE_SERVER"),
+            num_fetchers: number(env, "TANKD_NUM_FETCHERS")?,
+            max_pending: number(env, "TANKD_MAX_PENDING")?,
         })
     }
 
@@ -106,6 +121,15 @@ impl Layer {
             reason: e.to_string(),
         })
     }
+}
+
+fn number(env: &HashMap<String, String>, key: &str) -> Result<Option<usize>, ConfigError> {
+    env.get(key)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| ConfigError::field(key, "not a whole number"))
+        })
+        .transpose()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -144,6 +168,9 @@ pub struct Config {
     pub embedded_pool_size: u64,
     pub log_format: LogFormat,
     pub shutdown_timeout: std::time::Duration,
+    pub image_server: Option<String>,
+    pub num_fetchers: usize,
+    pub max_pending: usize,
 }
 
 // Hand-written so the token never reaches a log line.
@@ -160,6 +187,9 @@ impl std::fmt::Debug for Config {
             .field("embedded_pool_size", &self.embedded_pool_size)
             .field("log_format", &self.log_format)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("image_server", &self.image_server)
+            .field("num_fetchers", &self.num_fetchers)
+            .field("max_pending", &self.max_pending)
             .finish()
     }
 }
@@ -307,6 +337,19 @@ impl Config {
             embedded_pool_size,
             log_format,
             shutdown_timeout: std::time::Duration::from_secs(l.shutdown_timeout.unwrap_or(30)),
+            image_server: l.image_server,
+            num_fetchers: match l.num_fetchers {
+                Some(0) => return Err(ConfigError::field("num_fetchers", "must be at least 1")),
+                Some(n) => n,
+                None => std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2),
+            },
+            max_pending: match l.max_pending {
+                Some(0) => return Err(ConfigError::field("max_pending", "must be at least 1")),
+                Some(n) => n,
+                None => 64,
+            },
         })
     }
 

@@ -4,10 +4,15 @@
 mod api_error;
 mod auth;
 mod config;
+mod guests;
 mod health;
+mod images;
+mod imagestore;
 mod server;
+mod snapshots;
 mod startup;
 mod state;
+mod volumes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -95,10 +100,22 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = CancellationToken::new();
     server::cancel_on_signals(shutdown.clone())?;
     let grace = config.shutdown_timeout;
+    let fetch = images::FetchConfig {
+        image_server: config.image_server.clone(),
+        num_fetchers: config.num_fetchers,
+        max_pending: config.max_pending,
+    };
+    let store = imagestore::Store {
+        zfs: zfs.clone(),
+        root: config.dataset_root.clone(),
+        images: Arc::new(images::Fetcher::new(fetch, config.data_dir.join("spool"))),
+    };
+    images::recover(&store).await?;
     let state = state::AppState {
         config: Arc::new(config),
         zfs,
         started: Instant::now(),
+        store,
     };
     tracing::info!("ready");
     server::serve(listeners, server::app(state), shutdown, grace).await;

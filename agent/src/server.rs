@@ -65,9 +65,10 @@ pub fn app(state: AppState) -> Router {
             .unwrap_or("-");
         tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
     });
+    let store = state.store.clone();
     Router::new()
-        .merge(crate::health::routes())
-        .with_state(state)
+        .merge(crate::health::routes().with_state(state))
+        .merge(crate::imagestore::routes(store))
         .layer(axum::middleware::from_fn_with_state(
             token,
             require_token_to_mutate,

@@ -7,10 +7,12 @@ use std::time::Instant;
 use zfs_sys_shim::Zfs;
 
 use crate::config::Config;
+use crate::imagestore::Store;
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub zfs: Zfs,
     pub started: Instant,
+    pub store: Store,
 }

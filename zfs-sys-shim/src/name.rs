@@ -251,7 +251,7 @@ fn split_suffixed(s: &str, sep: char) -> Result<usize, NameError> {
 
 /// Anything that can be the target of a command: its text and the dataset it lives in,
 /// which is what the root check looks at.
-pub trait ZfsName: fmt::Display {
+pub trait ZfsName: fmt::Display + Send + Sync {
     fn as_str(&self) -> &str;
     fn owning_dataset(&self) -> DatasetName;
 }

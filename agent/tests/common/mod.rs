@@ -2,6 +2,8 @@
 //! and embedded pool, talk HTTP/1.1 to it over TCP or its unix socket, stop it.
 #![allow(dead_code)]
 
+pub mod image_server;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

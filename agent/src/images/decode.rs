@@ -1,0 +1,62 @@
+//! What the bytes of an image are: a compressed wrapper (gzip, xz, zstd), and inside it
+//! either a `zfs send` stream or a raw disk image. Decided from the first bytes, never
+//! from names or headers.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Xz,
+    Zstd,
+}
+
+pub fn sniff_compression(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Compression::Xz
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// DMU_BACKUP_MAGIC, the `drr_magic` of a stream's first (DRR_BEGIN) record, which sits
+/// after the record's two u32 header words.
+const DMU_BACKUP_MAGIC: u64 = 0x2F5B_ACBAC;
+
+/// Whether `head` starts a `zfs send` stream (either byte order).
+pub fn is_zfs_stream(head: &[u8]) -> bool {
+    let Some(word) = head.get(8..16) else {
+        return false;
+    };
+    let word: [u8; 8] = word.try_into().expect("8 bytes");
+    let drr_type = head[..4].iter().all(|&b| b == 0);
+    drr_type
+        && (u64::from_le_bytes(word) == DMU_BACKUP_MAGIC
+            || u64::from_be_bytes(word) == DMU_BACKUP_MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs() {
+        assert_eq!(sniff_compression(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
+        assert_eq!(sniff_compression(b"\xfd7zXZ\x00\x00"), Compression::Xz);
+        assert_eq!(
+            sniff_compression(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Compression::Zstd
+        );
+        assert_eq!(sniff_compression(b"QFI\xfb"), Compression::None);
+        let mut begin = vec![0u8; 16];
+        begin[8..16].copy_from_slice(&DMU_BACKUP_MAGIC.to_le_bytes());
+        assert!(is_zfs_stream(&begin));
+        begin[8..16].copy_from_slice(&DMU_BACKUP_MAGIC.to_be_bytes());
+        assert!(is_zfs_stream(&begin));
+        assert!(!is_zfs_stream(&[0u8; 16]));
+        assert!(!is_zfs_stream(&[0u8; 8]));
+    }
+}

@@ -1,0 +1,124 @@
+//! zvols under the dataset root: create (waiting for the device node), get, list, and
+//! DeleteDataset, which removes any dataset under the root but never the root itself.
+
+use std::time::Duration;
+
+use rpc_schema::imagestore::{Volume, VolumeRequest, VolumeResponse};
+use zfs_sys_shim::{
+    Dataset, DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, VolumeOptions,
+};
+
+use crate::imagestore::Store;
+use crate::imagestore::error::{StoreError, StoreResult};
+use crate::imagestore::ids::{self, MIB, to_mib};
+
+/// How long to wait for a new zvol's device node (udev's link where udev runs).
+pub const DEVICE_TIMEOUT: Duration = Duration::from_secs(10);
+
+const PROPS: [Prop; 1] = [Prop::Volsize];
+
+/// The device of an existing volume, without waiting: listing many volumes must not
+/// stall on one whose node is missing.
+pub async fn device_now(store: &Store, name: &DatasetName) -> String {
+    match store.zfs.zvol_device(name, Duration::ZERO).await {
+        Ok(p) => p.display().to_string(),
+        Err(_) => format!("/dev/zvol/{name}"),
+    }
+}
+
+async fn wire(store: &Store, ds: &Dataset) -> StoreResult<Volume> {
+    let name: DatasetName = ds
+        .name
+        .parse()
+        .map_err(|e: zfs_sys_shim::NameError| StoreError::from(zfs_sys_shim::Error::from(e)))?;
+    Ok(Volume {
+        id: ds.name.clone(),
+        size: to_mib(ds.volsize.unwrap_or(0)),
+        device: device_now(store, &name).await,
+    })
+}
+
+/// Create a zvol (lz4, parents), wait for its device; undo it if the device never shows.
+pub async fn create_zvol(store: &Store, name: &DatasetName, size_mib: u64) -> StoreResult<String> {
+    let opts = VolumeOptions {
+        size: size_mib * MIB,
+        parents: true,
+        props: vec![("compression".into(), "lz4".into())],
+        ..Default::default()
+    };
+    store.zfs.create_volume(name, &opts).await?;
+    match store.zfs.zvol_device(name, DEVICE_TIMEOUT).await {
+        Ok(dev) => Ok(dev.display().to_string()),
+        Err(e) => {
+            let _ = store.zfs.destroy(name, DestroyOptions::default()).await;
+            Err(e.into())
+        }
+    }
+}
+
+pub async fn create(store: &Store, req: VolumeRequest) -> StoreResult<VolumeResponse> {
+    let name = ids::dataset(&store.root, "id", &req.id)?;
+    let size = ids::size_mib("size", req.size)?;
+    let device = create_zvol(store, &name, size).await?;
+    Ok(VolumeResponse {
+        volumes: vec![Volume {
+            id: name.to_string(),
+            size,
+            device,
+        }],
+    })
+}
+
+pub async fn get(store: &Store, req: VolumeRequest) -> StoreResult<VolumeResponse> {
+    let name = ids::dataset(&store.root, "id", &req.id)?;
+    let ds = store.zfs.get(&name, &PROPS).await?;
+    if ds.kind != Some(DatasetType::Volume) {
+        return Err(StoreError::not_found(format!("{name} is not a volume")));
+    }
+    Ok(VolumeResponse {
+        volumes: vec![wire(store, &ds).await?],
+    })
+}
+
+pub async fn list(store: &Store, _req: VolumeRequest) -> StoreResult<VolumeResponse> {
+    let all = store
+        .zfs
+        .list(&ListQuery::recursive(
+            store.root.clone(),
+            DatasetType::Volume,
+            &PROPS,
+        ))
+        .await?;
+    let mut volumes = Vec::with_capacity(all.len());
+    for ds in &all {
+        volumes.push(wire(store, ds).await?);
+    }
+    Ok(VolumeResponse { volumes })
+}
+
+/// Destroy a dataset (and its snapshots and children) under the root. Clones elsewhere
+/// that depend on it make this a conflict rather than a cascade.
+pub async fn delete_dataset(store: &Store, req: VolumeRequest) -> StoreResult<VolumeResponse> {
+    let name = ids::dataset(&store.root, "id", &req.id)?;
+    let ds = store.zfs.get(&name, &PROPS).await?;
+    store
+        .zfs
+        .destroy(
+            &name,
+            DestroyOptions {
+                recursive: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let volumes = if ds.kind == Some(DatasetType::Volume) {
+        vec![Volume {
+            id: ds.name.clone(),
+            size: to_mib(ds.volsize.unwrap_or(0)),
+            device: String::new(),
+        }]
+    } else {
+        vec![]
+    };
+    Ok(VolumeResponse { volumes })
+}
