@@ -15,14 +15,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            detail: ErrorDetail {
-                kind,
-                message: message.into(),
-                field: None,
-            },
-        }
+        ApiError { status, detail: ErrorDetail { kind, message: message.into(), field: None } }
     }
 
     pub fn unauthorized() -> Self {

@@ -39,11 +39,7 @@ fn is_read(method: &Method) -> bool {
 }
 
 /// Layer for the whole app: mutating methods need the token.
-pub async fn require_token_to_mutate(
-    State(token): State<Token>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn require_token_to_mutate(State(token): State<Token>, req: Request, next: Next) -> Response {
     if is_read(req.method()) || token.admits(&req) {
         next.run(req).await
     } else {
@@ -70,14 +66,8 @@ mod tests {
     fn app(token: Option<&str>) -> Router {
         let token = Token(token.map(Arc::from));
         Router::new()
-            .route(
-                "/thing",
-                get(|| async { "read" }).post(|| async { "wrote" }),
-            )
-            .layer(axum::middleware::from_fn_with_state(
-                token,
-                require_token_to_mutate,
-            ))
+            .route("/thing", get(|| async { "read" }).post(|| async { "wrote" }))
+            .layer(axum::middleware::from_fn_with_state(token, require_token_to_mutate))
     }
 
     async fn status(app: Router, method: &str, auth: Option<&str>) -> u16 {
@@ -85,11 +75,7 @@ mod tests {
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
-        app.oneshot(req.body(Body::empty()).unwrap())
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap().status().as_u16()
     }
 
     #[tokio::test]
@@ -97,23 +83,9 @@ mod tests {
         let t = "0123456789abcdef";
         assert_eq!(status(app(Some(t)), "GET", None).await, 200);
         assert_eq!(status(app(Some(t)), "POST", None).await, 401);
-        assert_eq!(
-            status(app(Some(t)), "POST", Some("Bearer wrong-wrong-wrong!")).await,
-            401
-        );
-        assert_eq!(
-            status(app(Some(t)), "POST", Some(t)).await,
-            401,
-            "the Bearer scheme is required"
-        );
-        assert_eq!(
-            status(app(Some(t)), "POST", Some(&format!("Bearer {t}"))).await,
-            200
-        );
-        assert_eq!(
-            status(app(None), "POST", None).await,
-            200,
-            "no token configured: open"
-        );
+        assert_eq!(status(app(Some(t)), "POST", Some("Bearer wrong-wrong-wrong!")).await, 401);
+        assert_eq!(status(app(Some(t)), "POST", Some(t)).await, 401, "the Bearer scheme is required");
+        assert_eq!(status(app(Some(t)), "POST", Some(&format!("Bearer {t}"))).await, 200);
+        assert_eq!(status(app(None), "POST", None).await, 200, "no token configured: open");
     }
 }

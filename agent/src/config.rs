@@ -90,12 +90,8 @@ impl Layer {
             pool: get("TANKD_POOL"),
             dataset_root: get("TANKD_DATASET_ROOT"),
             data_dir: get("TANKD_DATA_DIR").map(PathBuf::from),
-            listen: get("TANKD_LISTEN").map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            }),
+            listen: get("TANKD_LISTEN")
+                .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()),
             socket: get("TANKD_SOCKET").map(PathBuf::from),
             api_token: get("TANKD_API_TOKEN"),
             api_token_file: get("TANKD_API_TOKEN_FILE").map(PathBuf::from),
@@ -103,11 +99,7 @@ impl Layer {
             embedded_pool_size: get("TANKD_EMBEDDED_POOL_SIZE"),
             log_format: get("TANKD_LOG_FORMAT"),
             shutdown_timeout: get("TANKD_SHUTDOWN_TIMEOUT")
-                .map(|v| {
-                    v.parse().map_err(|_| {
-                        ConfigError::field("TANKD_SHUTDOWN_TIMEOUT", "not a number of seconds")
-                    })
-                })
+                .map(|v| v.parse().map_err(|_| ConfigError::field("TANKD_SHUTDOWN_TIMEOUT", "not a number of seconds")))
                 .transpose()?,
             image_server: get("TANKD_IMAGE_SERVER"),
             num_fetchers: number(env, "TANKD_NUM_FETCHERS")?,
@@ -116,20 +108,12 @@ impl Layer {
     }
 
     pub fn from_toml(text: &str, origin: &str) -> Result<Layer, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError {
-            field: origin.to_owned(),
-            reason: e.to_string(),
-        })
+        toml::from_str(text).map_err(|e| ConfigError { field: origin.to_owned(), reason: e.to_string() })
     }
 }
 
 fn number(env: &HashMap<String, String>, key: &str) -> Result<Option<usize>, ConfigError> {
-    env.get(key)
-        .map(|v| {
-            v.parse()
-                .map_err(|_| ConfigError::field(key, "not a whole number"))
-        })
-        .transpose()
+    env.get(key).map(|v| v.parse().map_err(|_| ConfigError::field(key, "not a whole number"))).transpose()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,10 +125,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn field(field: &str, reason: impl Into<String>) -> Self {
-        ConfigError {
-            field: field.to_owned(),
-            reason: reason.into(),
-        }
+        ConfigError { field: field.to_owned(), reason: reason.into() }
     }
 }
 
@@ -200,11 +181,7 @@ pub fn parse_size(text: &str) -> Option<u64> {
     let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         None => (t, 1u64),
         Some((i, _)) => {
-            let mult = match t[i..]
-                .to_ascii_uppercase()
-                .trim_end_matches("IB")
-                .trim_end_matches('B')
-            {
+            let mult = match t[i..].to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
                 "K" => 1 << 10,
                 "M" => 1 << 20,
                 "G" => 1 << 30,
@@ -223,41 +200,25 @@ impl Config {
     pub fn resolve(file: Layer, env: Layer, flags: Layer) -> Result<Config, ConfigError> {
         let l = file.overlay(env).overlay(flags);
         let (pool, embedded_pool) = match &l.pool {
-            Some(p) => (
-                p.parse::<PoolName>()
-                    .map_err(|e| ConfigError::field("pool", e.to_string()))?,
-                false,
-            ),
+            Some(p) => (p.parse::<PoolName>().map_err(|e| ConfigError::field("pool", e.to_string()))?, false),
             None => {
                 let name = l.embedded_pool_name.as_deref().unwrap_or(EMBEDDED_POOL);
-                (
-                    name.parse::<PoolName>()
-                        .map_err(|e| ConfigError::field("embedded_pool_name", e.to_string()))?,
-                    true,
-                )
+                (name.parse::<PoolName>().map_err(|e| ConfigError::field("embedded_pool_name", e.to_string()))?, true)
             }
         };
         let dataset_root: DatasetName = match &l.dataset_root {
-            Some(r) => r.parse().map_err(|e: zfs_sys_shim::NameError| {
-                ConfigError::field("dataset_root", e.to_string())
-            })?,
+            Some(r) => {
+                r.parse().map_err(|e: zfs_sys_shim::NameError| ConfigError::field("dataset_root", e.to_string()))?
+            }
             None => format!("{pool}/tankd").parse().expect("valid"),
         };
         if dataset_root.pool() != pool.as_str() {
-            return Err(ConfigError::field(
-                "dataset_root",
-                format!("{dataset_root} is not in pool {pool}"),
-            ));
+            return Err(ConfigError::field("dataset_root", format!("{dataset_root} is not in pool {pool}")));
         }
         if dataset_root.parent().is_none() {
-            return Err(ConfigError::field(
-                "dataset_root",
-                "must be below the pool's root dataset, e.g. <pool>/tankd",
-            ));
+            return Err(ConfigError::field("dataset_root", "must be below the pool's root dataset, e.g. <pool>/tankd"));
         }
-        let data_dir = l
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from("/var/lib/tankd"));
+        let data_dir = l.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/tankd"));
         if !data_dir.is_absolute() {
             return Err(ConfigError::field("data_dir", "must be an absolute path"));
         }
@@ -266,9 +227,8 @@ impl Config {
             .unwrap_or_else(|| vec!["127.0.0.1:7070".to_owned()])
             .iter()
             .map(|a| {
-                a.parse::<SocketAddr>().map_err(|_| {
-                    ConfigError::field("listen", format!("{a:?} is not an address:port"))
-                })
+                a.parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::field("listen", format!("{a:?} is not an address:port")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let socket = match l.socket {
@@ -280,50 +240,32 @@ impl Config {
             None => Some(PathBuf::from("/run/tankd/tankd.sock")),
         };
         if listen.is_empty() && socket.is_none() {
-            return Err(ConfigError::field(
-                "listen",
-                "no TCP address and no socket: nothing to serve on",
-            ));
+            return Err(ConfigError::field("listen", "no TCP address and no socket: nothing to serve on"));
         }
         let api_token = match (l.api_token, l.api_token_file) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::field(
-                    "api_token",
-                    "set api_token or api_token_file, not both",
-                ));
+                return Err(ConfigError::field("api_token", "set api_token or api_token_file, not both"));
             }
             (Some(t), None) => Some(t),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    ConfigError::field("api_token_file", format!("{}: {e}", path.display()))
-                })?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError::field("api_token_file", format!("{}: {e}", path.display())))?;
                 Some(text.lines().next().unwrap_or_default().trim().to_owned())
             }
             (None, None) => None,
         };
         if api_token.as_ref().is_some_and(|t| t.len() < 16) {
-            return Err(ConfigError::field(
-                "api_token",
-                "must be at least 16 characters",
-            ));
+            return Err(ConfigError::field("api_token", "must be at least 16 characters"));
         }
         let size_text = l.embedded_pool_size.unwrap_or_else(|| "8G".to_owned());
-        let embedded_pool_size = parse_size(&size_text)
-            .filter(|s| *s >= 128 << 20)
-            .ok_or_else(|| {
-                ConfigError::field(
-                    "embedded_pool_size",
-                    format!("{size_text:?} is not a size of at least 128M"),
-                )
-            })?;
+        let embedded_pool_size = parse_size(&size_text).filter(|s| *s >= 128 << 20).ok_or_else(|| {
+            ConfigError::field("embedded_pool_size", format!("{size_text:?} is not a size of at least 128M"))
+        })?;
         let log_format = match l.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                return Err(ConfigError::field(
-                    "log_format",
-                    format!("{other:?} is not text or json"),
-                ));
+                return Err(ConfigError::field("log_format", format!("{other:?} is not text or json")));
             }
         };
         Ok(Config {
@@ -341,9 +283,7 @@ impl Config {
             num_fetchers: match l.num_fetchers {
                 Some(0) => return Err(ConfigError::field("num_fetchers", "must be at least 1")),
                 Some(n) => n,
-                None => std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2),
+                None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             },
             max_pending: match l.max_pending {
                 Some(0) => return Err(ConfigError::field("max_pending", "must be at least 1")),
@@ -355,9 +295,7 @@ impl Config {
 
     /// The embedded pool's backing file.
     pub fn embedded_vdev(&self) -> PathBuf {
-        self.data_dir
-            .join("pool")
-            .join(format!("{}.img", self.pool))
+        self.data_dir.join("pool").join(format!("{}.img", self.pool))
     }
 }
 
@@ -366,13 +304,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Layer {
-        Layer::from_env(
-            &pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-        .unwrap()
+        Layer::from_env(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap()
     }
 
     #[test]
@@ -385,37 +317,22 @@ mod tests {
         assert_eq!(c.listen, vec!["127.0.0.1:7070".parse().unwrap()]);
         assert_eq!(c.socket, Some(PathBuf::from("/run/tankd/tankd.sock")));
         assert_eq!(c.embedded_pool_size, 8 << 30);
-        assert_eq!(
-            c.embedded_vdev(),
-            PathBuf::from("/var/lib/tankd/pool/tankd.img")
-        );
+        assert_eq!(c.embedded_vdev(), PathBuf::from("/var/lib/tankd/pool/tankd.img"));
     }
 
     #[test]
     fn flags_beat_env_beat_file() {
-        let file = Layer::from_toml(
-            "pool = \"filepool\"\ndata_dir = \"/srv/a\"\nlisten = [\"127.0.0.1:1\"]\n",
-            "tankd.toml",
-        )
-        .unwrap();
-        let env = env(&[
-            ("TANKD_POOL", "envpool"),
-            ("TANKD_LISTEN", "127.0.0.1:2, [::1]:3"),
-        ]);
-        let flags = Layer {
-            pool: Some("flagpool".into()),
-            ..Default::default()
-        };
+        let file =
+            Layer::from_toml("pool = \"filepool\"\ndata_dir = \"/srv/a\"\nlisten = [\"127.0.0.1:1\"]\n", "tankd.toml")
+                .unwrap();
+        let env = env(&[("TANKD_POOL", "envpool"), ("TANKD_LISTEN", "127.0.0.1:2, [::1]:3")]);
+        let flags = Layer { pool: Some("flagpool".into()), ..Default::default() };
         let c = Config::resolve(file.clone(), env.clone(), flags).unwrap();
         assert_eq!(c.pool.as_str(), "flagpool");
         assert!(!c.embedded_pool);
         assert_eq!(c.dataset_root.as_str(), "flagpool/tankd");
         assert_eq!(c.listen.len(), 2, "env listen beats the file's");
-        assert_eq!(
-            c.data_dir,
-            PathBuf::from("/srv/a"),
-            "only the file said data_dir"
-        );
+        assert_eq!(c.data_dir, PathBuf::from("/srv/a"), "only the file said data_dir");
         let c = Config::resolve(file, env, Layer::default()).unwrap();
         assert_eq!(c.pool.as_str(), "envpool");
     }
@@ -423,67 +340,20 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let cases: [(Layer, &str); 7] = [
-            (
-                Layer {
-                    pool: Some("-x".into()),
-                    ..Default::default()
-                },
-                "pool",
-            ),
-            (
-                Layer {
-                    dataset_root: Some("other/tankd".into()),
-                    ..Default::default()
-                },
-                "dataset_root",
-            ),
-            (
-                Layer {
-                    dataset_root: Some("tankd".into()),
-                    ..Default::default()
-                },
-                "dataset_root",
-            ),
-            (
-                Layer {
-                    listen: Some(vec!["localhost".into()]),
-                    ..Default::default()
-                },
-                "listen",
-            ),
-            (
-                Layer {
-                    api_token: Some("short".into()),
-                    ..Default::default()
-                },
-                "api_token",
-            ),
-            (
-                Layer {
-                    embedded_pool_size: Some("12Q".into()),
-                    ..Default::default()
-                },
-                "embedded_pool_size",
-            ),
-            (
-                Layer {
-                    data_dir: Some("rel/dir".into()),
-                    ..Default::default()
-                },
-                "data_dir",
-            ),
+            (Layer { pool: Some("-x".into()), ..Default::default() }, "pool"),
+            (Layer { dataset_root: Some("other/tankd".into()), ..Default::default() }, "dataset_root"),
+            (Layer { dataset_root: Some("tankd".into()), ..Default::default() }, "dataset_root"),
+            (Layer { listen: Some(vec!["localhost".into()]), ..Default::default() }, "listen"),
+            (Layer { api_token: Some("short".into()), ..Default::default() }, "api_token"),
+            (Layer { embedded_pool_size: Some("12Q".into()), ..Default::default() }, "embedded_pool_size"),
+            (Layer { data_dir: Some("rel/dir".into()), ..Default::default() }, "data_dir"),
         ];
         for (layer, field) in cases {
             let err = Config::resolve(Layer::default(), Layer::default(), layer).unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
-        assert!(
-            Layer::from_toml("pool = \"a\"\nbogus = 1\n", "tankd.toml").is_err(),
-            "unknown keys are refused"
-        );
-        let err =
-            Layer::from_env(&[("TANKD_SHUTDOWN_TIMEOUT".to_string(), "soon".to_string())].into())
-                .unwrap_err();
+        assert!(Layer::from_toml("pool = \"a\"\nbogus = 1\n", "tankd.toml").is_err(), "unknown keys are refused");
+        let err = Layer::from_env(&[("TANKD_SHUTDOWN_TIMEOUT".to_string(), "soon".to_string())].into()).unwrap_err();
         assert_eq!(err.field, "TANKD_SHUTDOWN_TIMEOUT");
     }
 
@@ -493,20 +363,14 @@ mod tests {
         let path = dir.path().join("token");
         std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
         let c = Config::resolve(
-            Layer {
-                api_token_file: Some(path),
-                ..Default::default()
-            },
+            Layer { api_token_file: Some(path), ..Default::default() },
             Layer::default(),
             Layer::default(),
         )
         .unwrap();
         assert_eq!(c.api_token.as_deref(), Some("0123456789abcdef0123"));
         let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("0123456789abcdef") && shown.contains("<set>"),
-            "{shown}"
-        );
+        assert!(!shown.contains("0123456789abcdef") && shown.contains("<set>"), "{shown}");
     }
 
     #[test]

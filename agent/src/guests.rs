@@ -19,10 +19,7 @@ enum Plan {
 
 /// The guest in the request and its dataset `<root>/guests/<id>`.
 fn guest_of<'a>(store: &Store, req: &'a GuestRequest) -> StoreResult<(&'a Guest, DatasetName)> {
-    let guest = req
-        .guest
-        .as_ref()
-        .ok_or_else(|| StoreError::invalid("guest", "missing"))?;
+    let guest = req.guest.as_ref().ok_or_else(|| StoreError::invalid("guest", "missing"))?;
     let gid = ids::component("guest.id", &guest.id)?;
     let base = ids::dataset(&store.root, "guest.id", &format!("guests/{gid}"))?;
     Ok((guest, base))
@@ -50,14 +47,9 @@ pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<Guest
     let plans = plan(store, guest).await?;
     let base_existed = store.zfs.exists(&base).await?;
     for n in 0..plans.len() {
-        let vol = base
-            .join(&format!("disk-{n}"))
-            .map_err(|e| StoreError::invalid("guest.id", e.reason))?;
+        let vol = base.join(&format!("disk-{n}")).map_err(|e| StoreError::invalid("guest.id", e.reason))?;
         if store.zfs.exists(&vol).await? {
-            return Err(StoreError::new(
-                ErrorKind::Exists,
-                format!("{vol} already exists"),
-            ));
+            return Err(StoreError::new(ErrorKind::Exists, format!("{vol} already exists")));
         }
     }
 
@@ -69,22 +61,11 @@ pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<Guest
             let (device, size_mib) = match plan {
                 Plan::Clone { snapshot } => {
                     let props = [("compression".to_owned(), "lz4".to_owned())];
-                    store
-                        .zfs
-                        .clone_snapshot(snapshot, &vol, true, &props)
-                        .await?;
+                    store.zfs.clone_snapshot(snapshot, &vol, true, &props).await?;
                     made.push(vol.clone());
-                    let ds = store
-                        .zfs
-                        .get(&vol, &[Prop::Volsize, Prop::Referenced, Prop::Mountpoint])
-                        .await?;
+                    let ds = store.zfs.get(&vol, &[Prop::Volsize, Prop::Referenced, Prop::Mountpoint]).await?;
                     let device = if ds.kind == Some(DatasetType::Volume) {
-                        store
-                            .zfs
-                            .zvol_device(&vol, DEVICE_TIMEOUT)
-                            .await?
-                            .display()
-                            .to_string()
+                        store.zfs.zvol_device(&vol, DEVICE_TIMEOUT).await?.display().to_string()
                     } else {
                         ds.mountpoint.clone().unwrap_or_default()
                     };
@@ -108,16 +89,7 @@ pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<Guest
     if let Err(e) = result {
         tracing::warn!(guest = %guest.id, error = %e, "guest disks failed; removing the ones made");
         for vol in made.iter().rev() {
-            let _ = store
-                .zfs
-                .destroy(
-                    vol,
-                    DestroyOptions {
-                        recursive: true,
-                        ..Default::default()
-                    },
-                )
-                .await;
+            let _ = store.zfs.destroy(vol, DestroyOptions { recursive: true, ..Default::default() }).await;
         }
         if !base_existed {
             let _ = store.zfs.destroy(&base, DestroyOptions::default()).await;
@@ -126,29 +98,14 @@ pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<Guest
     }
     let mut out = guest.clone();
     out.disks = Some(disks);
-    Ok(GuestResponse {
-        guest: Some(out),
-        ..Default::default()
-    })
+    Ok(GuestResponse { guest: Some(out), ..Default::default() })
 }
 
 /// Remove every disk of a guest. A guest with no disks (or unknown) is success.
 pub async fn delete_disks(store: &Store, req: GuestRequest) -> StoreResult<GuestResponse> {
     let (guest, base) = guest_of(store, &req)?;
-    store
-        .zfs
-        .destroy(
-            &base,
-            DestroyOptions {
-                recursive: true,
-                ..Default::default()
-            },
-        )
-        .await?;
-    Ok(GuestResponse {
-        guest: Some(guest.clone()),
-        ..Default::default()
-    })
+    store.zfs.destroy(&base, DestroyOptions { recursive: true, ..Default::default() }).await?;
+    Ok(GuestResponse { guest: Some(guest.clone()), ..Default::default() })
 }
 
 /// The pre-flight check: every image exists and is complete, and the new zvols fit in
@@ -157,34 +114,13 @@ pub async fn delete_disks(store: &Store, req: GuestRequest) -> StoreResult<Guest
 pub async fn verify_disks(store: &Store, req: GuestRequest) -> StoreResult<GuestResponse> {
     let (guest, _) = guest_of(store, &req)?;
     let plans = plan(store, guest).await?;
-    let needed: u64 = plans
-        .iter()
-        .map(|p| {
-            if let Plan::Blank { size_mib } = p {
-                *size_mib
-            } else {
-                0
-            }
-        })
-        .sum();
-    let available = store
-        .zfs
-        .get(&store.root, &[Prop::Available])
-        .await?
-        .available
-        .unwrap_or(0)
-        / ids::MIB;
+    let needed: u64 = plans.iter().map(|p| if let Plan::Blank { size_mib } = p { *size_mib } else { 0 }).sum();
+    let available = store.zfs.get(&store.root, &[Prop::Available]).await?.available.unwrap_or(0) / ids::MIB;
     if needed > available {
         return Err(StoreError::new(
             ErrorKind::NoSpace,
-            format!(
-                "guest {} needs {needed} MiB for new volumes; {available} MiB are available",
-                guest.id
-            ),
+            format!("guest {} needs {needed} MiB for new volumes; {available} MiB are available", guest.id),
         ));
     }
-    Ok(GuestResponse {
-        guest: Some(guest.clone()),
-        ..Default::default()
-    })
+    Ok(GuestResponse { guest: Some(guest.clone()), ..Default::default() })
 }

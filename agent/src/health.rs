@@ -15,40 +15,26 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let (pool, version) =
-        tokio::join!(state.zfs.pool_info(&state.config.pool), state.zfs.version());
+    let (pool, version) = tokio::join!(state.zfs.pool_info(&state.config.pool), state.zfs.version());
     let mut problem = None;
     let pool = match pool {
-        Ok(p) => Some(PoolHealth {
-            name: p.name,
-            health: p.health,
-            size: p.size,
-            allocated: p.allocated,
-            free: p.free,
-        }),
+        Ok(p) => {
+            Some(PoolHealth { name: p.name, health: p.health, size: p.size, allocated: p.allocated, free: p.free })
+        }
         Err(e) => {
             problem = Some(e.to_string());
             None
         }
     };
     let zfs = match version {
-        Ok(v) => Some(ZfsVersions {
-            userland: v.userland,
-            kernel: v.kernel,
-        }),
+        Ok(v) => Some(ZfsVersions { userland: v.userland, kernel: v.kernel }),
         Err(e) => {
             problem.get_or_insert(e.to_string());
             None
         }
     };
-    let status = pool.as_ref().map_or(HealthStatus::Down, |p| {
-        HealthStatus::from_pool_health(&p.health)
-    });
-    let code = if status == HealthStatus::Down {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
+    let status = pool.as_ref().map_or(HealthStatus::Down, |p| HealthStatus::from_pool_health(&p.health));
+    let code = if status == HealthStatus::Down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let body = Health {
         status,
         version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -26,11 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, DEFAULT_CONFIG_FILE, Layer, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "tankd",
-    version,
-    about = "Node storage agent over OpenZFS and block devices"
-)]
+#[command(name = "tankd", version, about = "Node storage agent over OpenZFS and block devices")]
 struct Cli {
     /// TOML configuration file (default /etc/tankd/tankd.toml when it exists).
     #[arg(long, env = "TANKD_CONFIG")]
@@ -46,15 +42,12 @@ fn load_config(cli: Cli) -> Result<Config, String> {
     };
     let file_layer = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             Layer::from_toml(&text, &path.display().to_string()).map_err(|e| e.to_string())?
         }
         None => Layer::default(),
     };
-    let env: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("TANKD_"))
-        .collect();
+    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("TANKD_")).collect();
     let env_layer = Layer::from_env(&env).map_err(|e| e.to_string())?;
     Config::resolve(file_layer, env_layer, cli.flags).map_err(|e| e.to_string())
 }
@@ -62,9 +55,7 @@ fn load_config(cli: Cli) -> Result<Config, String> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TANKD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -111,12 +102,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         images: Arc::new(images::Fetcher::new(fetch, config.data_dir.join("spool"))),
     };
     images::recover(&store).await?;
-    let state = state::AppState {
-        config: Arc::new(config),
-        zfs,
-        started: Instant::now(),
-        store,
-    };
+    let state = state::AppState { config: Arc::new(config), zfs, started: Instant::now(), store };
     tracing::info!("ready");
     server::serve(listeners, server::app(state), shutdown, grace).await;
     tracing::info!("stopped");

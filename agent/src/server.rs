@@ -10,9 +10,7 @@ use axum::Router;
 use axum::http::{HeaderName, Request};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Token, require_token_to_mutate};
@@ -32,10 +30,7 @@ impl RequestIds {
     fn new() -> Self {
         let mut seed = [0u8; 4];
         let _ = getrandom_fill(&mut seed);
-        RequestIds {
-            prefix: format!("{:08x}", u32::from_le_bytes(seed)).into(),
-            next: Arc::new(AtomicU64::new(1)),
-        }
+        RequestIds { prefix: format!("{:08x}", u32::from_le_bytes(seed)).into(), next: Arc::new(AtomicU64::new(1)) }
     }
 }
 
@@ -47,10 +42,7 @@ fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
 impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.prefix)
-            .parse()
-            .ok()
-            .map(RequestId::new)
+        format!("{}-{n}", self.prefix).parse().ok().map(RequestId::new)
     }
 }
 
@@ -58,21 +50,14 @@ impl MakeRequestId for RequestIds {
 pub fn app(state: AppState) -> Router {
     let token = Token(state.config.api_token.as_deref().map(Arc::from));
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-        let id = req
-            .headers()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
+        let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
         tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
     });
     let store = state.store.clone();
     Router::new()
         .merge(crate::health::routes().with_state(state))
         .merge(crate::imagestore::routes(store))
-        .layer(axum::middleware::from_fn_with_state(
-            token,
-            require_token_to_mutate,
-        ))
+        .layer(axum::middleware::from_fn_with_state(token, require_token_to_mutate))
         // Outermost first on the way in: set the id, open the span, then the rest.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
@@ -118,19 +103,13 @@ pub struct Listeners {
 pub async fn bind(config: &crate::config::Config) -> Result<Listeners, BindError> {
     let mut tcp = Vec::new();
     for addr in &config.listen {
-        let l = TcpListener::bind(addr).await.map_err(|source| BindError {
-            addr: addr.to_string(),
-            source,
-        })?;
+        let l = TcpListener::bind(addr).await.map_err(|source| BindError { addr: addr.to_string(), source })?;
         tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening on TCP");
         tcp.push(l);
     }
     let unix = match &config.socket {
         Some(path) => {
-            let l = bind_unix(path).map_err(|source| BindError {
-                addr: path.display().to_string(),
-                source,
-            })?;
+            let l = bind_unix(path).map_err(|source| BindError { addr: path.display().to_string(), source })?;
             tracing::info!(path = %path.display(), "listening on unix socket");
             Some((l, path.clone()))
         }
@@ -141,39 +120,24 @@ pub async fn bind(config: &crate::config::Config) -> Result<Listeners, BindError
 
 /// Serve until `shutdown` is cancelled, then stop accepting and give in-flight requests
 /// up to `grace` to finish.
-pub async fn serve(
-    listeners: Listeners,
-    app: Router,
-    shutdown: CancellationToken,
-    grace: Duration,
-) {
+pub async fn serve(listeners: Listeners, app: Router, shutdown: CancellationToken, grace: Duration) {
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners.tcp {
         let (app, stop) = (app.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let _ = axum::serve(l, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
+            let _ = axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await;
         });
     }
     let socket_path = listeners.unix.as_ref().map(|(_, p)| p.clone());
     if let Some((l, _)) = listeners.unix {
         let (app, stop) = (app.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let _ = axum::serve(l, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
+            let _ = axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await;
         });
     }
     shutdown.cancelled().await;
-    tracing::info!(
-        grace_seconds = grace.as_secs(),
-        "shutting down: no new connections, finishing requests"
-    );
-    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
-        .await
-        .is_err()
-    {
+    tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new connections, finishing requests");
+    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
         tracing::warn!("requests still running after the grace period; cancelling them");
         tasks.abort_all();
     }

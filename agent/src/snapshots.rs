@@ -13,10 +13,7 @@ use crate::imagestore::ids::{self, to_mib};
 const PROPS: [Prop; 1] = [Prop::Written];
 
 fn wire(ds: &Dataset) -> Snapshot {
-    Snapshot {
-        id: ds.name.clone(),
-        size: to_mib(ds.written.unwrap_or(0)),
-    }
+    Snapshot { id: ds.name.clone(), size: to_mib(ds.written.unwrap_or(0)) }
 }
 
 fn response(list: Vec<Snapshot>) -> SnapshotResponse {
@@ -26,43 +23,21 @@ fn response(list: Vec<Snapshot>) -> SnapshotResponse {
 pub async fn create(store: &Store, req: SnapshotRequest) -> StoreResult<SnapshotResponse> {
     let ds = ids::dataset(&store.root, "id", &req.id)?;
     let short = ids::component("dest", &req.dest)?;
-    let snap = ds
-        .snapshot(&short)
-        .map_err(|e| StoreError::invalid("dest", e.reason))?;
-    store
-        .zfs
-        .snapshot(std::slice::from_ref(&snap), req.recursive, &[])
-        .await?;
+    let snap = ds.snapshot(&short).map_err(|e| StoreError::invalid("dest", e.reason))?;
+    store.zfs.snapshot(std::slice::from_ref(&snap), req.recursive, &[]).await?;
     if !req.recursive {
         return Ok(response(vec![wire(&store.zfs.get(&snap, &PROPS).await?)]));
     }
     // A recursive snapshot made one per descendant; report them all.
-    let all = store
-        .zfs
-        .list(&ListQuery::recursive(ds, DatasetType::Snapshot, &PROPS))
-        .await?;
+    let all = store.zfs.list(&ListQuery::recursive(ds, DatasetType::Snapshot, &PROPS)).await?;
     let suffix = format!("@{short}");
-    Ok(response(
-        all.iter()
-            .filter(|s| s.name.ends_with(&suffix))
-            .map(wire)
-            .collect(),
-    ))
+    Ok(response(all.iter().filter(|s| s.name.ends_with(&suffix)).map(wire).collect()))
 }
 
 pub async fn delete(store: &Store, req: SnapshotRequest) -> StoreResult<SnapshotResponse> {
     let snap = ids::snapshot(&store.root, "id", &req.id)?;
     let found = store.zfs.get(&snap, &PROPS).await?;
-    store
-        .zfs
-        .destroy(
-            &snap,
-            DestroyOptions {
-                recursive: req.recursive,
-                ..Default::default()
-            },
-        )
-        .await?;
+    store.zfs.destroy(&snap, DestroyOptions { recursive: req.recursive, ..Default::default() }).await?;
     Ok(response(vec![wire(&found)]))
 }
 
@@ -74,15 +49,8 @@ pub async fn get(store: &Store, req: SnapshotRequest) -> StoreResult<SnapshotRes
 /// Every snapshot under `id` (or the whole root when `id` is empty), oldest first, in
 /// one scoped `zfs list`.
 pub async fn list(store: &Store, req: SnapshotRequest) -> StoreResult<SnapshotResponse> {
-    let base = if req.id.is_empty() {
-        store.root.clone()
-    } else {
-        ids::dataset(&store.root, "id", &req.id)?
-    };
-    let all = store
-        .zfs
-        .list(&ListQuery::recursive(base, DatasetType::Snapshot, &PROPS))
-        .await?;
+    let base = if req.id.is_empty() { store.root.clone() } else { ids::dataset(&store.root, "id", &req.id)? };
+    let all = store.zfs.list(&ListQuery::recursive(base, DatasetType::Snapshot, &PROPS)).await?;
     Ok(response(all.iter().map(wire).collect()))
 }
 

@@ -16,9 +16,7 @@ const EMBEDDED_MARK: &str = "tankd:embedded-vdev";
 pub enum StartupError {
     #[error("tankd cannot start:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Host(Vec<String>),
-    #[error(
-        "pool {pool} is not imported (`zpool import {pool}`), or set no pool to use the embedded one"
-    )]
+    #[error("pool {pool} is not imported (`zpool import {pool}`), or set no pool to use the embedded one")]
     PoolMissing { pool: String },
     #[error(
         "pool {pool} is imported but is not tankd's embedded pool (no {EMBEDDED_MARK}); configure `pool = \"{pool}\"` to use it"
@@ -44,35 +42,23 @@ pub async fn check_host(zfs: &Zfs, dev_zfs: &Path) -> Result<(), StartupError> {
     }
     if let Err(e) = zfs.version().await {
         let why = match e {
-            zfs_sys_shim::Error::Spawn { .. } => {
-                "no `zfs` command on PATH (package zfsutils-linux)".to_owned()
-            }
+            zfs_sys_shim::Error::Spawn { .. } => "no `zfs` command on PATH (package zfsutils-linux)".to_owned(),
             other => format!("`zfs version` failed: {other}"),
         };
         problems.push(why);
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(StartupError::Host(problems))
-    }
+    if problems.is_empty() { Ok(()) } else { Err(StartupError::Host(problems)) }
 }
 
 /// Make sure the pool is there (creating or importing the embedded one) and the dataset
 /// root exists. Returns a shim handle scoped to the dataset root.
 pub async fn prepare_storage(config: &Config) -> Result<Zfs, StartupError> {
-    let pool_root: DatasetName = config
-        .pool
-        .as_str()
-        .parse()
-        .expect("a pool name is a dataset name");
+    let pool_root: DatasetName = config.pool.as_str().parse().expect("a pool name is a dataset name");
     let admin = Zfs::new(Roots::new(vec![pool_root.clone()]));
     if config.embedded_pool {
         ensure_embedded_pool(&admin, config, &pool_root).await?;
     } else if !admin.pool_imported(&config.pool).await? {
-        return Err(StartupError::PoolMissing {
-            pool: config.pool.to_string(),
-        });
+        return Err(StartupError::PoolMissing { pool: config.pool.to_string() });
     }
     if !admin.exists(&config.dataset_root).await? {
         let mut props = Vec::new();
@@ -81,27 +67,19 @@ pub async fn prepare_storage(config: &Config) -> Result<Zfs, StartupError> {
             props.push(("mountpoint".to_owned(), mnt.to_string_lossy().into_owned()));
         }
         tracing::info!(root = %config.dataset_root, "creating the dataset root");
-        admin
-            .create_filesystem(&config.dataset_root, true, &props)
-            .await?;
+        admin.create_filesystem(&config.dataset_root, true, &props).await?;
     }
     Ok(Zfs::new(Roots::new(vec![config.dataset_root.clone()])))
 }
 
-async fn ensure_embedded_pool(
-    admin: &Zfs,
-    config: &Config,
-    pool_root: &DatasetName,
-) -> Result<(), StartupError> {
+async fn ensure_embedded_pool(admin: &Zfs, config: &Config, pool_root: &DatasetName) -> Result<(), StartupError> {
     let vdev = config.embedded_vdev();
     let vdev_text = vdev.to_string_lossy().into_owned();
     if admin.pool_imported(&config.pool).await? {
         let marks = admin.user_props(pool_root, EMBEDDED_MARK).await?;
         return match marks.get(EMBEDDED_MARK) {
             Some(_) => Ok(()),
-            None => Err(StartupError::ForeignPool {
-                pool: config.pool.to_string(),
-            }),
+            None => Err(StartupError::ForeignPool { pool: config.pool.to_string() }),
         };
     }
     let dir = vdev.parent().expect("vdev path has a parent");
@@ -111,17 +89,11 @@ async fn ensure_embedded_pool(
         return Ok(());
     }
     tracing::info!(pool = %config.pool, vdev = %vdev.display(), size = config.embedded_pool_size, "creating the embedded pool");
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StartupError::Embedded(format!("{}: {e}", dir.display())))?;
-    let file = std::fs::File::create(&vdev)
-        .map_err(|e| StartupError::Embedded(format!("{}: {e}", vdev.display())))?;
-    file.set_len(config.embedded_pool_size)
-        .map_err(|e| StartupError::Embedded(format!("{}: {e}", vdev.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| StartupError::Embedded(format!("{}: {e}", dir.display())))?;
+    let file = std::fs::File::create(&vdev).map_err(|e| StartupError::Embedded(format!("{}: {e}", vdev.display())))?;
+    file.set_len(config.embedded_pool_size).map_err(|e| StartupError::Embedded(format!("{}: {e}", vdev.display())))?;
     drop(file);
-    let props = [
-        ("compression".to_owned(), "lz4".to_owned()),
-        (EMBEDDED_MARK.to_owned(), vdev_text),
-    ];
+    let props = [("compression".to_owned(), "lz4".to_owned()), (EMBEDDED_MARK.to_owned(), vdev_text)];
     if let Err(e) = admin.create_pool(&config.pool, &vdev, &props).await {
         // Leave nothing half-made: the next start would try to import a file with no pool.
         let _ = std::fs::remove_file(&vdev);

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use rpc_schema::imagestore::{Volume, VolumeRequest, VolumeResponse};
-use zfs_sys_shim::{
-    Dataset, DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, VolumeOptions,
-};
+use zfs_sys_shim::{Dataset, DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, VolumeOptions};
 
 use crate::imagestore::Store;
 use crate::imagestore::error::{StoreError, StoreResult};
@@ -27,15 +25,9 @@ pub async fn device_now(store: &Store, name: &DatasetName) -> String {
 }
 
 async fn wire(store: &Store, ds: &Dataset) -> StoreResult<Volume> {
-    let name: DatasetName = ds
-        .name
-        .parse()
-        .map_err(|e: zfs_sys_shim::NameError| StoreError::from(zfs_sys_shim::Error::from(e)))?;
-    Ok(Volume {
-        id: ds.name.clone(),
-        size: to_mib(ds.volsize.unwrap_or(0)),
-        device: device_now(store, &name).await,
-    })
+    let name: DatasetName =
+        ds.name.parse().map_err(|e: zfs_sys_shim::NameError| StoreError::from(zfs_sys_shim::Error::from(e)))?;
+    Ok(Volume { id: ds.name.clone(), size: to_mib(ds.volsize.unwrap_or(0)), device: device_now(store, &name).await })
 }
 
 /// Create a zvol (lz4, parents), wait for its device; undo it if the device never shows.
@@ -60,13 +52,7 @@ pub async fn create(store: &Store, req: VolumeRequest) -> StoreResult<VolumeResp
     let name = ids::dataset(&store.root, "id", &req.id)?;
     let size = ids::size_mib("size", req.size)?;
     let device = create_zvol(store, &name, size).await?;
-    Ok(VolumeResponse {
-        volumes: vec![Volume {
-            id: name.to_string(),
-            size,
-            device,
-        }],
-    })
+    Ok(VolumeResponse { volumes: vec![Volume { id: name.to_string(), size, device }] })
 }
 
 pub async fn get(store: &Store, req: VolumeRequest) -> StoreResult<VolumeResponse> {
@@ -75,20 +61,11 @@ pub async fn get(store: &Store, req: VolumeRequest) -> StoreResult<VolumeRespons
     if ds.kind != Some(DatasetType::Volume) {
         return Err(StoreError::not_found(format!("{name} is not a volume")));
     }
-    Ok(VolumeResponse {
-        volumes: vec![wire(store, &ds).await?],
-    })
+    Ok(VolumeResponse { volumes: vec![wire(store, &ds).await?] })
 }
 
 pub async fn list(store: &Store, _req: VolumeRequest) -> StoreResult<VolumeResponse> {
-    let all = store
-        .zfs
-        .list(&ListQuery::recursive(
-            store.root.clone(),
-            DatasetType::Volume,
-            &PROPS,
-        ))
-        .await?;
+    let all = store.zfs.list(&ListQuery::recursive(store.root.clone(), DatasetType::Volume, &PROPS)).await?;
     let mut volumes = Vec::with_capacity(all.len());
     for ds in &all {
         volumes.push(wire(store, ds).await?);
@@ -101,22 +78,9 @@ pub async fn list(store: &Store, _req: VolumeRequest) -> StoreResult<VolumeRespo
 pub async fn delete_dataset(store: &Store, req: VolumeRequest) -> StoreResult<VolumeResponse> {
     let name = ids::dataset(&store.root, "id", &req.id)?;
     let ds = store.zfs.get(&name, &PROPS).await?;
-    store
-        .zfs
-        .destroy(
-            &name,
-            DestroyOptions {
-                recursive: true,
-                ..Default::default()
-            },
-        )
-        .await?;
+    store.zfs.destroy(&name, DestroyOptions { recursive: true, ..Default::default() }).await?;
     let volumes = if ds.kind == Some(DatasetType::Volume) {
-        vec![Volume {
-            id: ds.name.clone(),
-            size: to_mib(ds.volsize.unwrap_or(0)),
-            device: String::new(),
-        }]
+        vec![Volume { id: ds.name.clone(), size: to_mib(ds.volsize.unwrap_or(0)), device: String::new() }]
     } else {
         vec![]
     };

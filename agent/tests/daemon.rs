@@ -23,10 +23,7 @@ fn bad_configuration_names_the_field_and_exits_2() {
     cmd.arg("--config").arg(&file);
     let (code, stderr) = run_to_exit(cmd);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("listen_on"),
-        "unknown key is named: {stderr}"
-    );
+    assert!(stderr.contains("listen_on"), "unknown key is named: {stderr}");
 }
 
 #[test]
@@ -42,11 +39,7 @@ fn start_up_reports_every_missing_piece() {
     assert!(stderr.contains("tankd cannot start"), "{stderr}");
     assert!(stderr.contains("no `zfs` command on PATH"), "{stderr}");
     let dev_zfs_missing = !std::path::Path::new("/dev/zfs").exists();
-    assert_eq!(
-        stderr.contains("/dev/zfs is missing"),
-        dev_zfs_missing,
-        "{stderr}"
-    );
+    assert_eq!(stderr.contains("/dev/zfs is missing"), dev_zfs_missing, "{stderr}");
 }
 
 #[test]
@@ -64,16 +57,8 @@ fn embedded_pool_health_shutdown_and_reimport() {
     assert_eq!(h["pool"]["health"], "ONLINE");
     assert!(h["pool"]["size"].as_u64().unwrap() > 400 << 20);
     assert_eq!(h["dataset_root"], format!("{}/tankd", agent.pool));
-    assert!(
-        h["zfs"]["kernel"]
-            .as_str()
-            .unwrap()
-            .starts_with("zfs-kmod-2.")
-    );
-    assert!(
-        r.header("x-request-id").is_some_and(|id| !id.is_empty()),
-        "every response has a request id"
-    );
+    assert!(h["zfs"]["kernel"].as_str().unwrap().starts_with("zfs-kmod-2."));
+    assert!(r.header("x-request-id").is_some_and(|id| !id.is_empty()), "every response has a request id");
 
     // A client's own request id is kept; the unix socket serves the same API.
     let r = agent.tcp("GET", "/health", &[("x-request-id", "trace-me-42")], b"");
@@ -81,10 +66,7 @@ fn embedded_pool_health_shutdown_and_reimport() {
     let r = agent.unix("GET", "/health");
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["pool"]["name"], agent.pool.as_str());
-    assert!(
-        agent.log_text().contains("trace-me-42"),
-        "request ids reach the log"
-    );
+    assert!(agent.log_text().contains("trace-me-42"), "request ids reach the log");
 
     // SIGTERM: exit 0, socket removed.
     assert_eq!(agent.stop(), Some(0), "{}", agent.log_text());
@@ -92,19 +74,12 @@ fn embedded_pool_health_shutdown_and_reimport() {
 
     // The pool outlives the agent; export it as a reboot would, and the next start
     // re-imports it with the dataset root intact.
-    let st = Command::new("zpool")
-        .args(["export", &agent.pool])
-        .status()
-        .unwrap();
+    let st = Command::new("zpool").args(["export", &agent.pool]).status().unwrap();
     assert!(st.success());
     agent.start();
     let h = agent.tcp("GET", "/health", &[], b"").json();
     assert_eq!(h["status"], "ok");
-    assert!(
-        agent.log_text().contains("importing the embedded pool"),
-        "{}",
-        agent.log_text()
-    );
+    assert!(agent.log_text().contains("importing the embedded pool"), "{}", agent.log_text());
     assert_eq!(agent.stop(), Some(0));
 }
 
@@ -116,35 +91,18 @@ fn missing_or_foreign_pool_is_a_clear_start_up_error() {
     cmd.env("TANKD_POOL", "nosuchpool");
     let (code, stderr) = run_to_exit(cmd);
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("pool nosuchpool is not imported"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("pool nosuchpool is not imported"), "{stderr}");
 
     // A pool that merely has the embedded pool's name is not taken over.
     let vdev = agent.data_dir.join("foreign.img");
-    std::fs::File::create(&vdev)
-        .unwrap()
-        .set_len(256 << 20)
-        .unwrap();
-    let st = Command::new("zpool")
-        .args(["create", "-m", "none", &agent.pool])
-        .arg(&vdev)
-        .status()
-        .unwrap();
+    std::fs::File::create(&vdev).unwrap().set_len(256 << 20).unwrap();
+    let st = Command::new("zpool").args(["create", "-m", "none", &agent.pool]).arg(&vdev).status().unwrap();
     assert!(st.success());
     let (code, stderr) = run_to_exit(agent.command());
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("is not tankd's embedded pool"), "{stderr}");
-    let out = Command::new("zfs")
-        .args(["list", "-H", "-o", "name", "-r", &agent.pool])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        agent.pool,
-        "nothing was created in it"
-    );
+    let out = Command::new("zfs").args(["list", "-H", "-o", "name", "-r", &agent.pool]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), agent.pool, "nothing was created in it");
 }
 
 #[test]
@@ -152,9 +110,7 @@ fn missing_or_foreign_pool_is_a_clear_start_up_error() {
 fn mutations_need_the_token_when_configured() {
     let mut agent = Agent::new("tok");
     let token = "s3cret-token-0123456789";
-    agent
-        .extra_env
-        .push(("TANKD_API_TOKEN".into(), token.into()));
+    agent.extra_env.push(("TANKD_API_TOKEN".into(), token.into()));
     agent.start();
     // Reads stay open; a mutating method is refused before routing without the token.
     assert_eq!(agent.tcp("GET", "/health", &[], b"").status, 200);
@@ -164,9 +120,6 @@ fn mutations_need_the_token_when_configured() {
     let auth = format!("Bearer {token}");
     let r = agent.tcp("POST", "/health", &[("authorization", &auth)], b"");
     assert_eq!(r.status, 405, "with the token the request reaches routing");
-    assert!(
-        !agent.log_text().contains(token),
-        "the token is never logged"
-    );
+    assert!(!agent.log_text().contains(token), "the token is never logged");
     assert_eq!(agent.stop(), Some(0));
 }

@@ -30,10 +30,7 @@ pub const METHODS: &[&str] = &[
 ];
 
 /// Names mistify's README used for two methods; accepted as aliases.
-pub const ALIASES: &[(&str, &str)] = &[
-    ("ListSnapshot", "ListSnapshots"),
-    ("DeleteGuestDisks", "DeleteGuestsDisks"),
-];
+pub const ALIASES: &[(&str, &str)] = &[("ListSnapshot", "ListSnapshots"), ("DeleteGuestDisks", "DeleteGuestsDisks")];
 
 /// Lifecycle of a fetched image. Upstream only ever reported `complete`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -276,12 +273,8 @@ pub fn json_schema() -> serde_json::Value {
                 "RequestImage" | "ListImages" | "GetImage" | "DeleteImage" | "CloneImage" => {
                     io("ImageRequest", "ImageResponse")
                 }
-                "ListVolumes" | "CreateVolume" | "GetVolume" | "DeleteDataset" => {
-                    io("VolumeRequest", "VolumeResponse")
-                }
-                "VerifyDisks" | "CreateGuestDisks" | "DeleteGuestsDisks" => {
-                    io("GuestRequest", "GuestResponse")
-                }
+                "ListVolumes" | "CreateVolume" | "GetVolume" | "DeleteDataset" => io("VolumeRequest", "VolumeResponse"),
+                "VerifyDisks" | "CreateGuestDisks" | "DeleteGuestsDisks" => io("GuestRequest", "GuestResponse"),
                 _ => io("SnapshotRequest", "SnapshotResponse"),
             };
             (format!("ImageStore.{m}"), v)
@@ -310,26 +303,14 @@ mod tests {
             std::fs::write(&path, &generated).unwrap();
         }
         let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            checked_in == generated,
-            "{} is stale: run UPDATE_SCHEMA=1 cargo test -p rpc-schema",
-            path.display()
-        );
+        assert!(checked_in == generated, "{} is stale: run UPDATE_SCHEMA=1 cargo test -p rpc-schema", path.display());
     }
 
     #[test]
     fn disk_emits_every_member_and_requests_tolerate_missing_ones() {
-        let d = serde_json::to_value(Disk {
-            size: 2048,
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(
-            d,
-            serde_json::json!({"bus":"","device":"","size":2048,"volume":"","image":"","source":""})
-        );
-        let r: SnapshotRequest =
-            serde_json::from_str(r#"{"id":"guests/g1/disk-0","destroyMoreRecent":true}"#).unwrap();
+        let d = serde_json::to_value(Disk { size: 2048, ..Default::default() }).unwrap();
+        assert_eq!(d, serde_json::json!({"bus":"","device":"","size":2048,"volume":"","image":"","source":""}));
+        let r: SnapshotRequest = serde_json::from_str(r#"{"id":"guests/g1/disk-0","destroyMoreRecent":true}"#).unwrap();
         assert!(r.destroy_more_recent && !r.recursive);
         let i: ImageRequest = serde_json::from_str(r#"{"id":"x","async":true}"#).unwrap();
         assert!(i.is_async);

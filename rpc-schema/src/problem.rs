@@ -40,19 +40,14 @@ mod tests {
     #[test]
     fn error_body_wire_shape() {
         let body = ErrorBody {
-            error: ErrorDetail {
-                kind: ErrorKind::NotFound,
-                message: "tank/x does not exist".into(),
-                field: None,
-            },
+            error: ErrorDetail { kind: ErrorKind::NotFound, message: "tank/x does not exist".into(), field: None },
         };
         assert_eq!(
             serde_json::to_value(&body).unwrap(),
             serde_json::json!({"error": {"kind": "not_found", "message": "tank/x does not exist"}})
         );
         let back: ErrorBody =
-            serde_json::from_str(r#"{"error":{"kind":"invalid","message":"m","field":"id"}}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"error":{"kind":"invalid","message":"m","field":"id"}}"#).unwrap();
         assert_eq!(back.error.field.as_deref(), Some("id"));
     }
 }

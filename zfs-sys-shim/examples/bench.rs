@@ -11,11 +11,7 @@ use zfs_sys_shim::{DatasetName, DatasetType, ListQuery, Prop, Roots, Zfs};
 
 fn shell(script: &str) -> Duration {
     let started = Instant::now();
-    let st = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .status()
-        .expect("bash");
+    let st = Command::new("bash").arg("-c").arg(script).status().expect("bash");
     assert!(st.success(), "shell loop failed: {script}");
     started.elapsed()
 }
@@ -31,25 +27,16 @@ async fn main() {
     // Setup: `snapshots` snapshots over 40 datasets, one multi-dataset `zfs snapshot`
     // per generation so setup takes ~100 commands, not 2,000.
     let per = snapshots / 40;
-    let datasets: Vec<DatasetName> = (0..40)
-        .map(|i| root.join(&format!("list/d{i}")).unwrap())
-        .collect();
+    let datasets: Vec<DatasetName> = (0..40).map(|i| root.join(&format!("list/d{i}")).unwrap()).collect();
     for ds in &datasets {
         zfs.create_filesystem(ds, true, &[]).await.unwrap();
     }
     let started = Instant::now();
     for g in 0..per {
-        let snaps: Vec<_> = datasets
-            .iter()
-            .map(|d| d.snapshot(&format!("g{g}")).unwrap())
-            .collect();
+        let snaps: Vec<_> = datasets.iter().map(|d| d.snapshot(&format!("g{g}")).unwrap()).collect();
         zfs.snapshot(&snaps, false, &[]).await.unwrap();
     }
-    eprintln!(
-        "setup: {} snapshots in {:.1}s",
-        per * 40,
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("setup: {} snapshots in {:.1}s", per * 40, started.elapsed().as_secs_f64());
 
     // 1. List every snapshot with the properties ListSnapshots needs.
     let list_root = root.join("list").unwrap();
@@ -70,11 +57,7 @@ async fn main() {
         }
         shim_t += started.elapsed();
         cli_t += shell(&format!("for i in $(seq {per_round}); do {cli}; done"));
-        eprintln!(
-            "list round: shim {:.2}s, shell {:.2}s",
-            shim_t.as_secs_f64(),
-            cli_t.as_secs_f64()
-        );
+        eprintln!("list round: shim {:.2}s, shell {:.2}s", shim_t.as_secs_f64(), cli_t.as_secs_f64());
     }
     let list_ratio = shim_t.as_secs_f64() / cli_t.as_secs_f64();
     println!(
@@ -94,17 +77,8 @@ async fn main() {
             let fs = root.join(&format!("seq/shim{r}x{i}")).unwrap();
             zfs.create_filesystem(&fs, true, &[]).await.unwrap();
             let snap = fs.snapshot("s").unwrap();
-            zfs.snapshot(std::slice::from_ref(&snap), false, &[])
-                .await
-                .unwrap();
-            zfs.clone_snapshot(
-                &snap,
-                &root.join(&format!("seq/shim{r}x{i}c")).unwrap(),
-                false,
-                &[],
-            )
-            .await
-            .unwrap();
+            zfs.snapshot(std::slice::from_ref(&snap), false, &[]).await.unwrap();
+            zfs.clone_snapshot(&snap, &root.join(&format!("seq/shim{r}x{i}c")).unwrap(), false, &[]).await.unwrap();
         }
         shim_t += started.elapsed();
         cli_t += shell(&format!(

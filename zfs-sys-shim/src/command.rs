@@ -57,14 +57,8 @@ impl Invocation {
 
     /// `zfs destroy -r tank/x`, for messages.
     pub(crate) fn display(&self) -> String {
-        let prog = Path::new(&self.program)
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        std::iter::once(prog)
-            .chain(self.args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" ")
+        let prog = Path::new(&self.program).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        std::iter::once(prog).chain(self.args.iter().cloned()).collect::<Vec<_>>().join(" ")
     }
 
     pub(crate) fn command(&self) -> Command {
@@ -79,20 +73,11 @@ impl Invocation {
     }
 
     pub(crate) fn spawn_error(&self, source: std::io::Error) -> Error {
-        Error::Spawn {
-            target: self.target.clone(),
-            command: self.display(),
-            source,
-        }
+        Error::Spawn { target: self.target.clone(), command: self.display(), source }
     }
 
     pub(crate) fn failure(&self, status: std::process::ExitStatus, stderr: &[u8]) -> Error {
-        classify(
-            &self.target,
-            &self.display(),
-            status.to_string(),
-            &String::from_utf8_lossy(stderr),
-        )
+        classify(&self.target, &self.display(), status.to_string(), &String::from_utf8_lossy(stderr))
     }
 
     /// Run to completion and return stdout.
@@ -102,11 +87,7 @@ impl Invocation {
         let mut attempt = 0;
         loop {
             let started = std::time::Instant::now();
-            let out = self
-                .command()
-                .output()
-                .await
-                .map_err(|e| self.spawn_error(e))?;
+            let out = self.command().output().await.map_err(|e| self.spawn_error(e))?;
             tracing::debug!(
                 command = %self.display(),
                 status = %out.status,
@@ -114,10 +95,8 @@ impl Invocation {
                 "zfs command"
             );
             if out.status.success() {
-                return String::from_utf8(out.stdout).map_err(|_| Error::Parse {
-                    command: self.display(),
-                    reason: "output is not UTF-8".into(),
-                });
+                return String::from_utf8(out.stdout)
+                    .map_err(|_| Error::Parse { command: self.display(), reason: "output is not UTF-8".into() });
             }
             let err = self.failure(out.status, &out.stderr);
             attempt += 1;
@@ -151,10 +130,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_binary_is_a_spawn_error() {
-        let err = Invocation::new(Path::new("/nonexistent/zfs"), "tank")
-            .arg("list")
-            .run()
-            .await;
+        let err = Invocation::new(Path::new("/nonexistent/zfs"), "tank").arg("list").run().await;
         assert!(matches!(err, Err(Error::Spawn { .. })), "{err:?}");
     }
 
@@ -167,10 +143,6 @@ mod tests {
         let err = inv.run().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Busy);
         // 100+200+400+800+1600 ms of back-off: proof that it retried, bounded.
-        assert!(
-            started.elapsed() >= Duration::from_millis(3000),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() >= Duration::from_millis(3000), "{:?}", started.elapsed());
     }
 }

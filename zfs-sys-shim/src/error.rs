@@ -31,82 +31,40 @@ pub enum Error {
     OutsideRoots { target: String, roots: String },
 
     #[error("{target} does not exist (`{command}`: {stderr})")]
-    NotFound {
-        target: String,
-        command: String,
-        stderr: String,
-    },
+    NotFound { target: String, command: String, stderr: String },
 
     #[error("{target} already exists (`{command}`: {stderr})")]
-    AlreadyExists {
-        target: String,
-        command: String,
-        stderr: String,
-    },
+    AlreadyExists { target: String, command: String, stderr: String },
 
     #[error("{target} is busy (`{command}`: {stderr})")]
-    Busy {
-        target: String,
-        command: String,
-        stderr: String,
-    },
+    Busy { target: String, command: String, stderr: String },
 
     #[error("out of space for {target} (`{command}`: {stderr})")]
-    NoSpace {
-        target: String,
-        command: String,
-        stderr: String,
-    },
+    NoSpace { target: String, command: String, stderr: String },
 
     #[error("permission denied on {target} (`{command}`: {stderr})")]
-    PermissionDenied {
-        target: String,
-        command: String,
-        stderr: String,
-    },
+    PermissionDenied { target: String, command: String, stderr: String },
 
     #[error("{target} has newer snapshots or bookmarks: {} (`{command}`)", newer.join(", "))]
-    NewerSnapshots {
-        target: String,
-        command: String,
-        newer: Vec<String>,
-    },
+    NewerSnapshots { target: String, command: String, newer: Vec<String> },
 
     /// The state of the target forbids the operation: dependent clones or children,
     /// or changes since the snapshot an incremental stream starts from.
     #[error("{target} conflicts with the request (`{command}`: {stderr})")]
-    Conflict {
-        target: String,
-        command: String,
-        stderr: String,
-    },
+    Conflict { target: String, command: String, stderr: String },
 
     #[error("not a valid ZFS stream for {target} (`{command}`: {stderr})")]
-    InvalidStream {
-        target: String,
-        command: String,
-        stderr: String,
-    },
+    InvalidStream { target: String, command: String, stderr: String },
 
     #[error("receive into {target} was interrupted{} (`{command}`: {stderr})",
         if resume_token.is_some() { "; it can be resumed" } else { "" })]
-    Interrupted {
-        target: String,
-        command: String,
-        stderr: String,
-        resume_token: Option<String>,
-    },
+    Interrupted { target: String, command: String, stderr: String, resume_token: Option<String> },
 
     #[error("timed out waiting for {what} of {target}")]
     Timeout { target: String, what: String },
 
     #[error("`{command}` failed for {target} ({status}): {stderr}")]
-    CommandFailed {
-        target: String,
-        command: String,
-        status: String,
-        stderr: String,
-    },
+    CommandFailed { target: String, command: String, status: String, stderr: String },
 
     #[error("could not run `{command}` for {target}: {source}")]
     Spawn {
@@ -138,9 +96,7 @@ impl Error {
             Error::InvalidStream { .. } => ErrorKind::InvalidStream,
             Error::Interrupted { .. } => ErrorKind::Interrupted,
             Error::Timeout { .. } => ErrorKind::Timeout,
-            Error::CommandFailed { .. } | Error::Spawn { .. } | Error::Parse { .. } => {
-                ErrorKind::Failed
-            }
+            Error::CommandFailed { .. } | Error::Spawn { .. } | Error::Parse { .. } => ErrorKind::Failed,
         }
     }
 
@@ -154,16 +110,9 @@ impl Error {
 pub(crate) fn classify(target: &str, command: &str, status: String, stderr: &str) -> Error {
     let lower = stderr.to_ascii_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
-    let (target, command, stderr) = (
-        target.to_owned(),
-        command.to_owned(),
-        stderr.trim().to_owned(),
-    );
+    let (target, command, stderr) = (target.to_owned(), command.to_owned(), stderr.trim().to_owned());
 
-    if has(&[
-        "more recent snapshots or bookmarks exist",
-        "more recent snapshots exist",
-    ]) {
+    if has(&["more recent snapshots or bookmarks exist", "more recent snapshots exist"]) {
         // The names follow the explanation, one per line.
         let newer = stderr
             .lines()
@@ -172,27 +121,11 @@ pub(crate) fn classify(target: &str, command: &str, status: String, stderr: &str
             .filter(|l| !l.contains(' '))
             .map(str::to_owned)
             .collect();
-        return Error::NewerSnapshots {
-            target,
-            command,
-            newer,
-        };
+        return Error::NewerSnapshots { target, command, newer };
     }
-    if has(&[
-        "resuming stream can be generated",
-        "partially received snapshot is saved",
-    ]) {
-        let resume_token = stderr
-            .split_whitespace()
-            .skip_while(|w| *w != "-t")
-            .nth(1)
-            .map(str::to_owned);
-        return Error::Interrupted {
-            target,
-            command,
-            stderr,
-            resume_token,
-        };
+    if has(&["resuming stream can be generated", "partially received snapshot is saved"]) {
+        let resume_token = stderr.split_whitespace().skip_while(|w| *w != "-t").nth(1).map(str::to_owned);
+        return Error::Interrupted { target, command, stderr, resume_token };
     }
     if has(&[
         "invalid stream",
@@ -205,30 +138,13 @@ pub(crate) fn classify(target: &str, command: &str, status: String, stderr: &str
         "stream has unsupported feature",
         "stream version",
     ]) {
-        return Error::InvalidStream {
-            target,
-            command,
-            stderr,
-        };
+        return Error::InvalidStream { target, command, stderr };
     }
     if has(&["already exists", "bookmark exists"]) {
-        return Error::AlreadyExists {
-            target,
-            command,
-            stderr,
-        };
+        return Error::AlreadyExists { target, command, stderr };
     }
-    if has(&[
-        "does not exist",
-        "no such pool",
-        "no such dataset",
-        "could not find any snapshots",
-    ]) {
-        return Error::NotFound {
-            target,
-            command,
-            stderr,
-        };
+    if has(&["does not exist", "no such pool", "no such dataset", "could not find any snapshots"]) {
+        return Error::NotFound { target, command, stderr };
     }
     if has(&[
         "has dependent clones",
@@ -238,41 +154,16 @@ pub(crate) fn classify(target: &str, command: &str, status: String, stderr: &str
         "being held",
         "destination has snapshots",
     ]) {
-        return Error::Conflict {
-            target,
-            command,
-            stderr,
-        };
+        return Error::Conflict { target, command, stderr };
     }
     if has(&["is busy", "device busy", "resource busy"]) {
-        return Error::Busy {
-            target,
-            command,
-            stderr,
-        };
+        return Error::Busy { target, command, stderr };
     }
-    if has(&[
-        "out of space",
-        "no space left",
-        "not enough space",
-        "exceeds quota",
-    ]) {
-        return Error::NoSpace {
-            target,
-            command,
-            stderr,
-        };
+    if has(&["out of space", "no space left", "not enough space", "exceeds quota"]) {
+        return Error::NoSpace { target, command, stderr };
     }
-    if has(&[
-        "permission denied",
-        "must be superuser",
-        "operation not permitted",
-    ]) {
-        return Error::PermissionDenied {
-            target,
-            command,
-            stderr,
-        };
+    if has(&["permission denied", "must be superuser", "operation not permitted"]) {
+        return Error::PermissionDenied { target, command, stderr };
     }
     if has(&[
         "invalid character",
@@ -283,17 +174,9 @@ pub(crate) fn classify(target: &str, command: &str, status: String, stderr: &str
         "leading slash",
         "trailing slash",
     ]) {
-        return Error::InvalidName(NameError {
-            name: target,
-            reason: stderr,
-        });
+        return Error::InvalidName(NameError { name: target, reason: stderr });
     }
-    Error::CommandFailed {
-        target,
-        command,
-        status,
-        stderr,
-    }
+    Error::CommandFailed { target, command, status, stderr }
 }
 
 #[cfg(test)]
@@ -306,58 +189,31 @@ mod tests {
 
     #[test]
     fn classifies_zfs_messages() {
-        assert_eq!(
-            k("cannot open 'tank/x': dataset does not exist\n"),
-            ErrorKind::NotFound
-        );
+        assert_eq!(k("cannot open 'tank/x': dataset does not exist\n"), ErrorKind::NotFound);
         assert_eq!(k("cannot open 'nope': no such pool\n"), ErrorKind::NotFound);
-        assert_eq!(
-            k("cannot create 'tank/x': dataset already exists\n"),
-            ErrorKind::AlreadyExists
-        );
-        assert_eq!(
-            k("cannot destroy 'tank/x': dataset is busy\n"),
-            ErrorKind::Busy
-        );
-        assert_eq!(
-            k("cannot create bookmark 'tank/x#m': bookmark exists\n"),
-            ErrorKind::AlreadyExists
-        );
-        assert_eq!(
-            k("cannot create 'tank/x': out of space\n"),
-            ErrorKind::NoSpace
-        );
-        assert_eq!(
-            k("cannot create 'tank/x': permission denied\n"),
-            ErrorKind::PermissionDenied
-        );
+        assert_eq!(k("cannot create 'tank/x': dataset already exists\n"), ErrorKind::AlreadyExists);
+        assert_eq!(k("cannot destroy 'tank/x': dataset is busy\n"), ErrorKind::Busy);
+        assert_eq!(k("cannot create bookmark 'tank/x#m': bookmark exists\n"), ErrorKind::AlreadyExists);
+        assert_eq!(k("cannot create 'tank/x': out of space\n"), ErrorKind::NoSpace);
+        assert_eq!(k("cannot create 'tank/x': permission denied\n"), ErrorKind::PermissionDenied);
         assert_eq!(
             k(
                 "cannot destroy 'tank/x@a': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\ntank/c\n"
             ),
             ErrorKind::Conflict
         );
+        assert_eq!(k("cannot receive: invalid stream (bad magic number)\n"), ErrorKind::InvalidStream);
         assert_eq!(
-            k("cannot receive: invalid stream (bad magic number)\n"),
-            ErrorKind::InvalidStream
-        );
-        assert_eq!(
-            k(
-                "cannot receive incremental stream: destination tank/x has been modified\nsince most recent snapshot\n"
-            ),
+            k("cannot receive incremental stream: destination tank/x has been modified\nsince most recent snapshot\n"),
             ErrorKind::Conflict
         );
         assert_eq!(
-            k(
-                "cannot receive incremental stream: destination tank/x has been modified\n\
-               since most recent snapshot\n"
-            ),
+            k("cannot receive incremental stream: destination tank/x has been modified\n\
+               since most recent snapshot\n"),
             ErrorKind::Conflict
         );
         assert_eq!(
-            k(
-                "cannot destroy snapshot tank/x@a: it's being held. Run 'zfs holds -r tank/x@a' to see holders.\n"
-            ),
+            k("cannot destroy snapshot tank/x@a: it's being held. Run 'zfs holds -r tank/x@a' to see holders.\n"),
             ErrorKind::Conflict
         );
         assert_eq!(k("something else entirely\n"), ErrorKind::Failed);
@@ -368,12 +224,7 @@ mod tests {
         let stderr = "cannot rollback to 'tank/x@a': more recent snapshots or bookmarks exist\n\
                       use '-r' to force deletion of the following snapshots and bookmarks:\n\
                       tank/x@b\ntank/x@c\n";
-        match classify(
-            "tank/x@a",
-            "zfs rollback tank/x@a",
-            "exit status: 1".into(),
-            stderr,
-        ) {
+        match classify("tank/x@a", "zfs rollback tank/x@a", "exit status: 1".into(), stderr) {
             Error::NewerSnapshots { newer, .. } => assert_eq!(newer, ["tank/x@b", "tank/x@c"]),
             other => panic!("unexpected {other:?}"),
         }
@@ -385,17 +236,9 @@ mod tests {
                       Partially received snapshot is saved.\n\
                       A resuming stream can be generated on the sending system by running:\n    \
                       zfs send -t 1-10a7c1d2c6-f0-789c636064000310a50\n";
-        match classify(
-            "tank/r",
-            "zfs receive -s tank/r",
-            "exit status: 1".into(),
-            stderr,
-        ) {
+        match classify("tank/r", "zfs receive -s tank/r", "exit status: 1".into(), stderr) {
             Error::Interrupted { resume_token, .. } => {
-                assert_eq!(
-                    resume_token.as_deref(),
-                    Some("1-10a7c1d2c6-f0-789c636064000310a50")
-                )
+                assert_eq!(resume_token.as_deref(), Some("1-10a7c1d2c6-f0-789c636064000310a50"))
             }
             other => panic!("unexpected {other:?}"),
         }

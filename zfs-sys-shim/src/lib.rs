@@ -31,9 +31,7 @@ use std::sync::Arc;
 
 pub use error::{Error, ErrorKind};
 pub use list::{Dataset, DatasetType, Depth, ListQuery, Prop};
-pub use name::{
-    BookmarkName, DatasetName, HoldTag, NameError, PoolName, Roots, SnapshotName, UserProp, ZfsName,
-};
+pub use name::{BookmarkName, DatasetName, HoldTag, NameError, PoolName, Roots, SnapshotName, UserProp, ZfsName};
 pub use pool::{PoolInfo, ZfsVersion};
 pub use receive::{ReceiveArgs, ReceiveOutcome};
 pub use send::{SendArgs, SendFrom, SendSource, SendStream};
@@ -62,13 +60,7 @@ impl Zfs {
     }
 
     pub fn with_binaries(roots: Roots, zfs_bin: PathBuf, zpool_bin: PathBuf) -> Self {
-        Zfs {
-            inner: Arc::new(Inner {
-                zfs_bin,
-                zpool_bin,
-                roots,
-            }),
-        }
+        Zfs { inner: Arc::new(Inner { zfs_bin, zpool_bin, roots }) }
     }
 
     pub fn roots(&self) -> &Roots {
@@ -89,10 +81,7 @@ impl Zfs {
         if self.inner.roots.contains(&target.owning_dataset()) {
             Ok(())
         } else {
-            Err(Error::OutsideRoots {
-                target: target.as_str().to_owned(),
-                roots: self.inner.roots.describe(),
-            })
+            Err(Error::OutsideRoots { target: target.as_str().to_owned(), roots: self.inner.roots.describe() })
         }
     }
 }

@@ -161,12 +161,7 @@ pub struct ListQuery {
 
 impl ListQuery {
     pub fn recursive(root: DatasetName, kind: DatasetType, props: &[Prop]) -> Self {
-        ListQuery {
-            root,
-            types: vec![kind],
-            depth: Depth::Recursive,
-            props: props.to_vec(),
-        }
+        ListQuery { root, types: vec![kind], depth: Depth::Recursive, props: props.to_vec() }
     }
 
     pub fn depth(mut self, depth: Depth) -> Self {
@@ -191,34 +186,20 @@ impl ListQuery {
 }
 
 /// Parse `zfs list -H -p -o name,type,<props>` output.
-pub(crate) fn parse_list(
-    stdout: &str,
-    props: &[Prop],
-    command: &str,
-) -> Result<Vec<Dataset>, Error> {
+pub(crate) fn parse_list(stdout: &str, props: &[Prop], command: &str) -> Result<Vec<Dataset>, Error> {
     let mut rows = Vec::new();
     for line in stdout.lines().filter(|l| !l.is_empty()) {
         let fields: Vec<&str> = line.split('\t').collect();
         if fields.len() != props.len() + 2 {
             return Err(Error::Parse {
                 command: command.to_owned(),
-                reason: format!(
-                    "expected {} columns, got {}: {line:?}",
-                    props.len() + 2,
-                    fields.len()
-                ),
+                reason: format!("expected {} columns, got {}: {line:?}", props.len() + 2, fields.len()),
             });
         }
-        let mut ds = Dataset {
-            name: fields[0].to_owned(),
-            ..Default::default()
-        };
+        let mut ds = Dataset { name: fields[0].to_owned(), ..Default::default() };
         ds.kind = DatasetType::parse(fields[1]);
         if ds.kind.is_none() {
-            return Err(Error::Parse {
-                command: command.to_owned(),
-                reason: format!("unknown type {:?}", fields[1]),
-            });
+            return Err(Error::Parse { command: command.to_owned(), reason: format!("unknown type {:?}", fields[1]) });
         }
         for (prop, raw) in props.iter().zip(&fields[2..]) {
             ds.set(prop, raw, command)?;
@@ -229,22 +210,11 @@ pub(crate) fn parse_list(
 }
 
 /// Parse `zfs get -H -p -o property,value` output for one dataset.
-pub(crate) fn parse_get(
-    name: &str,
-    stdout: &str,
-    props: &[Prop],
-    command: &str,
-) -> Result<Dataset, Error> {
-    let mut ds = Dataset {
-        name: name.to_owned(),
-        ..Default::default()
-    };
+pub(crate) fn parse_get(name: &str, stdout: &str, props: &[Prop], command: &str) -> Result<Dataset, Error> {
+    let mut ds = Dataset { name: name.to_owned(), ..Default::default() };
     for line in stdout.lines().filter(|l| !l.is_empty()) {
         let Some((key, value)) = line.split_once('\t') else {
-            return Err(Error::Parse {
-                command: command.to_owned(),
-                reason: format!("bad line {line:?}"),
-            });
+            return Err(Error::Parse { command: command.to_owned(), reason: format!("bad line {line:?}") });
         };
         if key == "type" {
             ds.kind = DatasetType::parse(value);
@@ -259,53 +229,29 @@ impl Zfs {
     /// List datasets of the given types under a root, in one command, sorted by
     /// creation order (`-s createtxg`) so snapshot lists come out oldest first.
     pub async fn list(&self, query: &ListQuery) -> Result<Vec<Dataset>, Error> {
-        let types = query
-            .types
-            .iter()
-            .map(|t| t.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
-        let inv = self
-            .zfs(&query.root)?
-            .args(["list", "-H", "-p", "-o"])
-            .arg(query.columns());
+        let types = query.types.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(",");
+        let inv = self.zfs(&query.root)?.args(["list", "-H", "-p", "-o"]).arg(query.columns());
         let inv = match query.depth {
             Depth::Recursive => inv.arg("-r"),
             Depth::Max(n) => inv.arg("-d").arg(n.to_string()),
         };
-        let inv = inv
-            .args(["-t", &types, "-s", "createtxg"])
-            .arg(query.root.as_str());
+        let inv = inv.args(["-t", &types, "-s", "createtxg"]).arg(query.root.as_str());
         let out = inv.run().await?;
         parse_list(&out, &query.props, &inv.display())
     }
 
     /// Read properties of one dataset, snapshot or bookmark.
     pub async fn get(&self, name: &dyn ZfsName, props: &[Prop]) -> Result<Dataset, Error> {
-        let wanted = std::iter::once("type")
-            .chain(props.iter().map(Prop::name))
-            .collect::<Vec<_>>()
-            .join(",");
-        let inv = self
-            .zfs(name)?
-            .args(["get", "-H", "-p", "-o", "property,value"])
-            .arg(wanted)
-            .arg(name.as_str());
+        let wanted = std::iter::once("type").chain(props.iter().map(Prop::name)).collect::<Vec<_>>().join(",");
+        let inv = self.zfs(name)?.args(["get", "-H", "-p", "-o", "property,value"]).arg(wanted).arg(name.as_str());
         let out = inv.run().await?;
         parse_get(name.as_str(), &out, props, &inv.display())
     }
 
     /// All user properties of a dataset whose name starts with `prefix` (e.g. `tankd:`),
     /// including inherited ones.
-    pub async fn user_props(
-        &self,
-        name: &dyn ZfsName,
-        prefix: &str,
-    ) -> Result<BTreeMap<String, String>, Error> {
-        let inv = self
-            .zfs(name)?
-            .args(["get", "-H", "-p", "-o", "property,value", "all"])
-            .arg(name.as_str());
+    pub async fn user_props(&self, name: &dyn ZfsName, prefix: &str) -> Result<BTreeMap<String, String>, Error> {
+        let inv = self.zfs(name)?.args(["get", "-H", "-p", "-o", "property,value", "all"]).arg(name.as_str());
         let out = inv.run().await?;
         Ok(out
             .lines()
@@ -328,11 +274,7 @@ impl Zfs {
     pub async fn holds(&self, snap: &crate::SnapshotName) -> Result<Vec<String>, Error> {
         let inv = self.zfs(snap)?.args(["holds", "-H"]).arg(snap.as_str());
         let out = inv.run().await?;
-        Ok(out
-            .lines()
-            .filter_map(|l| l.split('\t').nth(1))
-            .map(str::to_owned)
-            .collect())
+        Ok(out.lines().filter_map(|l| l.split('\t').nth(1)).map(str::to_owned).collect())
     }
 
     /// The `zfs` binary's own invocation, for callers that only need it to display.
@@ -347,12 +289,7 @@ mod tests {
 
     #[test]
     fn parses_list_rows_exactly() {
-        let props = [
-            Prop::Used,
-            Prop::Volsize,
-            Prop::Origin,
-            Prop::user("tankd:status").unwrap(),
-        ];
+        let props = [Prop::Used, Prop::Volsize, Prop::Origin, Prop::user("tankd:status").unwrap()];
         let out = "tank/a\tfilesystem\t98304\t-\t-\tcomplete\n\
                    tank/v\tvolume\t1090519040\t1073741824\ttank/a@s\t-\n";
         let rows = parse_list(out, &props, "zfs list").unwrap();
@@ -361,10 +298,7 @@ mod tests {
         assert_eq!(rows[0].kind, Some(DatasetType::Filesystem));
         assert_eq!(rows[0].used, Some(98304));
         assert_eq!(rows[0].volsize, None);
-        assert_eq!(
-            rows[0].user.get("tankd:status").map(String::as_str),
-            Some("complete")
-        );
+        assert_eq!(rows[0].user.get("tankd:status").map(String::as_str), Some("complete"));
         assert_eq!(rows[1].volsize, Some(1073741824));
         assert_eq!(rows[1].origin.as_deref(), Some("tank/a@s"));
         assert!(rows[1].user.is_empty());
@@ -392,11 +326,7 @@ mod tests {
 
     #[test]
     fn columns_match_the_parser() {
-        let q = ListQuery::recursive(
-            "tank/x".parse().unwrap(),
-            DatasetType::Snapshot,
-            &[Prop::Used, Prop::Guid],
-        );
+        let q = ListQuery::recursive("tank/x".parse().unwrap(), DatasetType::Snapshot, &[Prop::Used, Prop::Guid]);
         assert_eq!(q.columns(), "name,type,used,guid");
     }
 }

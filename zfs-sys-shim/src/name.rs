@@ -20,10 +20,7 @@ pub struct NameError {
 }
 
 fn refuse(name: &str, reason: impl Into<String>) -> NameError {
-    NameError {
-        name: name.to_owned(),
-        reason: reason.into(),
-    }
+    NameError { name: name.to_owned(), reason: reason.into() }
 }
 
 /// Check one path component (between `/`, or after `@`/`#`).
@@ -40,10 +37,7 @@ pub fn check_component(whole: &str, component: &str) -> Result<(), NameError> {
     if component.starts_with('-') {
         return Err(refuse(whole, "a component may not start with '-'"));
     }
-    if let Some(c) = component
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
-    {
+    if let Some(c) = component.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))) {
         let reason = if c.is_whitespace() || c.is_control() {
             "whitespace and control characters are not allowed".to_owned()
         } else {
@@ -109,9 +103,7 @@ impl DatasetName {
     /// `self` or a descendant of `root`.
     pub fn is_within(&self, root: &DatasetName) -> bool {
         self.0 == root.0
-            || (self.0.len() > root.0.len()
-                && self.0.starts_with(&root.0)
-                && self.0.as_bytes()[root.0.len()] == b'/')
+            || (self.0.len() > root.0.len() && self.0.starts_with(&root.0) && self.0.as_bytes()[root.0.len()] == b'/')
     }
 
     /// Append a relative path (`a/b`), validating each component.
@@ -120,19 +112,14 @@ impl DatasetName {
             return Err(refuse(relative, "empty"));
         }
         if relative.starts_with('/') || relative.ends_with('/') {
-            return Err(refuse(
-                relative,
-                "a relative name may not start or end with '/'",
-            ));
+            return Err(refuse(relative, "a relative name may not start or end with '/'"));
         }
         format!("{}/{}", self.0, relative).parse()
     }
 
     /// The parent dataset, if this is not a pool's root dataset.
     pub fn parent(&self) -> Option<DatasetName> {
-        self.0
-            .rsplit_once('/')
-            .map(|(p, _)| DatasetName(p.to_owned()))
+        self.0.rsplit_once('/').map(|(p, _)| DatasetName(p.to_owned()))
     }
 
     /// The name relative to `root`, if it lies under it.
@@ -198,10 +185,7 @@ impl SnapshotName {
 impl FromStr for SnapshotName {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, NameError> {
-        split_suffixed(s, '@').map(|at| SnapshotName {
-            full: s.to_owned(),
-            at,
-        })
+        split_suffixed(s, '@').map(|at| SnapshotName { full: s.to_owned(), at })
     }
 }
 
@@ -224,10 +208,7 @@ impl BookmarkName {
 impl FromStr for BookmarkName {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, NameError> {
-        split_suffixed(s, '#').map(|hash| BookmarkName {
-            full: s.to_owned(),
-            hash,
-        })
+        split_suffixed(s, '#').map(|hash| BookmarkName { full: s.to_owned(), hash })
     }
 }
 
@@ -239,10 +220,7 @@ fn split_suffixed(s: &str, sep: char) -> Result<usize, NameError> {
     };
     let (ds, short) = (&s[..idx], &s[idx + 1..]);
     if short.contains(['@', '#', '/']) {
-        return Err(refuse(
-            s,
-            format!("nothing after '{sep}' may contain '@', '#' or '/'"),
-        ));
+        return Err(refuse(s, format!("nothing after '{sep}' may contain '@', '#' or '/'")));
     }
     ds.parse::<DatasetName>().map_err(|e| refuse(s, e.reason))?;
     check_component(s, short)?;
@@ -311,11 +289,7 @@ impl Roots {
     }
 
     pub fn describe(&self) -> String {
-        self.0
-            .iter()
-            .map(|r| r.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.0.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -343,13 +317,8 @@ impl FromStr for UserProp {
         if s.starts_with('-') {
             return Err(refuse(s, "may not start with '-'"));
         }
-        if !s.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, ':' | '-' | '.' | '_')
-        }) {
-            return Err(refuse(
-                s,
-                "only lowercase letters, digits, ':', '-', '.', '_' are allowed",
-            ));
+        if !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, ':' | '-' | '.' | '_')) {
+            return Err(refuse(s, "only lowercase letters, digits, ':', '-', '.', '_' are allowed"));
         }
         Ok(UserProp(s.to_owned()))
     }
@@ -432,26 +401,12 @@ mod tests {
             "tank/é",
         ];
         for name in bad {
-            assert!(
-                name.parse::<DatasetName>().is_err(),
-                "{name:?} should be refused"
-            );
+            assert!(name.parse::<DatasetName>().is_err(), "{name:?} should be refused");
         }
         let long = format!("tank/{}", "a".repeat(MAX_NAME_LEN));
         assert!(long.parse::<DatasetName>().is_err());
-        for snap in [
-            "tank/a@",
-            "tank/a@-x",
-            "tank/a@b@c",
-            "tank/a@b/c",
-            "@x",
-            "tank/a",
-            "tank/a@..",
-        ] {
-            assert!(
-                snap.parse::<SnapshotName>().is_err(),
-                "{snap:?} should be refused"
-            );
+        for snap in ["tank/a@", "tank/a@-x", "tank/a@b@c", "tank/a@b/c", "@x", "tank/a", "tank/a@.."] {
+            assert!(snap.parse::<SnapshotName>().is_err(), "{snap:?} should be refused");
         }
     }
 

@@ -26,17 +26,11 @@ pub struct ZfsVersion {
 
 pub(crate) fn parse_pool_line(line: &str, command: &str) -> Result<PoolInfo, Error> {
     let f: Vec<&str> = line.split('\t').collect();
-    let bad = |reason: String| Error::Parse {
-        command: command.to_owned(),
-        reason,
-    };
+    let bad = |reason: String| Error::Parse { command: command.to_owned(), reason };
     if f.len() != 5 {
         return Err(bad(format!("expected 5 columns: {line:?}")));
     }
-    let num = |s: &str| {
-        s.parse::<u64>()
-            .map_err(|_| bad(format!("not a number: {s:?}")))
-    };
+    let num = |s: &str| s.parse::<u64>().map_err(|_| bad(format!("not a number: {s:?}")));
     Ok(PoolInfo {
         name: f[0].to_owned(),
         size: num(f[1])?,
@@ -47,15 +41,10 @@ pub(crate) fn parse_pool_line(line: &str, command: &str) -> Result<PoolInfo, Err
 }
 
 fn check_vdev_path(path: &Path) -> Result<String, Error> {
-    let s = path
-        .to_str()
-        .filter(|s| s.starts_with('/') && !s.contains("..") && !s.chars().any(|c| c.is_control()));
+    let s = path.to_str().filter(|s| s.starts_with('/') && !s.contains("..") && !s.chars().any(|c| c.is_control()));
     s.map(str::to_owned).ok_or_else(|| Error::InvalidArgument {
         field: "vdev",
-        reason: format!(
-            "{} must be an absolute path without '..' or control characters",
-            path.display()
-        ),
+        reason: format!("{} must be an absolute path without '..' or control characters", path.display()),
     })
 }
 
@@ -96,16 +85,9 @@ impl Zfs {
 
     /// `zpool create [-o k=v] [-O k=v] -m none pool vdev`: a pool on one file or device.
     /// The root dataset is not mounted (`-m none`): tankd mounts what it creates itself.
-    pub async fn create_pool(
-        &self,
-        pool: &PoolName,
-        vdev: &Path,
-        fs_props: &[(String, String)],
-    ) -> Result<(), Error> {
+    pub async fn create_pool(&self, pool: &PoolName, vdev: &Path, fs_props: &[(String, String)]) -> Result<(), Error> {
         let vdev = check_vdev_path(vdev)?;
-        let mut inv = self
-            .zpool(pool.as_str())
-            .args(["create", "-m", "none", "-o", "ashift=12"]);
+        let mut inv = self.zpool(pool.as_str()).args(["create", "-m", "none", "-o", "ashift=12"]);
         for (k, v) in fs_props {
             inv = inv.arg("-O").arg(crate::write::check_one_prop(k, v)?);
         }
@@ -115,35 +97,17 @@ impl Zfs {
     /// `zpool import -d dir pool`: re-import a pool whose vdevs live in `dir`.
     pub async fn import_pool(&self, pool: &PoolName, search_dir: &Path) -> Result<(), Error> {
         let dir = check_vdev_path(search_dir)?;
-        self.zpool(pool.as_str())
-            .args(["import", "-d"])
-            .arg(dir)
-            .arg(pool.as_str())
-            .run()
-            .await
-            .map(drop)
+        self.zpool(pool.as_str()).args(["import", "-d"]).arg(dir).arg(pool.as_str()).run().await.map(drop)
     }
 
     /// `zpool export pool`.
     pub async fn export_pool(&self, pool: &PoolName) -> Result<(), Error> {
-        self.zpool(pool.as_str())
-            .arg("export")
-            .arg(pool.as_str())
-            .retry_busy()
-            .run()
-            .await
-            .map(drop)
+        self.zpool(pool.as_str()).arg("export").arg(pool.as_str()).retry_busy().run().await.map(drop)
     }
 
     /// `zpool destroy -f pool`. For tests and for undoing a failed embedded-pool setup.
     pub async fn destroy_pool(&self, pool: &PoolName) -> Result<(), Error> {
-        self.zpool(pool.as_str())
-            .args(["destroy", "-f"])
-            .arg(pool.as_str())
-            .retry_busy()
-            .run()
-            .await
-            .map(drop)
+        self.zpool(pool.as_str()).args(["destroy", "-f"]).arg(pool.as_str()).retry_busy().run().await.map(drop)
     }
 }
 
@@ -153,8 +117,7 @@ mod tests {
 
     #[test]
     fn parses_pool_line() {
-        let p =
-            parse_pool_line("tank\t8321499136\t110592\t8321388544\tONLINE", "zpool list").unwrap();
+        let p = parse_pool_line("tank\t8321499136\t110592\t8321388544\tONLINE", "zpool list").unwrap();
         assert_eq!(p.size, 8321499136);
         assert_eq!(p.free, 8321388544);
         assert_eq!(p.health, "ONLINE");

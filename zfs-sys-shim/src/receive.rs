@@ -27,10 +27,7 @@ pub struct ReceiveArgs {
 
 impl ReceiveArgs {
     pub fn into(dest: DatasetName) -> Self {
-        ReceiveArgs {
-            dest: Some(dest),
-            ..Default::default()
-        }
+        ReceiveArgs { dest: Some(dest), ..Default::default() }
     }
 }
 
@@ -46,15 +43,9 @@ impl Zfs {
     /// If the stream itself fails part-way (a client disconnects), standard input is
     /// closed so ZFS sees the end, and with `resumable` the error is
     /// [`Error::Interrupted`] carrying the resume token.
-    pub async fn receive<R: AsyncRead + Unpin>(
-        &self,
-        args: &ReceiveArgs,
-        stream: R,
-    ) -> Result<ReceiveOutcome, Error> {
-        let dest = args.dest.as_ref().ok_or(Error::InvalidArgument {
-            field: "dest",
-            reason: "no destination".into(),
-        })?;
+    pub async fn receive<R: AsyncRead + Unpin>(&self, args: &ReceiveArgs, stream: R) -> Result<ReceiveOutcome, Error> {
+        let dest =
+            args.dest.as_ref().ok_or(Error::InvalidArgument { field: "dest", reason: "no destination".into() })?;
         let mut inv = self
             .zfs(dest)?
             .arg("receive")
@@ -106,15 +97,8 @@ impl Zfs {
                     // ZFS failed by itself: its words are the answer.
                     (Ok(_), _) => Err(self.with_resume_token(err, dest, args.resumable).await),
                     // The source broke and ZFS then saw a short stream.
-                    (
-                        Err(source),
-                        ErrorKind::InvalidStream | ErrorKind::Interrupted | ErrorKind::Failed,
-                    ) => {
-                        let token = if args.resumable {
-                            self.resume_token(dest).await.ok().flatten()
-                        } else {
-                            None
-                        };
+                    (Err(source), ErrorKind::InvalidStream | ErrorKind::Interrupted | ErrorKind::Failed) => {
+                        let token = if args.resumable { self.resume_token(dest).await.ok().flatten() } else { None };
                         Err(Error::Interrupted {
                             target: dest.as_str().to_owned(),
                             command: inv.display(),
@@ -135,19 +119,9 @@ impl Zfs {
 
     async fn with_resume_token(&self, err: Error, dest: &DatasetName, resumable: bool) -> Error {
         match err {
-            Error::Interrupted {
-                target,
-                command,
-                stderr,
-                resume_token: None,
-            } if resumable => {
+            Error::Interrupted { target, command, stderr, resume_token: None } if resumable => {
                 let resume_token = self.resume_token(dest).await.ok().flatten();
-                Error::Interrupted {
-                    target,
-                    command,
-                    stderr,
-                    resume_token,
-                }
+                Error::Interrupted { target, command, stderr, resume_token }
             }
             other => other,
         }
@@ -167,13 +141,7 @@ impl Zfs {
         let inv = self.zfs(dest)?.args(["receive", "-A"]).arg(dest.as_str());
         match inv.run().await {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.is_not_found()
-                    || e.to_string()
-                        .contains("does not have any resumable receive state") =>
-            {
-                Ok(())
-            }
+            Err(e) if e.is_not_found() || e.to_string().contains("does not have any resumable receive state") => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -53,20 +53,11 @@ pub struct SendArgs {
 
 impl SendArgs {
     pub fn full(snapshot: SnapshotName) -> Self {
-        Self::with_source(SendSource::Snapshot {
-            snapshot,
-            from: None,
-        })
+        Self::with_source(SendSource::Snapshot { snapshot, from: None })
     }
 
     fn with_source(source: SendSource) -> Self {
-        SendArgs {
-            source,
-            replicate: false,
-            raw: false,
-            compressed: false,
-            large_blocks: false,
-        }
+        SendArgs { source, replicate: false, raw: false, compressed: false, large_blocks: false }
     }
 
     pub fn incremental(snapshot: SnapshotName, from: SendFrom) -> Result<Self, Error> {
@@ -77,22 +68,13 @@ impl SendArgs {
         if base_dataset != snapshot.dataset() {
             return Err(Error::InvalidArgument {
                 field: "from",
-                reason: format!(
-                    "the base must belong to {}, the dataset of {snapshot}",
-                    snapshot.dataset()
-                ),
+                reason: format!("the base must belong to {}, the dataset of {snapshot}", snapshot.dataset()),
             });
         }
         if matches!(&from, SendFrom::Snapshot(s) | SendFrom::Intermediates(s) if *s == snapshot) {
-            return Err(Error::InvalidArgument {
-                field: "from",
-                reason: "the base is the snapshot itself".into(),
-            });
+            return Err(Error::InvalidArgument { field: "from", reason: "the base is the snapshot itself".into() });
         }
-        Ok(Self::with_source(SendSource::Snapshot {
-            snapshot,
-            from: Some(from),
-        }))
+        Ok(Self::with_source(SendSource::Snapshot { snapshot, from: Some(from) }))
     }
 
     /// Resume from a token read off the receiving side's `receive_resume_token`. The
@@ -101,14 +83,9 @@ impl SendArgs {
         let ok = !token.is_empty()
             && token.len() <= 64 * 1024
             && !token.starts_with('-')
-            && token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !ok {
-            return Err(Error::InvalidArgument {
-                field: "resume_token",
-                reason: "not a ZFS resume token".into(),
-            });
+            return Err(Error::InvalidArgument { field: "resume_token", reason: "not a ZFS resume token".into() });
         }
         Ok(Self::with_source(SendSource::ResumeToken(token.to_owned())))
     }
@@ -131,26 +108,17 @@ impl SendArgs {
                 args.extend(["-t".to_owned(), token.clone()]);
             }
             SendSource::Snapshot { snapshot, from } => {
-                for (on, flag) in [
-                    (self.replicate, "-R"),
-                    (self.raw, "-w"),
-                    (self.compressed, "-c"),
-                    (self.large_blocks, "-L"),
-                ] {
+                for (on, flag) in
+                    [(self.replicate, "-R"), (self.raw, "-w"), (self.compressed, "-c"), (self.large_blocks, "-L")]
+                {
                     if on {
                         args.push(flag.to_owned());
                     }
                 }
                 match from {
-                    Some(SendFrom::Snapshot(s)) => {
-                        args.extend(["-i".to_owned(), s.as_str().to_owned()])
-                    }
-                    Some(SendFrom::Intermediates(s)) => {
-                        args.extend(["-I".to_owned(), s.as_str().to_owned()])
-                    }
-                    Some(SendFrom::Bookmark(b)) => {
-                        args.extend(["-i".to_owned(), b.as_str().to_owned()])
-                    }
+                    Some(SendFrom::Snapshot(s)) => args.extend(["-i".to_owned(), s.as_str().to_owned()]),
+                    Some(SendFrom::Intermediates(s)) => args.extend(["-I".to_owned(), s.as_str().to_owned()]),
+                    Some(SendFrom::Bookmark(b)) => args.extend(["-i".to_owned(), b.as_str().to_owned()]),
                     None => {}
                 }
                 args.push(snapshot.as_str().to_owned());
@@ -180,9 +148,7 @@ pub struct SendStream {
 
 impl std::fmt::Debug for SendStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendStream")
-            .field("command", &self.inv.display())
-            .finish()
+        f.debug_struct("SendStream").field("command", &self.inv.display()).finish()
     }
 }
 
@@ -196,24 +162,10 @@ impl SendStream {
     pub async fn finish(mut self) -> Result<(), Error> {
         // Anything left unread means the caller stopped early; drain so the child can exit.
         let mut sink = [0u8; 64 * 1024];
-        while self
-            .stdout
-            .read(&mut sink)
-            .await
-            .map_err(|e| self.inv.spawn_error(e))?
-            > 0
-        {}
-        let status = self
-            .child
-            .wait()
-            .await
-            .map_err(|e| self.inv.spawn_error(e))?;
+        while self.stdout.read(&mut sink).await.map_err(|e| self.inv.spawn_error(e))? > 0 {}
+        let status = self.child.wait().await.map_err(|e| self.inv.spawn_error(e))?;
         let stderr = (&mut self.stderr).await.unwrap_or_default();
-        if status.success() {
-            Ok(())
-        } else {
-            Err(self.inv.failure(status, &stderr))
-        }
+        if status.success() { Ok(()) } else { Err(self.inv.failure(status, &stderr)) }
     }
 
     /// End the send now (the consumer went away). Waits for the child so no zombie is left.
@@ -223,23 +175,14 @@ impl SendStream {
 }
 
 impl AsyncRead for SendStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stdout).poll_read(cx, buf)
     }
 }
 
 impl Zfs {
     /// `zfs send [-n -P] <flags>`; `dry_run` asks for the size estimate only.
-    fn send_invocation(
-        &self,
-        args: &SendArgs,
-        target: &str,
-        dry_run: bool,
-    ) -> Result<Invocation, Error> {
+    fn send_invocation(&self, args: &SendArgs, target: &str, dry_run: bool) -> Result<Invocation, Error> {
         let inv = match &args.source {
             SendSource::Snapshot { snapshot, from } => {
                 if let Some(SendFrom::Snapshot(s) | SendFrom::Intermediates(s)) = from {
@@ -249,43 +192,24 @@ impl Zfs {
             }
             SendSource::ResumeToken(_) => self.zfs_unscoped(target),
         };
-        Ok(inv
-            .arg("send")
-            .arg_if(dry_run, "-n")
-            .arg_if(dry_run, "-P")
-            .args(args.flags()?))
+        Ok(inv.arg("send").arg_if(dry_run, "-n").arg_if(dry_run, "-P").args(args.flags()?))
     }
 
     /// The snapshot a resume token continues, read with `zfs send -nv -t` and checked
     /// against the roots: a token is opaque, so this is where it is validated.
     pub async fn resume_token_target(&self, token: &str) -> Result<SnapshotName, Error> {
         let args = SendArgs::resume(token)?;
-        let SendSource::ResumeToken(token) = &args.source else {
-            unreachable!()
-        };
-        let inv = self
-            .zfs_unscoped("resume token")
-            .args(["send", "-n", "-v", "-t", token]);
-        let out = inv
-            .command()
-            .output()
-            .await
-            .map_err(|e| inv.spawn_error(e))?;
+        let SendSource::ResumeToken(token) = &args.source else { unreachable!() };
+        let inv = self.zfs_unscoped("resume token").args(["send", "-n", "-v", "-t", token]);
+        let out = inv.command().output().await.map_err(|e| inv.spawn_error(e))?;
         if !out.status.success() {
             return Err(inv.failure(out.status, &out.stderr));
         }
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let toname = text
             .lines()
             .find_map(|l| l.trim().strip_prefix("toname = "))
-            .ok_or_else(|| Error::Parse {
-                command: inv.display(),
-                reason: "no toname in the token".into(),
-            })?;
+            .ok_or_else(|| Error::Parse { command: inv.display(), reason: "no toname in the token".into() })?;
         let snap: SnapshotName = toname.trim().parse()?;
         self.check_root(&snap)?;
         Ok(snap)
@@ -302,27 +226,16 @@ impl Zfs {
     pub async fn send_estimate(&self, args: &SendArgs) -> Result<u64, Error> {
         let target = self.target_of(args).await?;
         let inv = self.send_invocation(args, &target, true)?;
-        let out = inv
-            .command()
-            .output()
-            .await
-            .map_err(|e| inv.spawn_error(e))?;
+        let out = inv.command().output().await.map_err(|e| inv.spawn_error(e))?;
         if !out.status.success() {
             return Err(inv.failure(out.status, &out.stderr));
         }
         // 2.x prints the dry run on stdout, older releases on stderr.
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         text.lines()
             .find_map(|l| l.strip_prefix("size\t"))
             .and_then(|n| n.trim().parse().ok())
-            .ok_or_else(|| Error::Parse {
-                command: inv.display(),
-                reason: "no size line in the dry run".into(),
-            })
+            .ok_or_else(|| Error::Parse { command: inv.display(), reason: "no size line in the dry run".into() })
     }
 
     /// Start `zfs send`. Read the returned stream to its end, then call `finish`.
@@ -344,12 +257,7 @@ impl Zfs {
             buf
         });
         tracing::debug!(command = %inv.display(), "zfs send started");
-        Ok(SendStream {
-            inv,
-            child,
-            stdout,
-            stderr,
-        })
+        Ok(SendStream { inv, child, stdout, stderr })
     }
 }
 
@@ -363,13 +271,11 @@ mod tests {
 
     #[test]
     fn builds_flags() {
-        let mut a =
-            SendArgs::incremental(snap("t/a@2"), SendFrom::Intermediates(snap("t/a@1"))).unwrap();
+        let mut a = SendArgs::incremental(snap("t/a@2"), SendFrom::Intermediates(snap("t/a@1"))).unwrap();
         a.raw = true;
         a.replicate = true;
         assert_eq!(a.flags().unwrap(), ["-R", "-w", "-I", "t/a@1", "t/a@2"]);
-        let b = SendArgs::incremental(snap("t/a@2"), SendFrom::Bookmark("t/a#m".parse().unwrap()))
-            .unwrap();
+        let b = SendArgs::incremental(snap("t/a@2"), SendFrom::Bookmark("t/a#m".parse().unwrap())).unwrap();
         assert_eq!(b.flags().unwrap(), ["-i", "t/a#m", "t/a@2"]);
         assert_eq!(SendArgs::full(snap("t/a@1")).flags().unwrap(), ["t/a@1"]);
     }

@@ -11,14 +11,9 @@ use crate::{Error, Prop, Zfs};
 pub(crate) fn check_one_prop(k: &str, v: &str) -> Result<String, Error> {
     let key_ok = !k.is_empty()
         && !k.starts_with('-')
-        && k.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, ':' | '-' | '.' | '_')
-        });
+        && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, ':' | '-' | '.' | '_'));
     if !key_ok {
-        return Err(Error::InvalidArgument {
-            field: "property",
-            reason: format!("bad property name {k:?}"),
-        });
+        return Err(Error::InvalidArgument { field: "property", reason: format!("bad property name {k:?}") });
     }
     if k.contains(':') {
         k.parse::<UserProp>()?;
@@ -78,24 +73,13 @@ impl Zfs {
         props: &[(String, String)],
     ) -> Result<(), Error> {
         let inv = self.zfs(name)?.arg("create").arg_if(parents, "-p");
-        with_props(inv, props)?
-            .arg(name.as_str())
-            .run()
-            .await
-            .map(drop)
+        with_props(inv, props)?.arg(name.as_str()).run().await.map(drop)
     }
 
     /// `zfs create [-p] [-s] [-b bs] -V size [-o k=v]... name`.
-    pub async fn create_volume(
-        &self,
-        name: &DatasetName,
-        opts: &VolumeOptions,
-    ) -> Result<(), Error> {
+    pub async fn create_volume(&self, name: &DatasetName, opts: &VolumeOptions) -> Result<(), Error> {
         if opts.size == 0 {
-            return Err(Error::InvalidArgument {
-                field: "size",
-                reason: "a volume needs a size above 0".into(),
-            });
+            return Err(Error::InvalidArgument { field: "size", reason: "a volume needs a size above 0".into() });
         }
         if let Some(bs) = opts.volblocksize
             && (!bs.is_power_of_two() || !(512..=16 << 20).contains(&bs))
@@ -105,20 +89,12 @@ impl Zfs {
                 reason: format!("{bs} is not a power of two between 512 and 16M"),
             });
         }
-        let mut inv = self
-            .zfs(name)?
-            .arg("create")
-            .arg_if(opts.parents, "-p")
-            .arg_if(opts.sparse, "-s");
+        let mut inv = self.zfs(name)?.arg("create").arg_if(opts.parents, "-p").arg_if(opts.sparse, "-s");
         if let Some(bs) = opts.volblocksize {
             inv = inv.arg("-b").arg(bs.to_string());
         }
         inv = inv.arg("-V").arg(opts.size.to_string());
-        with_props(inv, &opts.props)?
-            .arg(name.as_str())
-            .run()
-            .await
-            .map(drop)
+        with_props(inv, &opts.props)?.arg(name.as_str()).run().await.map(drop)
     }
 
     /// `zfs destroy`. Destroying something that does not exist succeeds: the caller
@@ -147,10 +123,7 @@ impl Zfs {
         props: &[(String, String)],
     ) -> Result<(), Error> {
         let Some(first) = snaps.first() else {
-            return Err(Error::InvalidArgument {
-                field: "snapshots",
-                reason: "no snapshot names given".into(),
-            });
+            return Err(Error::InvalidArgument { field: "snapshots", reason: "no snapshot names given".into() });
         };
         let mut seen = std::collections::HashSet::new();
         for s in snaps {
@@ -159,31 +132,19 @@ impl Zfs {
             if !seen.insert(s.dataset()) {
                 return Err(Error::InvalidArgument {
                     field: "snapshots",
-                    reason: format!(
-                        "two snapshots of {} in one call; ZFS allows one per dataset",
-                        s.dataset()
-                    ),
+                    reason: format!("two snapshots of {} in one call; ZFS allows one per dataset", s.dataset()),
                 });
             }
         }
         let mut inv = self.zfs(first)?.arg("snapshot").arg_if(recursive, "-r");
         inv = with_props(inv, props)?;
-        inv.args(snaps.iter().map(|s| s.as_str().to_owned()))
-            .run()
-            .await
-            .map(drop)
+        inv.args(snaps.iter().map(|s| s.as_str().to_owned())).run().await.map(drop)
     }
 
     /// `zfs rollback [-r] snap`. Without `destroy_newer`, rolling back past newer
     /// snapshots fails with [`Error::NewerSnapshots`] naming them.
     pub async fn rollback(&self, snap: &SnapshotName, destroy_newer: bool) -> Result<(), Error> {
-        self.zfs(snap)?
-            .arg("rollback")
-            .arg_if(destroy_newer, "-r")
-            .arg(snap.as_str())
-            .run()
-            .await
-            .map(drop)
+        self.zfs(snap)?.arg("rollback").arg_if(destroy_newer, "-r").arg(snap.as_str()).run().await.map(drop)
     }
 
     /// `zfs clone [-p] [-o k=v]... snap target`.
@@ -196,31 +157,16 @@ impl Zfs {
     ) -> Result<(), Error> {
         self.check_root(snap)?;
         let inv = self.zfs(target)?.arg("clone").arg_if(parents, "-p");
-        with_props(inv, props)?
-            .arg(snap.as_str())
-            .arg(target.as_str())
-            .run()
-            .await
-            .map(drop)
+        with_props(inv, props)?.arg(snap.as_str()).arg(target.as_str()).run().await.map(drop)
     }
 
     /// `zfs promote clone`.
     pub async fn promote(&self, clone: &DatasetName) -> Result<(), Error> {
-        self.zfs(clone)?
-            .arg("promote")
-            .arg(clone.as_str())
-            .run()
-            .await
-            .map(drop)
+        self.zfs(clone)?.arg("promote").arg(clone.as_str()).run().await.map(drop)
     }
 
     /// `zfs rename [-p] from to` for datasets.
-    pub async fn rename(
-        &self,
-        from: &DatasetName,
-        to: &DatasetName,
-        parents: bool,
-    ) -> Result<(), Error> {
+    pub async fn rename(&self, from: &DatasetName, to: &DatasetName, parents: bool) -> Result<(), Error> {
         self.check_root(to)?;
         self.zfs(from)?
             .arg("rename")
@@ -234,24 +180,14 @@ impl Zfs {
     }
 
     /// `zfs rename ds@a ds@b` for snapshots (same dataset only, as ZFS requires).
-    pub async fn rename_snapshot(
-        &self,
-        from: &SnapshotName,
-        to: &SnapshotName,
-    ) -> Result<(), Error> {
+    pub async fn rename_snapshot(&self, from: &SnapshotName, to: &SnapshotName) -> Result<(), Error> {
         if from.dataset() != to.dataset() {
             return Err(Error::InvalidArgument {
                 field: "to",
                 reason: format!("{to} is not a snapshot of the same dataset as {from}"),
             });
         }
-        self.zfs(from)?
-            .arg("rename")
-            .arg(from.as_str())
-            .arg(to.as_str())
-            .run()
-            .await
-            .map(drop)
+        self.zfs(from)?.arg("rename").arg(from.as_str()).arg(to.as_str()).run().await.map(drop)
     }
 
     /// `zfs set k=v [k=v]... name` in one call.
@@ -259,67 +195,23 @@ impl Zfs {
         if props.is_empty() {
             return Ok(());
         }
-        self.zfs(name)?
-            .arg("set")
-            .args(check_props(props)?)
-            .arg(name.as_str())
-            .run()
-            .await
-            .map(drop)
+        self.zfs(name)?.arg("set").args(check_props(props)?).arg(name.as_str()).run().await.map(drop)
     }
 
     /// `zfs inherit [-r] prop name`.
-    pub async fn inherit(
-        &self,
-        name: &dyn ZfsName,
-        prop: &Prop,
-        recursive: bool,
-    ) -> Result<(), Error> {
+    pub async fn inherit(&self, name: &dyn ZfsName, prop: &Prop, recursive: bool) -> Result<(), Error> {
         check_props(&[(prop.name().to_owned(), String::new())])?;
-        self.zfs(name)?
-            .arg("inherit")
-            .arg_if(recursive, "-r")
-            .arg(prop.name())
-            .arg(name.as_str())
-            .run()
-            .await
-            .map(drop)
+        self.zfs(name)?.arg("inherit").arg_if(recursive, "-r").arg(prop.name()).arg(name.as_str()).run().await.map(drop)
     }
 
     /// `zfs hold [-r] tag snap...`. A tag already held is success.
-    pub async fn hold(
-        &self,
-        snaps: &[SnapshotName],
-        tag: &HoldTag,
-        recursive: bool,
-    ) -> Result<(), Error> {
-        self.hold_or_release(
-            "hold",
-            snaps,
-            tag,
-            recursive,
-            ErrorKind::AlreadyExists,
-            "tag already exists",
-        )
-        .await
+    pub async fn hold(&self, snaps: &[SnapshotName], tag: &HoldTag, recursive: bool) -> Result<(), Error> {
+        self.hold_or_release("hold", snaps, tag, recursive, ErrorKind::AlreadyExists, "tag already exists").await
     }
 
     /// `zfs release [-r] tag snap...`. A tag that is not held is success.
-    pub async fn release(
-        &self,
-        snaps: &[SnapshotName],
-        tag: &HoldTag,
-        recursive: bool,
-    ) -> Result<(), Error> {
-        self.hold_or_release(
-            "release",
-            snaps,
-            tag,
-            recursive,
-            ErrorKind::NotFound,
-            "no such tag",
-        )
-        .await
+    pub async fn release(&self, snaps: &[SnapshotName], tag: &HoldTag, recursive: bool) -> Result<(), Error> {
+        self.hold_or_release("release", snaps, tag, recursive, ErrorKind::NotFound, "no such tag").await
     }
 
     async fn hold_or_release(
@@ -340,12 +232,7 @@ impl Zfs {
         // One snapshot per call: with several names ZFS stops at the first benign
         // failure and leaves the rest untouched, which would break idempotence.
         for snap in snaps {
-            let inv = self
-                .zfs(first)?
-                .arg(verb)
-                .arg_if(recursive, "-r")
-                .arg(tag.as_str())
-                .arg(snap.as_str());
+            let inv = self.zfs(first)?.arg(verb).arg_if(recursive, "-r").arg(tag.as_str()).arg(snap.as_str());
             match inv.run().await {
                 Ok(_) => {}
                 Err(e) if e.kind() == benign || e.to_string().contains(benign_text) => {}
@@ -359,21 +246,13 @@ impl Zfs {
     /// GUID) is success; one of a different snapshot is [`Error::AlreadyExists`].
     pub async fn bookmark(&self, snap: &SnapshotName, mark: &BookmarkName) -> Result<(), Error> {
         self.check_root(mark)?;
-        let inv = self
-            .zfs(snap)?
-            .arg("bookmark")
-            .arg(snap.as_str())
-            .arg(mark.as_str());
+        let inv = self.zfs(snap)?.arg("bookmark").arg(snap.as_str()).arg(mark.as_str());
         match inv.run().await {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 let snap_guid = self.get(snap, &[Prop::Guid]).await?.guid;
                 let mark_guid = self.get(mark, &[Prop::Guid]).await?.guid;
-                if snap_guid.is_some() && snap_guid == mark_guid {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
+                if snap_guid.is_some() && snap_guid == mark_guid { Ok(()) } else { Err(e) }
             }
             Err(e) => Err(e),
         }
@@ -387,11 +266,7 @@ mod tests {
     #[test]
     fn props_are_checked() {
         assert_eq!(
-            check_props(&[
-                ("compression".into(), "lz4".into()),
-                ("tankd:status".into(), "ok".into())
-            ])
-            .unwrap(),
+            check_props(&[("compression".into(), "lz4".into()), ("tankd:status".into(), "ok".into())]).unwrap(),
             ["compression=lz4", "tankd:status=ok"]
         );
         assert!(check_props(&[("-o".into(), "x".into())]).is_err());

@@ -20,11 +20,7 @@ nix::ioctl_read!(blkzname, 0x12, 125, [u8; ZNAME_LEN]);
 fn zvol_name_of(dev: &Path) -> Option<String> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(dev)
-        .ok()?;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC).open(dev).ok()?;
     let mut buf = [0u8; ZNAME_LEN];
     // SAFETY: the fd is open for the duration of the call and buf is the exact size the
     // ioctl's encoding declares.
@@ -35,9 +31,7 @@ fn zvol_name_of(dev: &Path) -> Option<String> {
 
 /// `zd0`, `zd16`: whole devices, not partitions (`zd0p1`).
 fn is_zd_device(file_name: &str) -> bool {
-    file_name
-        .strip_prefix("zd")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    file_name.strip_prefix("zd").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Look for the device of `name`: the udev link first, then a scan of `/dev/zd*`.
@@ -58,19 +52,12 @@ impl Zfs {
     /// The block device of a volume, waiting up to `timeout` for the kernel (and udev,
     /// where it runs) to create it. Returns `/dev/zvol/<name>` when that link exists,
     /// else the `/dev/zdN` node itself.
-    pub async fn zvol_device(
-        &self,
-        vol: &DatasetName,
-        timeout: Duration,
-    ) -> Result<PathBuf, Error> {
+    pub async fn zvol_device(&self, vol: &DatasetName, timeout: Duration) -> Result<PathBuf, Error> {
         self.check_root(vol)?;
         let deadline = Instant::now() + timeout;
         loop {
             let name = vol.as_str().to_owned();
-            let found = tokio::task::spawn_blocking(move || find_device(Path::new("/dev"), &name))
-                .await
-                .ok()
-                .flatten();
+            let found = tokio::task::spawn_blocking(move || find_device(Path::new("/dev"), &name)).await.ok().flatten();
             if let Some(dev) = found {
                 return Ok(dev);
             }
@@ -103,10 +90,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("zvol/tank/vols")).unwrap();
         std::fs::write(dir.path().join("zvol/tank/vols/v1"), b"").unwrap();
-        assert_eq!(
-            find_device(dir.path(), "tank/vols/v1"),
-            Some(dir.path().join("zvol/tank/vols/v1"))
-        );
+        assert_eq!(find_device(dir.path(), "tank/vols/v1"), Some(dir.path().join("zvol/tank/vols/v1")));
         assert_eq!(find_device(dir.path(), "tank/vols/v2"), None);
     }
 }

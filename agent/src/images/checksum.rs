@@ -15,9 +15,7 @@ fn valid_hex(s: &str) -> Option<String> {
 }
 
 fn from_base64(s: &str) -> Option<String> {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(s.trim().trim_matches(':'))
-        .ok()?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(s.trim().trim_matches(':')).ok()?;
     (raw.len() == 32).then(|| hex(&raw))
 }
 
@@ -60,28 +58,16 @@ mod tests {
 
     #[test]
     fn reads_every_header_form() {
-        assert_eq!(
-            from_headers([("x-checksum-sha256", HEX)]).as_deref(),
-            Some(HEX)
-        );
-        assert_eq!(
-            from_headers([("digest", &format!("MD5=abc, SHA-256={B64}") as &str)]).as_deref(),
-            Some(HEX)
-        );
-        assert_eq!(
-            from_headers([("repr-digest", &format!("sha-256=:{B64}:") as &str)]).as_deref(),
-            Some(HEX)
-        );
+        assert_eq!(from_headers([("x-checksum-sha256", HEX)]).as_deref(), Some(HEX));
+        assert_eq!(from_headers([("digest", &format!("MD5=abc, SHA-256={B64}") as &str)]).as_deref(), Some(HEX));
+        assert_eq!(from_headers([("repr-digest", &format!("sha-256=:{B64}:") as &str)]).as_deref(), Some(HEX));
         assert_eq!(from_headers([("digest", "sha-256=short")]), None);
         assert_eq!(from_headers([("x-checksum-sha256", "zz")]), None);
     }
 
     #[test]
     fn reads_sidecars() {
-        assert_eq!(
-            from_sidecar(&format!("{HEX}  image.zfs\n")).as_deref(),
-            Some(HEX)
-        );
+        assert_eq!(from_sidecar(&format!("{HEX}  image.zfs\n")).as_deref(), Some(HEX));
         assert_eq!(from_sidecar(&HEX.to_uppercase()).as_deref(), Some(HEX));
         assert_eq!(from_sidecar("<html>not found</html>"), None);
     }

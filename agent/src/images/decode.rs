@@ -33,9 +33,7 @@ pub fn is_zfs_stream(head: &[u8]) -> bool {
     };
     let word: [u8; 8] = word.try_into().expect("8 bytes");
     let drr_type = head[..4].iter().all(|&b| b == 0);
-    drr_type
-        && (u64::from_le_bytes(word) == DMU_BACKUP_MAGIC
-            || u64::from_be_bytes(word) == DMU_BACKUP_MAGIC)
+    drr_type && (u64::from_le_bytes(word) == DMU_BACKUP_MAGIC || u64::from_be_bytes(word) == DMU_BACKUP_MAGIC)
 }
 
 #[cfg(test)]
@@ -46,10 +44,7 @@ mod tests {
     fn sniffs() {
         assert_eq!(sniff_compression(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
         assert_eq!(sniff_compression(b"\xfd7zXZ\x00\x00"), Compression::Xz);
-        assert_eq!(
-            sniff_compression(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
-            Compression::Zstd
-        );
+        assert_eq!(sniff_compression(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Compression::Zstd);
         assert_eq!(sniff_compression(b"QFI\xfb"), Compression::None);
         let mut begin = vec![0u8; 16];
         begin[8..16].copy_from_slice(&DMU_BACKUP_MAGIC.to_le_bytes());

@@ -16,8 +16,7 @@ use rpc_schema::ErrorKind;
 use rpc_schema::imagestore::{Image, ImageStatus};
 use sha2::{Digest, Sha256};
 use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader,
-    ReadBuf,
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader, ReadBuf,
 };
 use tokio::sync::{Semaphore, watch};
 use zfs_sys_shim::{DatasetName, DatasetType, Depth, DestroyOptions, ListQuery, ReceiveArgs};
@@ -74,31 +73,22 @@ impl Fetcher {
     pub fn resolve_url(&self, id: &str, source: &str) -> StoreResult<String> {
         let base = self.config.image_server.as_deref().map(|s| {
             let s = s.trim_end_matches('/');
-            if s.contains("://") {
-                s.to_owned()
-            } else {
-                format!("http://{s}")
-            }
+            if s.contains("://") { s.to_owned() } else { format!("http://{s}") }
         });
         let url = if source.contains("://") {
             source.to_owned()
         } else {
-            let base = base.ok_or_else(|| {
-                StoreError::invalid("source", "no source URL and no image_server configured")
-            })?;
+            let base =
+                base.ok_or_else(|| StoreError::invalid("source", "no source URL and no image_server configured"))?;
             if source.is_empty() {
                 format!("{base}/images/{id}/download")
             } else {
                 format!("{base}/{}", source.trim_start_matches('/'))
             }
         };
-        let parsed = reqwest::Url::parse(&url)
-            .map_err(|e| StoreError::invalid("source", format!("{url:?}: {e}")))?;
+        let parsed = reqwest::Url::parse(&url).map_err(|e| StoreError::invalid("source", format!("{url:?}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(StoreError::invalid(
-                "source",
-                format!("{url:?}: only http and https"),
-            ));
+            return Err(StoreError::invalid("source", format!("{url:?}: only http and https")));
         }
         Ok(url)
     }
@@ -119,13 +109,7 @@ impl Fetcher {
 
     /// Join the running fetch of `id`, or start one. Refuses with `busy` beyond
     /// `max_pending`.
-    pub fn start(
-        &self,
-        store: &Store,
-        id: &str,
-        url: &str,
-        kind: &str,
-    ) -> StoreResult<watch::Receiver<Progress>> {
+    pub fn start(&self, store: &Store, id: &str, url: &str, kind: &str) -> StoreResult<watch::Receiver<Progress>> {
         let mut inflight = self.inflight.lock().expect("lock");
         if let Some(rx) = inflight.get(id) {
             return Ok(rx.clone());
@@ -133,25 +117,13 @@ impl Fetcher {
         if inflight.len() >= self.config.max_pending {
             return Err(StoreError::new(
                 ErrorKind::Busy,
-                format!(
-                    "{} image fetches are pending (max_pending); try again later",
-                    inflight.len()
-                ),
+                format!("{} image fetches are pending (max_pending); try again later", inflight.len()),
             ));
         }
-        let (tx, rx) = watch::channel(Progress {
-            status: ImageStatus::Pending,
-            received: 0,
-            expected: None,
-            error: None,
-        });
+        let (tx, rx) =
+            watch::channel(Progress { status: ImageStatus::Pending, received: 0, expected: None, error: None });
         inflight.insert(id.to_owned(), rx.clone());
-        let (store, id, url, kind) = (
-            store.clone(),
-            id.to_owned(),
-            url.to_owned(),
-            kind.to_owned(),
-        );
+        let (store, id, url, kind) = (store.clone(), id.to_owned(), url.to_owned(), kind.to_owned());
         tokio::spawn(async move {
             let result = run(&store, &id, &url, &kind, &tx).await;
             if let Err(e) = &result {
@@ -187,10 +159,7 @@ pub async fn wait(mut rx: watch::Receiver<Progress>) -> StoreResult<()> {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn kv(k: &str, v: impl ToString) -> (String, String) {
@@ -203,29 +172,9 @@ async fn record_failure(store: &Store, id: &str, err: &StoreError) {
     };
     let data = placeholder.join("data").expect("valid");
     let _ = store.zfs.abort_receive(&data).await;
-    let _ = store
-        .zfs
-        .destroy(
-            &data,
-            DestroyOptions {
-                recursive: true,
-                ..Default::default()
-            },
-        )
-        .await;
-    let message: String = err
-        .message
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(1000)
-        .collect();
-    let _ = store
-        .zfs
-        .set(
-            &placeholder,
-            &[kv(prop::STATUS, "error"), kv(prop::ERROR, message)],
-        )
-        .await;
+    let _ = store.zfs.destroy(&data, DestroyOptions { recursive: true, ..Default::default() }).await;
+    let message: String = err.message.chars().filter(|c| !c.is_control()).take(1000).collect();
+    let _ = store.zfs.set(&placeholder, &[kv(prop::STATUS, "error"), kv(prop::ERROR, message)]).await;
 }
 
 /// SHA-256 and length of the bytes as served.
@@ -244,11 +193,7 @@ struct Metered<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
@@ -285,68 +230,37 @@ fn decompress<R: AsyncBufRead + Unpin + Send + 'static>(
     }
 }
 
-async fn run(
-    store: &Store,
-    id: &str,
-    url: &str,
-    kind: &str,
-    tx: &watch::Sender<Progress>,
-) -> StoreResult<()> {
+async fn run(store: &Store, id: &str, url: &str, kind: &str, tx: &watch::Sender<Progress>) -> StoreResult<()> {
     let zfs = &store.zfs;
     let placeholder = incoming_dataset(store, id)?;
     let data = placeholder.join("data").expect("valid");
-    let recursive = DestroyOptions {
-        recursive: true,
-        ..Default::default()
-    };
+    let recursive = DestroyOptions { recursive: true, ..Default::default() };
     // A previous failed attempt leaves a placeholder; start clean.
     zfs.abort_receive(&data).await?;
     zfs.destroy(&placeholder, recursive).await?;
     let created = now();
-    let meta = vec![
-        kv(prop::STATUS, "pending"),
-        kv(prop::SOURCE, url),
-        kv(prop::TYPE, kind),
-        kv(prop::CREATED, created),
-    ];
+    let meta =
+        vec![kv(prop::STATUS, "pending"), kv(prop::SOURCE, url), kv(prop::TYPE, kind), kv(prop::CREATED, created)];
     let mut placeholder_props = meta.clone();
     placeholder_props.push(kv("canmount", "off"));
-    zfs.create_filesystem(&placeholder, true, &placeholder_props)
-        .await?;
+    zfs.create_filesystem(&placeholder, true, &placeholder_props).await?;
 
-    let _permit = store
-        .images
-        .permits
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("semaphore open");
-    zfs.set(&placeholder, &[kv(prop::STATUS, "downloading")])
-        .await?;
+    let _permit = store.images.permits.clone().acquire_owned().await.expect("semaphore open");
+    zfs.set(&placeholder, &[kv(prop::STATUS, "downloading")]).await?;
     tx.send_modify(|p| p.status = ImageStatus::Downloading);
 
     let client = &store.images.client;
-    let resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| StoreError::new(ErrorKind::Internal, format!("GET {url}: {e}")))?;
+    let resp =
+        client.get(url).send().await.map_err(|e| StoreError::new(ErrorKind::Internal, format!("GET {url}: {e}")))?;
     let status = resp.status();
     if !status.is_success() {
-        let kind = if status.as_u16() == 404 {
-            ErrorKind::NotFound
-        } else {
-            ErrorKind::Internal
-        };
+        let kind = if status.as_u16() == 404 { ErrorKind::NotFound } else { ErrorKind::Internal };
         return Err(StoreError::new(kind, format!("GET {url}: HTTP {status}")));
     }
     let expected_len = resp.content_length();
     tx.send_modify(|p| p.expected = expected_len);
     let header_digest = checksum::from_headers(
-        resp.headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-            .collect::<Vec<_>>(),
+        resp.headers().iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect::<Vec<_>>(),
     );
     let expected_sha = match header_digest {
         Some(d) => Some(d),
@@ -355,11 +269,7 @@ async fn run(
 
     let body = resp.bytes_stream().map_err(std::io::Error::other);
     let hashed = Arc::new(Mutex::new(Hashed::default()));
-    let metered = Metered {
-        inner: tokio_util::io::StreamReader::new(body),
-        hashed: hashed.clone(),
-        tx: tx.clone(),
-    };
+    let metered = Metered { inner: tokio_util::io::StreamReader::new(body), hashed: hashed.clone(), tx: tx.clone() };
     let mut raw = BufReader::with_capacity(1 << 20, metered);
     let compression = decode::sniff_compression(raw.fill_buf().await.map_err(|e| io_err(url, e))?);
     let mut plain = decompress(compression, raw);
@@ -368,45 +278,25 @@ async fn run(
         return Err(StoreError::invalid("source", format!("{url} is empty")));
     }
 
+    // Raw images record their exact byte size; received datasets are sized by ZFS
+    // (volsize or referenced), not by the length of the stream that carried them.
     let (image_bytes, snapshot_short) = if decode::is_zfs_stream(&head) {
-        let args = ReceiveArgs {
-            unmounted: true,
-            ..ReceiveArgs::into(data.clone())
-        };
-        let outcome = zfs.receive(&args, &mut plain).await?;
-        let snaps = zfs
-            .list(
-                &ListQuery::recursive(data.clone(), DatasetType::Snapshot, &[])
-                    .depth(Depth::Max(1)),
-            )
-            .await?;
-        let first = snaps
-            .first()
-            .ok_or_else(|| StoreError::invalid("source", "the stream carried no snapshot"))?;
-        let short = first
-            .name
-            .split_once('@')
-            .map(|(_, s)| s.to_owned())
-            .unwrap_or_default();
-        (outcome.bytes, short)
+        let args = ReceiveArgs { unmounted: true, ..ReceiveArgs::into(data.clone()) };
+        zfs.receive(&args, &mut plain).await?;
+        let snaps =
+            zfs.list(&ListQuery::recursive(data.clone(), DatasetType::Snapshot, &[]).depth(Depth::Max(1))).await?;
+        let first = snaps.first().ok_or_else(|| StoreError::invalid("source", "the stream carried no snapshot"))?;
+        let short = first.name.split_once('@').map(|(_, s)| s.to_owned()).unwrap_or_default();
+        (None, short)
     } else {
-        let size = write_raw(
-            store,
-            &data,
-            &mut plain,
-            expected_len.filter(|_| compression == Compression::None),
-            id,
-        )
-        .await?;
-        zfs.snapshot(&[data.snapshot("image").expect("valid")], false, &[])
-            .await?;
-        (size, "image".to_owned())
+        let size =
+            write_raw(store, &data, &mut plain, expected_len.filter(|_| compression == Compression::None), id).await?;
+        zfs.snapshot(&[data.snapshot("image").expect("valid")], false, &[]).await?;
+        (Some(size), "image".to_owned())
     };
 
     // Read what is left (trailing bytes after a stream's end) so the digest covers it all.
-    tokio::io::copy_buf(&mut plain, &mut tokio::io::sink())
-        .await
-        .map_err(|e| io_err(url, e))?;
+    tokio::io::copy_buf(&mut plain, &mut tokio::io::sink()).await.map_err(|e| io_err(url, e))?;
     let (actual, total) = {
         let h = hashed.lock().expect("lock");
         (checksum::hex(&h.hasher.clone().finalize()), h.count)
@@ -417,18 +307,16 @@ async fn run(
         zfs.destroy(&data, recursive).await?;
         return Err(StoreError::invalid(
             "source",
-            format!(
-                "checksum mismatch for {url}: expected sha256 {expected}, got {actual} ({total} bytes)"
-            ),
+            format!("checksum mismatch for {url}: expected sha256 {expected}, got {actual} ({total} bytes)"),
         ));
     }
 
-    let final_name = images_root(store)
-        .join(id)
-        .map_err(|e| StoreError::invalid("id", e.reason))?;
+    let final_name = images_root(store).join(id).map_err(|e| StoreError::invalid("id", e.reason))?;
     let mut done = meta;
     done[0] = kv(prop::STATUS, "complete");
-    done.push(kv(prop::SIZE, image_bytes));
+    if let Some(bytes) = image_bytes {
+        done.push(kv(prop::SIZE, bytes));
+    }
     done.push(kv(prop::SNAPSHOT, format!("{final_name}@{snapshot_short}")));
     if expected_sha.is_some() {
         done.push(kv(prop::SHA256, &actual));
@@ -470,16 +358,10 @@ async fn write_raw(
                 .await
                 .map_err(|e| spool_err(&store.images.spool_dir, e))?;
             let path = store.images.spool_dir.join(format!("{id}.raw"));
-            let mut file = tokio::fs::File::create(&path)
-                .await
-                .map_err(|e| spool_err(&path, e))?;
+            let mut file = tokio::fs::File::create(&path).await.map_err(|e| spool_err(&path, e))?;
             let _ = tokio::fs::remove_file(&path).await; // unlinked: gone even if we crash
-            let n = tokio::io::copy_buf(plain, &mut file)
-                .await
-                .map_err(|e| spool_err(&path, e))?;
-            file.seek(std::io::SeekFrom::Start(0))
-                .await
-                .map_err(|e| spool_err(&path, e))?;
+            let n = tokio::io::copy_buf(plain, &mut file).await.map_err(|e| spool_err(&path, e))?;
+            file.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| spool_err(&path, e))?;
             spooled = Some(BufReader::with_capacity(1 << 20, file));
             n
         }
@@ -490,44 +372,28 @@ async fn write_raw(
     };
     let size_mib = size.div_ceil(MIB).max(1);
     let device = crate::volumes::create_zvol(store, data, size_mib).await?;
-    let mut dev = tokio::fs::OpenOptions::new()
-        .write(true)
-        .open(&device)
-        .await
-        .map_err(|e| spool_err(&device, e))?;
+    let mut dev = tokio::fs::OpenOptions::new().write(true).open(&device).await.map_err(|e| spool_err(&device, e))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut written = 0u64;
     loop {
-        let n = read_full(source, &mut buf)
-            .await
-            .map_err(|e| spool_err(&device, e))?;
+        let n = read_full(source, &mut buf).await.map_err(|e| spool_err(&device, e))?;
         if n == 0 {
             break;
         }
         if buf[..n].iter().any(|&b| b != 0) {
-            dev.seek(std::io::SeekFrom::Start(written))
-                .await
-                .map_err(|e| spool_err(&device, e))?;
-            dev.write_all(&buf[..n])
-                .await
-                .map_err(|e| spool_err(&device, e))?;
+            dev.seek(std::io::SeekFrom::Start(written)).await.map_err(|e| spool_err(&device, e))?;
+            dev.write_all(&buf[..n]).await.map_err(|e| spool_err(&device, e))?;
         }
         written += n as u64;
     }
     dev.sync_all().await.map_err(|e| spool_err(&device, e))?;
     if written != size {
-        return Err(StoreError::invalid(
-            "source",
-            format!("expected {size} bytes of image, got {written}"),
-        ));
+        return Err(StoreError::invalid("source", format!("expected {size} bytes of image, got {written}")));
     }
     Ok(size)
 }
 
-async fn read_full(
-    r: &mut (dyn AsyncBufRead + Unpin + Send),
-    buf: &mut [u8],
-) -> std::io::Result<usize> {
+async fn read_full(r: &mut (dyn AsyncBufRead + Unpin + Send), buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         let n = r.read(&mut buf[filled..]).await?;
@@ -540,8 +406,5 @@ async fn read_full(
 }
 
 fn spool_err(path: impl AsRef<std::path::Path>, e: std::io::Error) -> StoreError {
-    StoreError::new(
-        ErrorKind::Internal,
-        format!("{}: {e}", path.as_ref().display()),
-    )
+    StoreError::new(ErrorKind::Internal, format!("{}: {e}", path.as_ref().display()))
 }

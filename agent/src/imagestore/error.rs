@@ -13,11 +13,7 @@ pub struct StoreError {
 
 impl StoreError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        StoreError {
-            kind,
-            message: message.into(),
-            field: None,
-        }
+        StoreError { kind, message: message.into(), field: None }
     }
 
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
@@ -69,11 +65,7 @@ impl From<zfs_sys_shim::Error> for StoreError {
             zfs_sys_shim::Error::InvalidArgument { field, .. } => Some((*field).to_owned()),
             _ => None,
         };
-        StoreError {
-            kind,
-            message: err.to_string(),
-            field,
-        }
+        StoreError { kind, message: err.to_string(), field }
     }
 }
 

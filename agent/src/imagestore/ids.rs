@@ -16,26 +16,18 @@ pub fn dataset(root: &DatasetName, field: &str, id: &str) -> StoreResult<Dataset
         return Err(StoreError::invalid(field, "must not be empty"));
     }
     if id.contains('@') {
-        return Err(StoreError::invalid(
-            field,
-            format!("{id:?} is a snapshot, not a dataset"),
-        ));
+        return Err(StoreError::invalid(field, format!("{id:?} is a snapshot, not a dataset")));
     }
-    root.join(id)
-        .map_err(|e| StoreError::invalid(field, e.reason))
+    root.join(id).map_err(|e| StoreError::invalid(field, e.reason))
 }
 
 /// A root-relative snapshot id (`guests/g1/disk-0@s1`).
 pub fn snapshot(root: &DatasetName, field: &str, id: &str) -> StoreResult<SnapshotName> {
     let Some((ds, snap)) = id.split_once('@') else {
-        return Err(StoreError::invalid(
-            field,
-            format!("{id:?} is not a snapshot (dataset@name)"),
-        ));
+        return Err(StoreError::invalid(field, format!("{id:?} is not a snapshot (dataset@name)")));
     };
     let ds = dataset(root, field, ds)?;
-    ds.snapshot(snap)
-        .map_err(|e| StoreError::invalid(field, e.reason))
+    ds.snapshot(snap).map_err(|e| StoreError::invalid(field, e.reason))
 }
 
 /// A single path component (an image id, a guest id, a snapshot's short name).
@@ -44,29 +36,19 @@ pub fn component(field: &str, id: &str) -> StoreResult<String> {
         return Err(StoreError::invalid(field, "must not be empty"));
     }
     if id.contains('/') || id.contains('@') {
-        return Err(StoreError::invalid(
-            field,
-            format!("{id:?} may not contain '/' or '@'"),
-        ));
+        return Err(StoreError::invalid(field, format!("{id:?} may not contain '/' or '@'")));
     }
-    zfs_sys_shim::name::check_component(id, id)
-        .map_err(|e| StoreError::invalid(field, e.reason))?;
+    zfs_sys_shim::name::check_component(id, id).map_err(|e| StoreError::invalid(field, e.reason))?;
     Ok(id.to_owned())
 }
 
 /// A size in MiB from a request: positive and not absurd.
 pub fn size_mib(field: &str, size: i64) -> StoreResult<u64> {
     if size <= 0 {
-        return Err(StoreError::invalid(
-            field,
-            format!("{size} MiB: must be above 0"),
-        ));
+        return Err(StoreError::invalid(field, format!("{size} MiB: must be above 0")));
     }
     if size > MAX_SIZE_MIB {
-        return Err(StoreError::invalid(
-            field,
-            format!("{size} MiB is more than 1 PiB"),
-        ));
+        return Err(StoreError::invalid(field, format!("{size} MiB is more than 1 PiB")));
     }
     Ok(size as u64)
 }
@@ -86,29 +68,13 @@ mod tests {
 
     #[test]
     fn ids_resolve_under_the_root() {
-        assert_eq!(
-            dataset(&root(), "id", "guests/g1/disk-0").unwrap().as_str(),
-            "tank/tankd/guests/g1/disk-0"
-        );
-        assert_eq!(
-            snapshot(&root(), "id", "vols/v1@s1").unwrap().as_str(),
-            "tank/tankd/vols/v1@s1"
-        );
+        assert_eq!(dataset(&root(), "id", "guests/g1/disk-0").unwrap().as_str(), "tank/tankd/guests/g1/disk-0");
+        assert_eq!(snapshot(&root(), "id", "vols/v1@s1").unwrap().as_str(), "tank/tankd/vols/v1@s1");
     }
 
     #[test]
     fn bad_ids_name_the_field() {
-        for bad in [
-            "",
-            "../etc",
-            "a/../../b",
-            "-R",
-            "a b",
-            "a\nb",
-            "/abs",
-            "a//b",
-            "x@y",
-        ] {
+        for bad in ["", "../etc", "a/../../b", "-R", "a b", "a\nb", "/abs", "a//b", "x@y"] {
             let err = dataset(&root(), "id", bad).unwrap_err();
             assert_eq!(err.field.as_deref(), Some("id"), "{bad:?}");
         }
@@ -125,10 +91,7 @@ mod tests {
     fn sizes() {
         assert_eq!(size_mib("size", 1024).unwrap(), 1024);
         for bad in [0, -1, i64::MAX, MAX_SIZE_MIB + 1] {
-            assert_eq!(
-                size_mib("size", bad).unwrap_err().field.as_deref(),
-                Some("size")
-            );
+            assert_eq!(size_mib("size", bad).unwrap_err().field.as_deref(), Some("size"));
         }
         assert_eq!(to_mib(0), 0);
         assert_eq!(to_mib(1), 1);

@@ -17,9 +17,7 @@ fn params_object(params: &Params<'_>) -> Result<Value, ErrorObjectOwned> {
         return Ok(Value::Object(Default::default()));
     };
     match serde_json::from_str::<Value>(raw) {
-        Ok(Value::Array(mut a)) if a.len() <= 1 => {
-            Ok(a.pop().unwrap_or(Value::Object(Default::default())))
-        }
+        Ok(Value::Array(mut a)) if a.len() <= 1 => Ok(a.pop().unwrap_or(Value::Object(Default::default()))),
         Ok(v @ Value::Object(_)) => Ok(v),
         Ok(_) => Err(ErrorObjectOwned::owned(
             -32602,
@@ -32,9 +30,7 @@ fn params_object(params: &Params<'_>) -> Result<Value, ErrorObjectOwned> {
 
 fn to_error(err: CallError) -> ErrorObjectOwned {
     match err {
-        CallError::UnknownMethod(m) => {
-            ErrorObjectOwned::owned(-32601, format!("unknown method {m}"), None::<()>)
-        }
+        CallError::UnknownMethod(m) => ErrorObjectOwned::owned(-32601, format!("unknown method {m}"), None::<()>),
         CallError::BadParams(e) | CallError::Failed(e) => {
             ErrorObjectOwned::owned(e.code(), e.message.clone(), Some(e.data()))
         }
@@ -46,11 +42,7 @@ pub fn module(store: Store) -> RpcModule<Store> {
     let mut module = RpcModule::new(store);
     let names = rpc_schema::imagestore::METHODS
         .iter()
-        .chain(
-            rpc_schema::imagestore::ALIASES
-                .iter()
-                .map(|(alias, _)| alias),
-        )
+        .chain(rpc_schema::imagestore::ALIASES.iter().map(|(alias, _)| alias))
         .map(|m| &*Box::leak(format!("ImageStore.{m}").into_boxed_str()));
     for name in names {
         module
@@ -66,8 +58,7 @@ pub fn module(store: Store) -> RpcModule<Store> {
 /// The tower service jsonrpsee builds, driven from an axum handler.
 #[derive(Clone)]
 pub struct Endpoint {
-    service:
-        jsonrpsee::server::TowerService<tower::layer::util::Identity, tower::layer::util::Identity>,
+    service: jsonrpsee::server::TowerService<tower::layer::util::Identity, tower::layer::util::Identity>,
     /// Dropping the handle would stop the service.
     _handle: std::sync::Arc<ServerHandle>,
 }
@@ -75,21 +66,14 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn new(store: Store) -> Self {
         let (stop, handle) = jsonrpsee::server::stop_channel();
-        let service = jsonrpsee::server::Server::builder()
-            .to_service_builder()
-            .build(module(store), stop);
-        Endpoint {
-            service,
-            _handle: std::sync::Arc::new(handle),
-        }
+        let service = jsonrpsee::server::Server::builder().to_service_builder().build(module(store), stop);
+        Endpoint { service, _handle: std::sync::Arc::new(handle) }
     }
 
     pub async fn handle(self, req: Request) -> Response {
         match self.service.oneshot(req).await {
             Ok(resp) => resp.map(Body::new).into_response(),
-            Err(e) => {
-                (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
-            }
+            Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         }
     }
 }

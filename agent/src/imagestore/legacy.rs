@@ -24,12 +24,7 @@ struct LegacyRequest {
 }
 
 fn plain(status: StatusCode, text: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        text + "\n",
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text + "\n").into_response()
 }
 
 /// Upstream emitted empty lists as `null` (nil Go slices); legacy clients get the same.
@@ -44,10 +39,7 @@ fn nil_empty_lists(v: &mut Value) {
 
 pub async fn endpoint(State(store): State<Store>, method: Method, body: Bytes) -> Response {
     if method != Method::POST {
-        return plain(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("rpc: POST method required, received {method}"),
-        );
+        return plain(StatusCode::METHOD_NOT_ALLOWED, format!("rpc: POST method required, received {method}"));
     }
     let req: LegacyRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -69,10 +61,7 @@ pub async fn endpoint(State(store): State<Store>, method: Method, body: Bytes) -
             );
         }
         None => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "rpc: method request ill-formed: missing params field".into(),
-            );
+            return plain(StatusCode::BAD_REQUEST, "rpc: method request ill-formed: missing params field".into());
         }
     };
     let outcome = call(&store, &req.method, params).await;
@@ -82,10 +71,7 @@ pub async fn endpoint(State(store): State<Store>, method: Method, body: Bytes) -
             (v, Value::Null)
         }
         Err(CallError::UnknownMethod(m)) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                format!("rpc: can't find method \"{m}\""),
-            );
+            return plain(StatusCode::BAD_REQUEST, format!("rpc: can't find method \"{m}\""));
         }
         Err(CallError::BadParams(e)) => return plain(StatusCode::BAD_REQUEST, format!("rpc: {e}")),
         Err(CallError::Failed(e)) => (Value::Null, Value::String(e.message)),
@@ -95,15 +81,9 @@ pub async fn endpoint(State(store): State<Store>, method: Method, body: Bytes) -
         return StatusCode::OK.into_response();
     };
     // encoding/json's Encoder ends each value with a newline; so does this.
-    let mut bytes =
-        serde_json::to_vec(&json!({"result": result, "error": error, "id": id})).expect("json");
+    let mut bytes = serde_json::to_vec(&json!({"result": result, "error": error, "id": id})).expect("json");
     bytes.push(b'\n');
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        bytes,
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], bytes).into_response()
 }
 
 #[cfg(test)]
@@ -114,9 +94,6 @@ mod tests {
     fn empty_lists_become_null() {
         let mut v = json!({"images": [], "guest": {"disks": [{"x": []}]}});
         nil_empty_lists(&mut v);
-        assert_eq!(
-            v,
-            json!({"images": null, "guest": {"disks": [{"x": null}]}})
-        );
+        assert_eq!(v, json!({"images": null, "guest": {"disks": [{"x": null}]}}));
     }
 }

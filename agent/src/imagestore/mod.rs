@@ -32,10 +32,7 @@ pub fn routes(store: Store) -> axum::Router {
     let rpc = jsonrpc2::Endpoint::new(store.clone());
     axum::Router::new()
         .route("/_mistify_RPC_", axum::routing::any(legacy::endpoint))
-        .route(
-            "/rpc",
-            axum::routing::post(move |req: axum::extract::Request| rpc.clone().handle(req)),
-        )
+        .route("/rpc", axum::routing::post(move |req: axum::extract::Request| rpc.clone().handle(req)))
         .with_state(store)
 }
 
@@ -76,15 +73,8 @@ fn encode<T: Serialize>(r: StoreResult<T>) -> Result<Value, CallError> {
 /// The method's short name, or `None` when it is not an ImageStore method.
 pub fn method_name(full: &str) -> Option<&'static str> {
     let short = full.strip_prefix("ImageStore.")?;
-    let short = ALIASES
-        .iter()
-        .find(|(alias, _)| *alias == short)
-        .map(|(_, m)| *m)
-        .unwrap_or(short);
-    rpc_schema::imagestore::METHODS
-        .iter()
-        .copied()
-        .find(|m| *m == short)
+    let short = ALIASES.iter().find(|(alias, _)| *alias == short).map(|(_, m)| *m).unwrap_or(short);
+    rpc_schema::imagestore::METHODS.iter().copied().find(|m| *m == short)
 }
 
 /// Run one ImageStore method.
@@ -121,14 +111,8 @@ mod tests {
     #[test]
     fn method_names_and_aliases() {
         assert_eq!(method_name("ImageStore.ListImages"), Some("ListImages"));
-        assert_eq!(
-            method_name("ImageStore.ListSnapshot"),
-            Some("ListSnapshots")
-        );
-        assert_eq!(
-            method_name("ImageStore.DeleteGuestDisks"),
-            Some("DeleteGuestsDisks")
-        );
+        assert_eq!(method_name("ImageStore.ListSnapshot"), Some("ListSnapshots"));
+        assert_eq!(method_name("ImageStore.DeleteGuestDisks"), Some("DeleteGuestsDisks"));
         assert_eq!(method_name("ImageStore.Nope"), None);
         assert_eq!(method_name("ListImages"), None);
     }
@@ -137,24 +121,14 @@ mod tests {
     fn decode_names_the_member() {
         use rpc_schema::imagestore::{GuestRequest, SnapshotRequest};
         let err = decode::<SnapshotRequest>(serde_json::json!({"id": 5})).unwrap_err();
-        let CallError::BadParams(e) = err else {
-            panic!()
-        };
+        let CallError::BadParams(e) = err else { panic!() };
         assert_eq!(e.field.as_deref(), Some("id"));
-        let err = decode::<GuestRequest>(
-            serde_json::json!({"guest": {"id": "g", "disks": [{"size": "big"}]}}),
-        )
-        .unwrap_err();
-        let CallError::BadParams(e) = err else {
-            panic!()
-        };
-        assert_eq!(e.field.as_deref(), Some("guest.disks[0].size"));
         let err =
-            decode::<SnapshotRequest>(serde_json::json!({"id": "a", "destroyMoreRecnt": true}))
-                .unwrap_err();
-        let CallError::BadParams(e) = err else {
-            panic!()
-        };
+            decode::<GuestRequest>(serde_json::json!({"guest": {"id": "g", "disks": [{"size": "big"}]}})).unwrap_err();
+        let CallError::BadParams(e) = err else { panic!() };
+        assert_eq!(e.field.as_deref(), Some("guest.disks[0].size"));
+        let err = decode::<SnapshotRequest>(serde_json::json!({"id": "a", "destroyMoreRecnt": true})).unwrap_err();
+        let CallError::BadParams(e) = err else { panic!() };
         assert_eq!(e.field.as_deref(), Some("destroyMoreRecnt"));
     }
 }

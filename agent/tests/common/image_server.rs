@@ -30,12 +30,7 @@ impl ImageServer {
     pub fn start() -> ImageServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let server = ImageServer {
-            addr,
-            entries: Arc::default(),
-            hits: Arc::default(),
-            connections: Arc::default(),
-        };
+        let server = ImageServer { addr, entries: Arc::default(), hits: Arc::default(), connections: Arc::default() };
         let s = server.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
@@ -71,15 +66,10 @@ impl ImageServer {
         *self.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
         let entry = self.entries.lock().unwrap().get(&path).cloned();
         let Some(entry) = entry else {
-            let _ = conn.write_all(
-                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
+            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             return;
         };
-        let mut head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n",
-            entry.body.len()
-        );
+        let mut head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n", entry.body.len());
         for (k, v) in &entry.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }

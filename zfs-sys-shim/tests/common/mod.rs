@@ -18,9 +18,7 @@ pub struct TestPool {
 }
 
 fn vdev_dir() -> PathBuf {
-    std::env::var_os("TANKD_TEST_VDEV_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir)
+    std::env::var_os("TANKD_TEST_VDEV_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir)
 }
 
 impl TestPool {
@@ -37,29 +35,14 @@ impl TestPool {
         let pool: PoolName = name.parse().unwrap();
         let vdev = vdev_dir().join(format!("{name}.img"));
         let mnt = vdev_dir().join(format!("{name}.mnt"));
-        std::fs::File::create(&vdev)
-            .unwrap()
-            .set_len(1 << 30)
-            .unwrap();
+        std::fs::File::create(&vdev).unwrap().set_len(1 << 30).unwrap();
         let root: DatasetName = format!("{name}/tankd").parse().unwrap();
         let admin = Zfs::new(Roots::new(vec![pool.as_str().parse().unwrap()]));
-        admin
-            .create_pool(&pool, &vdev, &[])
-            .await
-            .expect("zpool create");
+        admin.create_pool(&pool, &vdev, &[]).await.expect("zpool create");
         let props = [("mountpoint".to_owned(), mnt.to_str().unwrap().to_owned())];
-        admin
-            .create_filesystem(&root, false, &props)
-            .await
-            .expect("create root");
+        admin.create_filesystem(&root, false, &props).await.expect("create root");
         let zfs = Zfs::new(Roots::new(vec![root.clone()]));
-        TestPool {
-            pool,
-            root,
-            zfs,
-            vdev,
-            mnt,
-        }
+        TestPool { pool, root, zfs, vdev, mnt }
     }
 
     pub fn ds(&self, rel: &str) -> DatasetName {
@@ -74,17 +57,7 @@ impl TestPool {
     /// prove a refused call changed nothing.
     pub fn fingerprint(&self) -> String {
         let out = std::process::Command::new("zfs")
-            .args([
-                "list",
-                "-H",
-                "-p",
-                "-o",
-                "name,guid,written",
-                "-t",
-                "all",
-                "-r",
-                self.pool.as_str(),
-            ])
+            .args(["list", "-H", "-p", "-o", "name,guid,written", "-t", "all", "-r", self.pool.as_str()])
             .output()
             .unwrap();
         assert!(out.status.success());
@@ -99,9 +72,7 @@ impl TestPool {
 impl Drop for TestPool {
     fn drop(&mut self) {
         // Synchronous on purpose: Drop runs during unwinding too.
-        let _ = std::process::Command::new("zpool")
-            .args(["destroy", "-f", self.pool.as_str()])
-            .status();
+        let _ = std::process::Command::new("zpool").args(["destroy", "-f", self.pool.as_str()]).status();
         let _ = std::fs::remove_file(&self.vdev);
         let _ = std::fs::remove_dir_all(&self.mnt);
     }
