@@ -1,10 +1,14 @@
 //! Guest disks: `<root>/guests/<guest>/disk-<n>`. A disk with `image` is a clone of the
 //! image's snapshot; a disk with `size` (MiB) is a new zvol. A call either makes every
 //! disk or, on any failure, removes the ones it made.
+//!
+//! The path is kept to the commands the work needs (one image listing, then one clone
+//! or create per disk): a disk that already exists makes its create fail with `exists`,
+//! and the rollback removes only what this call made.
 
 use rpc_schema::ErrorKind;
-use rpc_schema::imagestore::{Disk, Guest, GuestRequest, GuestResponse};
-use zfs_sys_shim::{DatasetName, DatasetType, DestroyOptions, Prop, SnapshotName};
+use rpc_schema::imagestore::{Guest, GuestRequest, GuestResponse};
+use zfs_sys_shim::{DatasetName, DestroyOptions, Prop, SnapshotName};
 
 use crate::imagestore::Store;
 use crate::imagestore::error::{StoreError, StoreResult};
@@ -13,7 +17,7 @@ use crate::volumes::{DEVICE_TIMEOUT, create_zvol};
 
 /// What one requested disk will be, decided before anything is created.
 enum Plan {
-    Clone { snapshot: SnapshotName },
+    Clone { snapshot: SnapshotName, is_volume: bool, size_mib: u64 },
     Blank { size_mib: u64 },
 }
 
@@ -25,15 +29,29 @@ fn guest_of<'a>(store: &Store, req: &'a GuestRequest) -> StoreResult<(&'a Guest,
     Ok((guest, base))
 }
 
-/// Validate every disk and look up every image before anything is created.
+/// Validate every disk and resolve every image before anything is created.
 async fn plan(store: &Store, guest: &Guest) -> StoreResult<Vec<Plan>> {
     let disks = guest.disks.as_deref().unwrap_or_default();
+    let images = if disks.iter().any(|d| !d.image.is_empty()) {
+        crate::images::ready_images(store).await?
+    } else {
+        Default::default()
+    };
     let mut plans = Vec::with_capacity(disks.len());
     for (n, disk) in disks.iter().enumerate() {
         if !disk.image.is_empty() {
             let field = format!("guest.disks[{n}].image");
-            let snapshot = crate::images::ready_snapshot(store, &field, &disk.image).await?;
-            plans.push(Plan::Clone { snapshot });
+            let id = ids::component(&field, &disk.image)?;
+            let image = images.get(&id).ok_or_else(|| {
+                StoreError::not_found(format!(
+                    "{field}: image {id} does not exist or is not complete (RequestImage it first)"
+                ))
+            })?;
+            plans.push(Plan::Clone {
+                snapshot: image.snapshot.clone(),
+                is_volume: image.is_volume,
+                size_mib: to_mib(image.size),
+            });
         } else {
             let size_mib = ids::size_mib(&format!("guest.disks[{n}].size"), disk.size)?;
             plans.push(Plan::Blank { size_mib });
@@ -45,31 +63,22 @@ async fn plan(store: &Store, guest: &Guest) -> StoreResult<Vec<Plan>> {
 pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<GuestResponse> {
     let (guest, base) = guest_of(store, &req)?;
     let plans = plan(store, guest).await?;
-    let base_existed = store.zfs.exists(&base).await?;
-    for n in 0..plans.len() {
-        let vol = base.join(&format!("disk-{n}")).map_err(|e| StoreError::invalid("guest.id", e.reason))?;
-        if store.zfs.exists(&vol).await? {
-            return Err(StoreError::new(ErrorKind::Exists, format!("{vol} already exists")));
-        }
-    }
-
     let mut made: Vec<DatasetName> = Vec::new();
     let mut disks = guest.disks.clone().unwrap_or_default();
     let result: StoreResult<()> = async {
         for (n, plan) in plans.iter().enumerate() {
-            let vol = base.join(&format!("disk-{n}")).expect("checked above");
+            let vol = base.join(&format!("disk-{n}")).map_err(|e| StoreError::invalid("guest.id", e.reason))?;
             let (device, size_mib) = match plan {
-                Plan::Clone { snapshot } => {
+                Plan::Clone { snapshot, is_volume, size_mib } => {
                     let props = [("compression".to_owned(), "lz4".to_owned())];
                     store.zfs.clone_snapshot(snapshot, &vol, true, &props).await?;
                     made.push(vol.clone());
-                    let ds = store.zfs.get(&vol, &[Prop::Volsize, Prop::Referenced, Prop::Mountpoint]).await?;
-                    let device = if ds.kind == Some(DatasetType::Volume) {
+                    let device = if *is_volume {
                         store.zfs.zvol_device(&vol, DEVICE_TIMEOUT).await?.display().to_string()
                     } else {
-                        ds.mountpoint.clone().unwrap_or_default()
+                        String::new()
                     };
-                    (device, to_mib(ds.volsize.or(ds.referenced).unwrap_or(0)))
+                    (device, *size_mib)
                 }
                 Plan::Blank { size_mib } => {
                     let device = create_zvol(store, &vol, *size_mib).await?;
@@ -77,7 +86,7 @@ pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<Guest
                     (device, *size_mib)
                 }
             };
-            let disk: &mut Disk = &mut disks[n];
+            let disk = &mut disks[n];
             disk.volume = vol.to_string();
             disk.source = device;
             disk.size = size_mib as i64;
@@ -91,7 +100,8 @@ pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<Guest
         for vol in made.iter().rev() {
             let _ = store.zfs.destroy(vol, DestroyOptions { recursive: true, ..Default::default() }).await;
         }
-        if !base_existed {
+        if !made.is_empty() {
+            // Not recursive: the guest's dataset goes only if nothing else is in it.
             let _ = store.zfs.destroy(&base, DestroyOptions::default()).await;
         }
         return Err(e);

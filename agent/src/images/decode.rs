@@ -36,6 +36,18 @@ pub fn is_zfs_stream(head: &[u8]) -> bool {
     drr_type && (u64::from_le_bytes(word) == DMU_BACKUP_MAGIC || u64::from_be_bytes(word) == DMU_BACKUP_MAGIC)
 }
 
+/// The snapshot's short name (`drr_toname` after `@`) from a stream's BEGIN record:
+/// 8 bytes of record header, then magic, versioninfo, creation time, type, flags,
+/// toguid and fromguid (48 bytes), then `drr_toname[256]`.
+pub fn stream_snapshot(head: &[u8]) -> Option<String> {
+    let name = head.get(56..56 + 256)?;
+    let end = name.iter().position(|&b| b == 0)?;
+    let full = std::str::from_utf8(&name[..end]).ok()?;
+    let short = full.split_once('@')?.1;
+    zfs_sys_shim::name::check_component(short, short).ok()?;
+    Some(short.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +65,15 @@ mod tests {
         assert!(is_zfs_stream(&begin));
         assert!(!is_zfs_stream(&[0u8; 16]));
         assert!(!is_zfs_stream(&[0u8; 8]));
+    }
+
+    #[test]
+    fn reads_the_snapshot_name_from_the_begin_record() {
+        let mut head = vec![0u8; 400];
+        head[56..56 + 13].copy_from_slice(b"tank/src@v1.2");
+        assert_eq!(stream_snapshot(&head).as_deref(), Some("v1.2"));
+        head[56..56 + 13].copy_from_slice(b"tank/src@-bad");
+        assert_eq!(stream_snapshot(&head), None);
+        assert_eq!(stream_snapshot(&head[..100]), None);
     }
 }

@@ -235,18 +235,29 @@ async fn run(store: &Store, id: &str, url: &str, kind: &str, tx: &watch::Sender<
     let placeholder = incoming_dataset(store, id)?;
     let data = placeholder.join("data").expect("valid");
     let recursive = DestroyOptions { recursive: true, ..Default::default() };
-    // A previous failed attempt leaves a placeholder; start clean.
-    zfs.abort_receive(&data).await?;
+    // A previous failed or interrupted attempt leaves a placeholder; start clean. (Image
+    // receives are not resumable, so there is no partial receive state to abort.)
     zfs.destroy(&placeholder, recursive).await?;
     let created = now();
     let meta =
         vec![kv(prop::STATUS, "pending"), kv(prop::SOURCE, url), kv(prop::TYPE, kind), kv(prop::CREATED, created)];
     let mut placeholder_props = meta.clone();
     placeholder_props.push(kv("canmount", "off"));
-    zfs.create_filesystem(&placeholder, true, &placeholder_props).await?;
-
-    let _permit = store.images.permits.clone().acquire_owned().await.expect("semaphore open");
-    zfs.set(&placeholder, &[kv(prop::STATUS, "downloading")]).await?;
+    // With a fetcher free, the placeholder is born `downloading`: one command, not two.
+    let permits = store.images.permits.clone();
+    let _permit = match permits.clone().try_acquire_owned() {
+        Ok(permit) => {
+            placeholder_props[0] = kv(prop::STATUS, "downloading");
+            zfs.create_filesystem(&placeholder, true, &placeholder_props).await?;
+            permit
+        }
+        Err(_) => {
+            zfs.create_filesystem(&placeholder, true, &placeholder_props).await?;
+            let permit = permits.acquire_owned().await.expect("semaphore open");
+            zfs.set(&placeholder, &[kv(prop::STATUS, "downloading")]).await?;
+            permit
+        }
+    };
     tx.send_modify(|p| p.status = ImageStatus::Downloading);
 
     let client = &store.images.client;
@@ -283,10 +294,16 @@ async fn run(store: &Store, id: &str, url: &str, kind: &str, tx: &watch::Sender<
     let (image_bytes, snapshot_short) = if decode::is_zfs_stream(&head) {
         let args = ReceiveArgs { unmounted: true, ..ReceiveArgs::into(data.clone()) };
         zfs.receive(&args, &mut plain).await?;
-        let snaps =
-            zfs.list(&ListQuery::recursive(data.clone(), DatasetType::Snapshot, &[]).depth(Depth::Max(1))).await?;
-        let first = snaps.first().ok_or_else(|| StoreError::invalid("source", "the stream carried no snapshot"))?;
-        let short = first.name.split_once('@').map(|(_, s)| s.to_owned()).unwrap_or_default();
+        let short = match decode::stream_snapshot(&head) {
+            Some(short) => short,
+            None => {
+                let query = ListQuery::recursive(data.clone(), DatasetType::Snapshot, &[]).depth(Depth::Max(1));
+                let snaps = zfs.list(&query).await?;
+                let first =
+                    snaps.first().ok_or_else(|| StoreError::invalid("source", "the stream carried no snapshot"))?;
+                first.name.split_once('@').map(|(_, s)| s.to_owned()).unwrap_or_default()
+            }
+        };
         (None, short)
     } else {
         let size =

@@ -110,6 +110,39 @@ pub async fn ready_snapshot(store: &Store, field: &str, id: &str) -> StoreResult
     snap.parse().map_err(|e: zfs_sys_shim::NameError| StoreError::new(ErrorKind::Internal, e.to_string()))
 }
 
+/// What guest disks need of a complete image.
+pub struct ReadyImage {
+    pub snapshot: SnapshotName,
+    pub is_volume: bool,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// Every complete image, from one scoped `zfs list`.
+pub async fn ready_images(store: &Store) -> StoreResult<BTreeMap<String, ReadyImage>> {
+    let root = images_root(store);
+    let types = [DatasetType::Filesystem, DatasetType::Volume];
+    let query = ListQuery::recursive(root.clone(), DatasetType::Volume, &props()).types(&types).depth(Depth::Max(1));
+    let rows = match store.zfs.list(&query).await {
+        Ok(rows) => rows,
+        Err(e) if e.is_not_found() => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(rows
+        .iter()
+        .filter(|d| d.name != root.as_str())
+        .filter_map(|d| {
+            let snapshot = d.user.get(prop::SNAPSHOT)?.parse().ok()?;
+            let ready = ReadyImage {
+                snapshot,
+                is_volume: d.kind == Some(DatasetType::Volume),
+                size: d.volsize.or(d.referenced).unwrap_or(0),
+            };
+            Some((last_component(&d.name).to_owned(), ready))
+        })
+        .collect())
+}
+
 /// Complete images and the state of fetches in progress or failed.
 async fn all(store: &Store) -> StoreResult<BTreeMap<String, Image>> {
     let mut out = BTreeMap::new();
