@@ -277,7 +277,8 @@ impl Zfs {
         Ok(out.lines().filter_map(|l| l.split('\t').nth(1)).map(str::to_owned).collect())
     }
 
-    /// The `zfs` binary's own invocation, for callers that only need it to display.
+    /// A `zfs` invocation with no root check, for commands that name no dataset
+    /// (`zfs version`) or whose target is validated separately (a resume token's toname).
     pub(crate) fn zfs_unscoped(&self, target: &str) -> Invocation {
         Invocation::new(&self.inner.zfs_bin, target)
     }

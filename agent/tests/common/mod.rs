@@ -5,7 +5,7 @@
 pub mod image_server;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -194,8 +194,4 @@ impl Drop for Agent {
 pub fn run_to_exit(mut cmd: Command) -> (Option<i32>, String) {
     let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
