@@ -49,8 +49,7 @@ pub enum CallError {
 
 /// Decode params, naming the offending member (`guest.disks[0].size`).
 fn decode<T: DeserializeOwned>(params: Value) -> Result<T, CallError> {
-    let de = params;
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(params).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         let field = if path == "." {
