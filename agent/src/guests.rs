@@ -2,10 +2,13 @@
 //! image's snapshot; a disk with `size` (MiB) is a new zvol. A call either makes every
 //! disk or, on any failure, removes the ones it made.
 //!
-//! The path is kept to the commands the work needs (one image listing, then one clone
-//! or create per disk): a disk that already exists makes its create fail with `exists`,
-//! and the rollback removes only what this call made.
+//! The path is kept to the commands the work needs: one clone or create per disk, with
+//! images resolved from the in-memory catalog. The first disk creates the guest's
+//! dataset (`-p`); the others are made concurrently once it exists, and the device
+//! nodes are awaited together. A disk that already exists makes its create fail with
+//! `exists`, and the rollback removes only what this call made.
 
+use futures_util::future::join_all;
 use rpc_schema::ErrorKind;
 use rpc_schema::imagestore::{Guest, GuestRequest, GuestResponse};
 use zfs_sys_shim::{DatasetName, DestroyOptions, Prop, SnapshotName};
@@ -13,7 +16,7 @@ use zfs_sys_shim::{DatasetName, DestroyOptions, Prop, SnapshotName};
 use crate::imagestore::Store;
 use crate::imagestore::error::{StoreError, StoreResult};
 use crate::imagestore::ids::{self, to_mib};
-use crate::volumes::{DEVICE_TIMEOUT, create_zvol};
+use crate::volumes::{DEVICE_TIMEOUT, make_zvol};
 
 /// What one requested disk will be, decided before anything is created.
 enum Plan {
@@ -60,51 +63,87 @@ async fn plan(store: &Store, guest: &Guest) -> StoreResult<Vec<Plan>> {
     Ok(plans)
 }
 
+/// Make one disk, without waiting for its device node.
+async fn make(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<()> {
+    match plan {
+        Plan::Clone { snapshot, .. } => {
+            let props = [("compression".to_owned(), "lz4".to_owned())];
+            store.zfs.clone_snapshot(snapshot, vol, true, &props).await.map_err(|e| {
+                if e.is_not_found() {
+                    // The image went away behind tankd's back.
+                    store.images.catalog.forget();
+                }
+                StoreError::from(e)
+            })
+        }
+        Plan::Blank { size_mib } => make_zvol(store, vol, *size_mib, Vec::new()).await,
+    }
+}
+
+/// The device path of a made disk (empty for a filesystem image's clone) and its size.
+async fn finish(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<(String, u64)> {
+    let (is_volume, size_mib) = match plan {
+        Plan::Clone { is_volume, size_mib, .. } => (*is_volume, *size_mib),
+        Plan::Blank { size_mib } => (true, *size_mib),
+    };
+    if !is_volume {
+        return Ok((String::new(), size_mib));
+    }
+    let device = store.zfs.zvol_device(vol, DEVICE_TIMEOUT).await?;
+    Ok((device.display().to_string(), size_mib))
+}
+
 pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<GuestResponse> {
     let (guest, base) = guest_of(store, &req)?;
     let plans = plan(store, guest).await?;
-    let mut made: Vec<DatasetName> = Vec::new();
-    let mut disks = guest.disks.clone().unwrap_or_default();
-    let result: StoreResult<()> = async {
-        for (n, plan) in plans.iter().enumerate() {
-            let vol = base.join(&format!("disk-{n}")).map_err(|e| StoreError::invalid("guest.id", e.reason))?;
-            let (device, size_mib) = match plan {
-                Plan::Clone { snapshot, is_volume, size_mib } => {
-                    let props = [("compression".to_owned(), "lz4".to_owned())];
-                    store.zfs.clone_snapshot(snapshot, &vol, true, &props).await?;
-                    made.push(vol.clone());
-                    let device = if *is_volume {
-                        store.zfs.zvol_device(&vol, DEVICE_TIMEOUT).await?.display().to_string()
-                    } else {
-                        String::new()
-                    };
-                    (device, *size_mib)
-                }
-                Plan::Blank { size_mib } => {
-                    let device = create_zvol(store, &vol, *size_mib).await?;
-                    made.push(vol.clone());
-                    (device, *size_mib)
-                }
-            };
-            let disk = &mut disks[n];
-            disk.volume = vol.to_string();
-            disk.source = device;
-            disk.size = size_mib as i64;
-        }
-        Ok(())
-    }
-    .await;
+    let vols = (0..plans.len())
+        .map(|n| base.join(&format!("disk-{n}")).map_err(|e| StoreError::invalid("guest.id", e.reason)))
+        .collect::<StoreResult<Vec<_>>>()?;
 
-    if let Err(e) = result {
+    // Make the first disk alone (it creates the guest's dataset), then the rest at once.
+    let mut made: Vec<&DatasetName> = Vec::new();
+    let mut failure: Option<StoreError> = None;
+    if let (Some(first), Some(vol)) = (plans.first(), vols.first()) {
+        match make(store, first, vol).await {
+            Ok(()) => made.push(vol),
+            Err(e) => failure = Some(e),
+        }
+    }
+    if failure.is_none() {
+        let rest = join_all(plans.iter().zip(&vols).skip(1).map(|(p, v)| async move { (v, make(store, p, v).await) }));
+        for (vol, result) in rest.await {
+            match result {
+                Ok(()) => made.push(vol),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+    }
+    let mut devices = Vec::new();
+    if failure.is_none() {
+        for result in join_all(plans.iter().zip(&vols).map(|(p, v)| finish(store, p, v))).await {
+            match result {
+                Ok(d) => devices.push(d),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+    }
+
+    if let Some(e) = failure {
         tracing::warn!(guest = %guest.id, error = %e, "guest disks failed; removing the ones made");
         for vol in made.iter().rev() {
-            let _ = store.zfs.destroy(vol, DestroyOptions { recursive: true, ..Default::default() }).await;
+            let _ = store.zfs.destroy(*vol, DestroyOptions { recursive: true, ..Default::default() }).await;
         }
         if !made.is_empty() {
             // Not recursive: the guest's dataset goes only if nothing else is in it.
             let _ = store.zfs.destroy(&base, DestroyOptions::default()).await;
         }
         return Err(e);
+    }
+    let mut disks = guest.disks.clone().unwrap_or_default();
+    for ((disk, vol), (device, size_mib)) in disks.iter_mut().zip(&vols).zip(devices) {
+        disk.volume = vol.to_string();
+        disk.source = device;
+        disk.size = size_mib as i64;
     }
     let mut out = guest.clone();
     out.disks = Some(disks);

@@ -30,15 +30,26 @@ async fn wire(store: &Store, ds: &Dataset) -> StoreResult<Volume> {
     Ok(Volume { id: ds.name.clone(), size: to_mib(ds.volsize.unwrap_or(0)), device: device_now(store, &name).await })
 }
 
-/// Create a zvol (lz4, parents), wait for its device; undo it if the device never shows.
-pub async fn create_zvol(store: &Store, name: &DatasetName, size_mib: u64) -> StoreResult<String> {
-    let opts = VolumeOptions {
-        size: size_mib * MIB,
-        parents: true,
-        props: vec![("compression".into(), "lz4".into())],
-        ..Default::default()
-    };
-    store.zfs.create_volume(name, &opts).await?;
+/// Create a zvol (lz4, parents, and `props`) without waiting for its device.
+pub async fn make_zvol(
+    store: &Store,
+    name: &DatasetName,
+    size_mib: u64,
+    mut props: Vec<(String, String)>,
+) -> StoreResult<()> {
+    props.insert(0, ("compression".into(), "lz4".into()));
+    let opts = VolumeOptions { size: size_mib * MIB, parents: true, props, ..Default::default() };
+    Ok(store.zfs.create_volume(name, &opts).await?)
+}
+
+/// Create a zvol and wait for its device; undo it if the device never shows.
+pub async fn create_zvol(
+    store: &Store,
+    name: &DatasetName,
+    size_mib: u64,
+    props: Vec<(String, String)>,
+) -> StoreResult<String> {
+    make_zvol(store, name, size_mib, props).await?;
     match store.zfs.zvol_device(name, DEVICE_TIMEOUT).await {
         Ok(dev) => Ok(dev.display().to_string()),
         Err(e) => {
@@ -51,7 +62,7 @@ pub async fn create_zvol(store: &Store, name: &DatasetName, size_mib: u64) -> St
 pub async fn create(store: &Store, req: VolumeRequest) -> StoreResult<VolumeResponse> {
     let name = ids::dataset(&store.root, "id", &req.id)?;
     let size = ids::size_mib("size", req.size)?;
-    let device = create_zvol(store, &name, size).await?;
+    let device = create_zvol(store, &name, size, Vec::new()).await?;
     Ok(VolumeResponse { volumes: vec![Volume { id: name.to_string(), size, device }] })
 }
 

@@ -1,8 +1,13 @@
 //! Fetching an image: at most `num_fetchers` at a time, at most `max_pending` queued or
 //! running (more fails at once with `busy`), one shared fetch per id. The body streams
-//! through a SHA-256 hasher and a decompressor straight into `zfs receive` (a send
-//! stream) or a new zvol (a raw disk image); nothing is held whole in memory, and a raw
-//! image of unknown size is spooled to one temporary file to learn its size.
+//! through a decompressor (and a SHA-256 hasher when the server names a digest) straight
+//! into `zfs receive` (a send stream) or a new zvol (a raw disk image); nothing is held
+//! whole in memory, and a raw image of unknown size is spooled to one temporary file to
+//! learn its size.
+//!
+//! A fetch costs the receive plus one `zfs set` that marks the image complete: the
+//! dataset is born with its metadata (`receive -o`, `create -o`) and status
+//! `downloading`, so there is no placeholder to make, rename or clean up.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,9 +26,10 @@ use tokio::io::{
 use tokio::sync::{Semaphore, watch};
 use zfs_sys_shim::{DatasetName, DatasetType, Depth, DestroyOptions, ListQuery, ReceiveArgs};
 
+use super::catalog::{Catalog, ReadyImage};
 use super::checksum;
 use super::decode::{self, Compression};
-use super::{images_root, incoming_dataset, prop};
+use super::{image_dataset, prop};
 use crate::imagestore::Store;
 use crate::imagestore::error::{StoreError, StoreResult};
 use crate::imagestore::ids::MIB;
@@ -51,6 +57,8 @@ pub struct Fetcher {
     inflight: Mutex<HashMap<String, watch::Receiver<Progress>>>,
     client: reqwest::Client,
     spool_dir: PathBuf,
+    /// The complete images, kept current by fetches and deletes.
+    pub catalog: Catalog,
 }
 
 impl Fetcher {
@@ -65,6 +73,7 @@ impl Fetcher {
             inflight: Mutex::new(HashMap::new()),
             client,
             spool_dir,
+            catalog: Catalog::default(),
         }
     }
 
@@ -97,19 +106,34 @@ impl Fetcher {
         self.inflight.lock().expect("lock").contains_key(id)
     }
 
-    /// Fill in live progress for a fetch that is running.
-    pub fn overlay_progress(&self, id: &str, img: &mut Image) {
-        if let Some(rx) = self.inflight.lock().expect("lock").get(id) {
-            let p = rx.borrow();
-            img.status = Some(p.status);
-            img.bytes_received = Some(p.received);
-            img.bytes_expected = p.expected;
-        }
+    pub fn in_flight_ids(&self) -> Vec<String> {
+        self.inflight.lock().expect("lock").keys().cloned().collect()
     }
 
-    /// Join the running fetch of `id`, or start one. Refuses with `busy` beyond
-    /// `max_pending`.
-    pub fn start(&self, store: &Store, id: &str, url: &str, kind: &str) -> StoreResult<watch::Receiver<Progress>> {
+    /// Fill in live progress for a fetch that is running; whether there is one.
+    pub fn overlay_progress(&self, id: &str, img: &mut Image) -> bool {
+        let inflight = self.inflight.lock().expect("lock");
+        let Some(rx) = inflight.get(id) else {
+            return false;
+        };
+        let p = rx.borrow();
+        img.status = Some(p.status);
+        img.error = None;
+        img.bytes_received = Some(p.received);
+        img.bytes_expected = p.expected;
+        true
+    }
+
+    /// Join the running fetch of `id`, or start one; `stale`: a dataset of a failed or
+    /// interrupted fetch is in the way. Refuses with `busy` beyond `max_pending`.
+    pub fn start(
+        &self,
+        store: &Store,
+        id: &str,
+        url: &str,
+        kind: &str,
+        stale: bool,
+    ) -> StoreResult<watch::Receiver<Progress>> {
         let mut inflight = self.inflight.lock().expect("lock");
         if let Some(rx) = inflight.get(id) {
             return Ok(rx.clone());
@@ -125,10 +149,11 @@ impl Fetcher {
         inflight.insert(id.to_owned(), rx.clone());
         let (store, id, url, kind) = (store.clone(), id.to_owned(), url.to_owned(), kind.to_owned());
         tokio::spawn(async move {
-            let result = run(&store, &id, &url, &kind, &tx).await;
+            let meta = Meta { url: url.clone(), kind, created: now() };
+            let result = run(&store, &id, &meta, stale, &tx).await;
             if let Err(e) = &result {
                 tracing::warn!(image = %id, %url, error = %e, "image fetch failed");
-                record_failure(&store, &id, e).await;
+                record_failure(&store, &id, &meta, e).await;
             } else {
                 tracing::info!(image = %id, %url, "image fetch complete");
             }
@@ -166,26 +191,48 @@ fn kv(k: &str, v: impl ToString) -> (String, String) {
     (k.to_owned(), v.to_string())
 }
 
-async fn record_failure(store: &Store, id: &str, err: &StoreError) {
-    let Ok(placeholder) = incoming_dataset(store, id) else {
-        return;
-    };
-    let data = placeholder.join("data").expect("valid");
-    let _ = store.zfs.abort_receive(&data).await;
-    let _ = store.zfs.destroy(&data, DestroyOptions { recursive: true, ..Default::default() }).await;
-    let message: String = err.message.chars().filter(|c| !c.is_control()).take(1000).collect();
-    let _ = store.zfs.set(&placeholder, &[kv(prop::STATUS, "error"), kv(prop::ERROR, message)]).await;
+/// What is recorded of every fetch, from its first byte on.
+struct Meta {
+    url: String,
+    kind: String,
+    created: u64,
 }
 
-/// SHA-256 and length of the bytes as served.
+impl Meta {
+    fn props(&self, status: &str) -> Vec<(String, String)> {
+        let mut props = vec![kv(prop::STATUS, status), kv(prop::SOURCE, &self.url), kv(prop::CREATED, self.created)];
+        if !self.kind.is_empty() {
+            props.push(kv(prop::TYPE, &self.kind));
+        }
+        props
+    }
+}
+
+/// Replace whatever the fetch left with an empty placeholder that says why it failed.
+async fn record_failure(store: &Store, id: &str, meta: &Meta, err: &StoreError) {
+    let Ok(name) = image_dataset(store, id) else {
+        return;
+    };
+    let _ = store.zfs.abort_receive(&name).await;
+    let _ = store.zfs.destroy(&name, DestroyOptions { recursive: true, ..Default::default() }).await;
+    let message: String = err.message.chars().filter(|c| !c.is_control()).take(1000).collect();
+    let mut props = meta.props("error");
+    props.push(kv(prop::ERROR, message));
+    props.push(kv("canmount", "off"));
+    if let Err(e) = store.zfs.create_filesystem(&name, true, &props).await {
+        tracing::warn!(image = %id, error = %e, "could not record the failed fetch");
+    }
+}
+
+/// Length, and SHA-256 when a digest is to be checked, of the bytes as served.
 #[derive(Default)]
 struct Hashed {
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     count: u64,
 }
 
-/// A reader that hashes and counts what passes through and reports progress. The hash
-/// state is shared so it can be read after the reader disappears into a decoder.
+/// A reader that counts (and maybe hashes) what passes through and reports progress.
+/// The state is shared so it can be read after the reader disappears into a decoder.
 struct Metered<R> {
     inner: R,
     hashed: Arc<Mutex<Hashed>>,
@@ -201,7 +248,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
             if n > 0 {
                 let count = {
                     let mut h = self.hashed.lock().expect("lock");
-                    h.hasher.update(&buf.filled()[before..]);
+                    if let Some(hasher) = h.hasher.as_mut() {
+                        hasher.update(&buf.filled()[before..]);
+                    }
                     h.count += n as u64;
                     h.count
                 };
@@ -230,34 +279,17 @@ fn decompress<R: AsyncBufRead + Unpin + Send + 'static>(
     }
 }
 
-async fn run(store: &Store, id: &str, url: &str, kind: &str, tx: &watch::Sender<Progress>) -> StoreResult<()> {
+async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Sender<Progress>) -> StoreResult<()> {
     let zfs = &store.zfs;
-    let placeholder = incoming_dataset(store, id)?;
-    let data = placeholder.join("data").expect("valid");
+    let url = meta.url.as_str();
+    let name = image_dataset(store, id)?;
     let recursive = DestroyOptions { recursive: true, ..Default::default() };
-    // A previous failed or interrupted attempt leaves a placeholder; start clean. (Image
-    // receives are not resumable, so there is no partial receive state to abort.)
-    zfs.destroy(&placeholder, recursive).await?;
-    let created = now();
-    let meta =
-        vec![kv(prop::STATUS, "pending"), kv(prop::SOURCE, url), kv(prop::TYPE, kind), kv(prop::CREATED, created)];
-    let mut placeholder_props = meta.clone();
-    placeholder_props.push(kv("canmount", "off"));
-    // With a fetcher free, the placeholder is born `downloading`: one command, not two.
-    let permits = store.images.permits.clone();
-    let _permit = match permits.clone().try_acquire_owned() {
-        Ok(permit) => {
-            placeholder_props[0] = kv(prop::STATUS, "downloading");
-            zfs.create_filesystem(&placeholder, true, &placeholder_props).await?;
-            permit
-        }
-        Err(_) => {
-            zfs.create_filesystem(&placeholder, true, &placeholder_props).await?;
-            let permit = permits.acquire_owned().await.expect("semaphore open");
-            zfs.set(&placeholder, &[kv(prop::STATUS, "downloading")]).await?;
-            permit
-        }
-    };
+    // Waiting for a fetcher is `pending`, in memory only.
+    let _permit = store.images.permits.clone().acquire_owned().await.expect("semaphore open");
+    if stale {
+        let _ = zfs.abort_receive(&name).await;
+        zfs.destroy(&name, recursive).await?;
+    }
     tx.send_modify(|p| p.status = ImageStatus::Downloading);
 
     let client = &store.images.client;
@@ -279,7 +311,7 @@ async fn run(store: &Store, id: &str, url: &str, kind: &str, tx: &watch::Sender<
     };
 
     let body = resp.bytes_stream().map_err(std::io::Error::other);
-    let hashed = Arc::new(Mutex::new(Hashed::default()));
+    let hashed = Arc::new(Mutex::new(Hashed { hasher: expected_sha.as_ref().map(|_| Sha256::new()), count: 0 }));
     let metered = Metered { inner: tokio_util::io::StreamReader::new(body), hashed: hashed.clone(), tx: tx.clone() };
     let mut raw = BufReader::with_capacity(1 << 20, metered);
     let compression = decode::sniff_compression(raw.fill_buf().await.map_err(|e| io_err(url, e))?);
@@ -289,59 +321,57 @@ async fn run(store: &Store, id: &str, url: &str, kind: &str, tx: &watch::Sender<
         return Err(StoreError::invalid("source", format!("{url} is empty")));
     }
 
-    // Raw images record their exact byte size; received datasets are sized by ZFS
-    // (volsize or referenced), not by the length of the stream that carried them.
-    let (image_bytes, snapshot_short) = if decode::is_zfs_stream(&head) {
-        let args = ReceiveArgs { unmounted: true, ..ReceiveArgs::into(data.clone()) };
+    // The dataset is born `downloading` with its metadata; what is only known at the end
+    // goes into the one `zfs set` that completes it.
+    let mut done = vec![kv(prop::STATUS, "complete")];
+    // What the catalog learns; a received dataset's type and size come from ZFS instead.
+    let mut ready = None;
+    if decode::is_zfs_stream(&head) {
+        let mut props = meta.props("downloading");
+        let short = decode::stream_snapshot(&head);
+        if let Some(short) = &short {
+            props.push(kv(prop::SNAPSHOT, format!("{name}@{short}")));
+        }
+        // `-s`: an interrupted receive keeps its dataset and properties for recovery.
+        let args = ReceiveArgs { resumable: true, unmounted: true, props, ..ReceiveArgs::into(name.clone()) };
         zfs.receive(&args, &mut plain).await?;
-        let short = match decode::stream_snapshot(&head) {
-            Some(short) => short,
-            None => {
-                let query = ListQuery::recursive(data.clone(), DatasetType::Snapshot, &[]).depth(Depth::Max(1));
-                let snaps = zfs.list(&query).await?;
-                let first =
-                    snaps.first().ok_or_else(|| StoreError::invalid("source", "the stream carried no snapshot"))?;
-                first.name.split_once('@').map(|(_, s)| s.to_owned()).unwrap_or_default()
-            }
-        };
-        (None, short)
+        if short.is_none() {
+            let query = ListQuery::recursive(name.clone(), DatasetType::Snapshot, &[]).depth(Depth::Max(1));
+            let snaps = zfs.list(&query).await?;
+            let first = snaps.first().ok_or_else(|| StoreError::invalid("source", "the stream carried no snapshot"))?;
+            done.push(kv(prop::SNAPSHOT, &first.name));
+        }
     } else {
-        let size =
-            write_raw(store, &data, &mut plain, expected_len.filter(|_| compression == Compression::None), id).await?;
-        zfs.snapshot(&[data.snapshot("image").expect("valid")], false, &[]).await?;
-        (Some(size), "image".to_owned())
-    };
+        let known_len = expected_len.filter(|_| compression == Compression::None);
+        let size = write_raw(store, &name, &mut plain, known_len, id, meta.props("downloading")).await?;
+        zfs.snapshot(&[name.snapshot("image").expect("valid")], false, &[]).await?;
+        let snapshot = name.snapshot("image").expect("valid");
+        done.push(kv(prop::SIZE, size));
+        done.push(kv(prop::SNAPSHOT, &snapshot));
+        ready = Some(ReadyImage { snapshot, is_volume: true, size });
+    }
 
     // Read what is left (trailing bytes after a stream's end) so the digest covers it all.
     tokio::io::copy_buf(&mut plain, &mut tokio::io::sink()).await.map_err(|e| io_err(url, e))?;
-    let (actual, total) = {
-        let h = hashed.lock().expect("lock");
-        (checksum::hex(&h.hasher.clone().finalize()), h.count)
-    };
-    if let Some(expected) = &expected_sha
-        && *expected != actual
-    {
-        zfs.destroy(&data, recursive).await?;
-        return Err(StoreError::invalid(
-            "source",
-            format!("checksum mismatch for {url}: expected sha256 {expected}, got {actual} ({total} bytes)"),
-        ));
+    if let Some(expected) = &expected_sha {
+        let (actual, total) = {
+            let h = hashed.lock().expect("lock");
+            (checksum::hex(&h.hasher.clone().expect("hashing").finalize()), h.count)
+        };
+        if *expected != actual {
+            return Err(StoreError::invalid(
+                "source",
+                format!("checksum mismatch for {url}: expected sha256 {expected}, got {actual} ({total} bytes)"),
+            ));
+        }
+        done.push(kv(prop::SHA256, actual));
     }
-
-    let final_name = images_root(store).join(id).map_err(|e| StoreError::invalid("id", e.reason))?;
-    let mut done = meta;
-    done[0] = kv(prop::STATUS, "complete");
-    if let Some(bytes) = image_bytes {
-        done.push(kv(prop::SIZE, bytes));
+    // The commit point: only now is the image complete.
+    zfs.set(&name, &done).await?;
+    match ready {
+        Some(image) => store.images.catalog.insert(id, image),
+        None => store.images.catalog.forget(),
     }
-    done.push(kv(prop::SNAPSHOT, format!("{final_name}@{snapshot_short}")));
-    if expected_sha.is_some() {
-        done.push(kv(prop::SHA256, &actual));
-    }
-    zfs.set(&data, &done).await?;
-    // The rename is the commit point: only now is the image listed as complete.
-    zfs.rename(&data, &final_name, true).await?;
-    zfs.destroy(&placeholder, recursive).await?;
     Ok(())
 }
 
@@ -365,6 +395,7 @@ async fn write_raw(
     plain: &mut Box<dyn AsyncBufRead + Unpin + Send>,
     known_len: Option<u64>,
     id: &str,
+    props: Vec<(String, String)>,
 ) -> StoreResult<u64> {
     let mut spooled: Option<BufReader<tokio::fs::File>> = None;
     let size = match known_len {
@@ -388,7 +419,7 @@ async fn write_raw(
         None => plain.as_mut(),
     };
     let size_mib = size.div_ceil(MIB).max(1);
-    let device = crate::volumes::create_zvol(store, data, size_mib).await?;
+    let device = crate::volumes::create_zvol(store, data, size_mib, props).await?;
     let mut dev = tokio::fs::OpenOptions::new().write(true).open(&device).await.map_err(|e| spool_err(&device, e))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut written = 0u64;

@@ -1,15 +1,20 @@
 //! Images: fetched disk images and filesystems that guest disks are cloned from.
 //!
-//! Layout under the dataset root:
-//! - `images/<id>`: a complete image (filesystem or zvol) with its snapshot. Only a
-//!   finished, verified fetch is ever renamed here, so nothing half-made is listed.
-//! - `incoming/<id>`: a small placeholder holding the state of a fetch that is pending,
-//!   downloading, or failed (`tankd:status`, `tankd:error`), with the data being
-//!   received at `incoming/<id>/data`.
+//! Each image is one dataset, `<root>/images/<id>` (a filesystem or a zvol), whose
+//! `tankd:status` says how far it got:
+//! - `downloading`: being received. `zfs receive -s -o tankd:…` sets the properties
+//!   before the first byte lands, so even a receive cut short by a crash carries its
+//!   source, and start-up restarts it ([`recover`]).
+//! - `complete`: received and verified; `tankd:snapshot` is what guest disks clone.
+//!   Only this status is ever reported as complete.
+//! - `error`: a failed fetch, kept as an empty placeholder whose `tankd:error` says why
+//!   until the image is requested again or deleted.
 //!
-//! All metadata lives in `tankd:*` user properties, so it survives restarts and
-//! `zpool export/import`; there is no side database.
+//! `pending` (waiting for a free fetcher) is held in memory only: nothing is on disk
+//! yet. All other metadata lives in `tankd:*` user properties, so it survives restarts
+//! and `zpool export/import`; there is no side database.
 
+mod catalog;
 mod checksum;
 mod decode;
 mod fetch;
@@ -18,8 +23,9 @@ use std::collections::BTreeMap;
 
 use rpc_schema::ErrorKind;
 use rpc_schema::imagestore::{Image, ImageRequest, ImageResponse, ImageStatus};
-use zfs_sys_shim::{Dataset, DatasetName, DatasetType, Depth, DestroyOptions, ListQuery, Prop, SnapshotName};
+use zfs_sys_shim::{Dataset, DatasetName, DatasetType, Depth, DestroyOptions, ListQuery, Prop};
 
+pub use catalog::ReadyImage;
 pub use fetch::{FetchConfig, Fetcher};
 
 use crate::imagestore::Store;
@@ -31,7 +37,7 @@ pub mod prop {
     pub const STATUS: &str = "tankd:status";
     pub const SOURCE: &str = "tankd:source";
     pub const SHA256: &str = "tankd:sha256";
-    /// Bytes of the image (volsize for raw images, stream size for received ones).
+    /// Bytes of a raw image as served; received datasets are sized by ZFS.
     pub const SIZE: &str = "tankd:size";
     /// Seconds since the epoch.
     pub const CREATED: &str = "tankd:created";
@@ -45,28 +51,17 @@ pub fn images_root(store: &Store) -> DatasetName {
     store.root.join("images").expect("valid")
 }
 
-pub fn incoming_root(store: &Store) -> DatasetName {
-    store.root.join("incoming").expect("valid")
-}
-
 fn image_dataset(store: &Store, id: &str) -> StoreResult<DatasetName> {
     images_root(store).join(&ids::component("id", id)?).map_err(|e| StoreError::invalid("id", e.reason))
 }
 
-fn incoming_dataset(store: &Store, id: &str) -> StoreResult<DatasetName> {
-    incoming_root(store).join(&ids::component("id", id)?).map_err(|e| StoreError::invalid("id", e.reason))
-}
-
-fn user_props() -> Vec<Prop> {
-    [prop::STATUS, prop::SOURCE, prop::SHA256, prop::SIZE, prop::CREATED, prop::TYPE, prop::ERROR, prop::SNAPSHOT]
-        .iter()
-        .map(|p| Prop::user(p).expect("valid"))
-        .collect()
-}
-
 fn props() -> Vec<Prop> {
     let mut p = vec![Prop::Volsize, Prop::Referenced];
-    p.extend(user_props());
+    p.extend(
+        [prop::STATUS, prop::SOURCE, prop::SHA256, prop::SIZE, prop::CREATED, prop::TYPE, prop::ERROR, prop::SNAPSHOT]
+            .iter()
+            .map(|p| Prop::user(p).expect("valid")),
+    );
     p
 }
 
@@ -74,122 +69,102 @@ fn last_component(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
 }
 
-/// An image as the wire shows it, from a dataset's properties.
-fn wire(ds: &Dataset, complete: bool) -> Image {
+fn status_of(ds: &Dataset) -> Option<ImageStatus> {
+    ds.user.get(prop::STATUS).and_then(|s| ImageStatus::parse(s))
+}
+
+fn size_of(ds: &Dataset) -> u64 {
+    ds.user.get(prop::SIZE).and_then(|s| s.parse().ok()).or(ds.volsize).or(ds.referenced).unwrap_or(0)
+}
+
+/// An image as the wire shows it, from its dataset and, while it is being fetched, the
+/// fetcher's live progress. A `downloading` dataset with no fetch behind it is a fetch
+/// that died with a previous agent and could not be restarted.
+fn wire(store: &Store, ds: &Dataset) -> Image {
     let u = |k: &str| ds.user.get(k).cloned();
-    let status = u(prop::STATUS).and_then(|s| ImageStatus::parse(&s));
-    let size_bytes = u(prop::SIZE).and_then(|s| s.parse().ok()).or(ds.volsize).or(ds.referenced).unwrap_or(0);
-    Image {
-        id: last_component(&ds.name).to_owned(),
+    let status = status_of(ds);
+    let complete = status == Some(ImageStatus::Complete);
+    let id = last_component(&ds.name).to_owned();
+    let mut img = Image {
         kind: u(prop::TYPE).unwrap_or_default(),
         volume: complete.then(|| ds.name.clone()),
         snapshot: if complete { u(prop::SNAPSHOT) } else { None },
-        size: to_mib(size_bytes),
-        status: if complete { Some(ImageStatus::Complete) } else { status.or(Some(ImageStatus::Pending)) },
+        size: to_mib(size_of(ds)),
+        status: status.or(Some(ImageStatus::Error)),
         source: u(prop::SOURCE),
         sha256: u(prop::SHA256),
         created: u(prop::CREATED).and_then(|s| s.parse().ok()),
         error: if complete { None } else { u(prop::ERROR) },
         ..Default::default()
-    }
-}
-
-/// The snapshot to clone guest disks from, for a complete image.
-pub async fn ready_snapshot(store: &Store, field: &str, id: &str) -> StoreResult<SnapshotName> {
-    let name =
-        images_root(store).join(&ids::component(field, id)?).map_err(|e| StoreError::invalid(field, e.reason))?;
-    let ds = match store.zfs.get(&name, &user_props()).await {
-        Ok(ds) => ds,
-        Err(e) if e.is_not_found() => {
-            return Err(StoreError::not_found(format!("{field}: image {id} does not exist (RequestImage it first)")));
-        }
-        Err(e) => return Err(e.into()),
     };
-    let snap =
-        ds.user.get(prop::SNAPSHOT).ok_or_else(|| StoreError::not_found(format!("image {id} has no snapshot")))?;
-    snap.parse().map_err(|e: zfs_sys_shim::NameError| StoreError::new(ErrorKind::Internal, e.to_string()))
+    if !store.images.overlay_progress(&id, &mut img) && status == Some(ImageStatus::Downloading) {
+        img.status = Some(ImageStatus::Error);
+        img.error = Some("the fetch was interrupted; request the image again".into());
+    }
+    img.id = id;
+    img
 }
 
-/// What guest disks need of a complete image.
-pub struct ReadyImage {
-    pub snapshot: SnapshotName,
-    pub is_volume: bool,
-    /// Bytes.
-    pub size: u64,
+fn ready_of(ds: &Dataset) -> Option<ReadyImage> {
+    if status_of(ds) != Some(ImageStatus::Complete) {
+        return None;
+    }
+    Some(ReadyImage {
+        snapshot: ds.user.get(prop::SNAPSHOT)?.parse().ok()?,
+        is_volume: ds.kind == Some(DatasetType::Volume),
+        size: size_of(ds),
+    })
 }
 
-/// Every complete image, from one scoped `zfs list`.
-pub async fn ready_images(store: &Store) -> StoreResult<BTreeMap<String, ReadyImage>> {
+/// Every image dataset, from one scoped `zfs list`.
+async fn list_datasets(store: &Store) -> StoreResult<Vec<Dataset>> {
     let root = images_root(store);
     let types = [DatasetType::Filesystem, DatasetType::Volume];
     let query = ListQuery::recursive(root.clone(), DatasetType::Volume, &props()).types(&types).depth(Depth::Max(1));
-    let rows = match store.zfs.list(&query).await {
-        Ok(rows) => rows,
-        Err(e) if e.is_not_found() => return Ok(BTreeMap::new()),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(rows
-        .iter()
-        .filter(|d| d.name != root.as_str())
-        .filter_map(|d| {
-            let snapshot = d.user.get(prop::SNAPSHOT)?.parse().ok()?;
-            let ready = ReadyImage {
-                snapshot,
-                is_volume: d.kind == Some(DatasetType::Volume),
-                size: d.volsize.or(d.referenced).unwrap_or(0),
-            };
-            Some((last_component(&d.name).to_owned(), ready))
-        })
-        .collect())
+    match store.zfs.list(&query).await {
+        Ok(rows) => Ok(rows.into_iter().filter(|d| d.name != root.as_str()).collect()),
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
 }
 
-/// Complete images and the state of fetches in progress or failed.
-async fn all(store: &Store) -> StoreResult<BTreeMap<String, Image>> {
-    let mut out = BTreeMap::new();
-    let types = [DatasetType::Filesystem, DatasetType::Volume];
-    for (root, complete) in [(incoming_root(store), false), (images_root(store), true)] {
-        let query =
-            ListQuery::recursive(root.clone(), DatasetType::Filesystem, &props()).types(&types).depth(Depth::Max(1));
-        let rows = match store.zfs.list(&query).await {
-            Ok(rows) => rows,
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e.into()),
-        };
-        for ds in rows.iter().filter(|d| d.name != root.as_str()) {
-            let img = wire(ds, complete);
-            out.insert(img.id.clone(), img);
-        }
+fn index(rows: &[Dataset]) -> BTreeMap<String, ReadyImage> {
+    rows.iter().filter_map(|d| Some((last_component(&d.name).to_owned(), ready_of(d)?))).collect()
+}
+
+/// Every complete image: from the catalog, listed once when it is not loaded.
+pub async fn ready_images(store: &Store) -> StoreResult<BTreeMap<String, ReadyImage>> {
+    if let Some(map) = store.images.catalog.snapshot() {
+        return Ok(map);
     }
-    for (id, img) in out.iter_mut() {
-        store.images.overlay_progress(id, img);
-    }
-    Ok(out)
+    let map = index(&list_datasets(store).await?);
+    store.images.catalog.load(map.clone());
+    Ok(map)
 }
 
 pub async fn list(store: &Store, _req: ImageRequest) -> StoreResult<ImageResponse> {
-    Ok(ImageResponse { images: all(store).await?.into_values().collect() })
+    let rows = list_datasets(store).await?;
+    store.images.catalog.load(index(&rows));
+    let mut images: BTreeMap<String, Image> =
+        rows.iter().map(|ds| wire(store, ds)).map(|img| (img.id.clone(), img)).collect();
+    // Fetches still waiting for a fetcher have nothing on disk yet.
+    for id in store.images.in_flight_ids() {
+        images.entry(id.clone()).or_insert_with(|| pending(store, &id));
+    }
+    Ok(ImageResponse { images: images.into_values().collect() })
 }
 
+fn pending(store: &Store, id: &str) -> Image {
+    let mut img = Image { id: id.to_owned(), ..Default::default() };
+    store.images.overlay_progress(id, &mut img);
+    img
+}
+
+/// One image: its dataset, or a fetch that has not made one yet.
 async fn one(store: &Store, id: &str) -> StoreResult<Image> {
-    let complete = image_dataset(store, id)?;
-    match store.zfs.get(&complete, &props()).await {
-        Ok(ds) => return Ok(wire(&ds, true)),
-        Err(e) if !e.is_not_found() => return Err(e.into()),
-        Err(_) => {}
-    }
-    let incoming = incoming_dataset(store, id)?;
-    match store.zfs.get(&incoming, &props()).await {
-        Ok(ds) => {
-            let mut img = wire(&ds, false);
-            store.images.overlay_progress(id, &mut img);
-            Ok(img)
-        }
-        // Just requested: the fetch task has not made its placeholder yet.
-        Err(e) if e.is_not_found() && store.images.in_flight(id) => {
-            let mut img = Image { id: id.to_owned(), ..Default::default() };
-            store.images.overlay_progress(id, &mut img);
-            Ok(img)
-        }
+    match store.zfs.get(&image_dataset(store, id)?, &props()).await {
+        Ok(ds) => Ok(wire(store, &ds)),
+        Err(e) if e.is_not_found() && store.images.in_flight(id) => Ok(pending(store, id)),
         Err(e) if e.is_not_found() => Err(StoreError::not_found(format!("image {id} does not exist"))),
         Err(e) => Err(e.into()),
     }
@@ -199,69 +174,75 @@ pub async fn get(store: &Store, req: ImageRequest) -> StoreResult<ImageResponse>
     Ok(ImageResponse { images: vec![one(store, &req.id).await?] })
 }
 
-/// Remove an image (and a failed fetch's leftovers). Guest disks cloned from it make
-/// this a conflict: they would otherwise be destroyed with it.
+/// Remove an image, or what a failed fetch left. Guest disks cloned from it make this a
+/// conflict: they would otherwise be destroyed with it.
 pub async fn delete(store: &Store, req: ImageRequest) -> StoreResult<ImageResponse> {
     let image = one(store, &req.id).await?;
     if store.images.in_flight(&req.id) {
         return Err(StoreError::new(ErrorKind::Busy, format!("image {} is being fetched", req.id)));
     }
-    let recursive = DestroyOptions { recursive: true, ..Default::default() };
-    store.zfs.destroy(&image_dataset(store, &req.id)?, recursive).await?;
-    store.zfs.destroy(&incoming_dataset(store, &req.id)?, recursive).await?;
+    store.images.catalog.remove(&req.id);
+    store
+        .zfs
+        .destroy(&image_dataset(store, &req.id)?, DestroyOptions { recursive: true, ..Default::default() })
+        .await?;
     Ok(ImageResponse { images: vec![image] })
 }
 
 /// Clone an image's snapshot to `dest` (root-relative, or a full name under the root).
 pub async fn clone(store: &Store, req: ImageRequest) -> StoreResult<ImageResponse> {
-    let snapshot = ready_snapshot(store, "id", &req.id).await?;
+    let mut image = one(store, &req.id).await?;
+    let snapshot = match (&image.status, &image.snapshot) {
+        (Some(ImageStatus::Complete), Some(snap)) => {
+            snap.parse().map_err(|e: zfs_sys_shim::NameError| StoreError::new(ErrorKind::Internal, e.to_string()))?
+        }
+        _ => return Err(StoreError::not_found(format!("id: image {} is not complete", req.id))),
+    };
     let dest_rel = req.dest.strip_prefix(&format!("{}/", store.root)).unwrap_or(&req.dest);
     let dest = ids::dataset(&store.root, "dest", dest_rel)?;
     let props = [("compression".to_owned(), "lz4".to_owned())];
     store.zfs.clone_snapshot(&snapshot, &dest, true, &props).await?;
-    let mut image = one(store, &req.id).await?;
     image.volume = Some(dest.to_string());
     Ok(ImageResponse { images: vec![image] })
 }
 
 pub async fn request(store: &Store, req: ImageRequest) -> StoreResult<ImageResponse> {
     let id = ids::component("id", &req.id)?;
-    if let Ok(img) = one(store, &id).await
-        && img.status == Some(ImageStatus::Complete)
-    {
-        return Ok(ImageResponse { images: vec![img] });
-    }
+    // A dataset that is there but not complete (a failed or orphaned fetch) is replaced.
+    let stale = match one(store, &id).await {
+        Ok(img) if img.status == Some(ImageStatus::Complete) => return Ok(ImageResponse { images: vec![img] }),
+        Ok(_) => true,
+        Err(e) if e.kind == ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
     let url = store.images.resolve_url(&id, &req.source)?;
-    let done = store.images.start(store, &id, &url, &req.kind)?;
+    let done = store.images.start(store, &id, &url, &req.kind, stale)?;
     if req.is_async {
-        return Ok(ImageResponse { images: vec![one(store, &id).await?] });
+        return Ok(ImageResponse { images: vec![pending(store, &id)] });
     }
     fetch::wait(done).await?;
     Ok(ImageResponse { images: vec![one(store, &id).await?] })
 }
 
-/// On start: fetches cut short by a crash or restart are restarted from their recorded
-/// source; their partial data is destroyed first. Failed fetches stay failed.
+/// On start: make the images root, load the catalog, and restart every fetch that a crash or restart cut
+/// short, from its recorded source, after destroying its partial data. Failed fetches
+/// stay failed until requested again.
 pub async fn recover(store: &Store) -> StoreResult<()> {
-    let root = incoming_root(store);
-    let query = ListQuery::recursive(root.clone(), DatasetType::Filesystem, &props()).depth(Depth::Max(1));
-    let rows = match store.zfs.list(&query).await {
-        Ok(rows) => rows,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    for ds in rows.iter().filter(|d| d.name != root.as_str()) {
-        let status = ds.user.get(prop::STATUS).and_then(|s| ImageStatus::parse(s));
-        if !matches!(status, Some(ImageStatus::Pending | ImageStatus::Downloading)) {
-            continue;
-        }
+    // `zfs receive` makes no parents: the images root must be there before any fetch.
+    let root = images_root(store);
+    if !store.zfs.exists(&root).await? {
+        store.zfs.create_filesystem(&root, true, &[("canmount".into(), "off".into())]).await?;
+    }
+    let rows = list_datasets(store).await?;
+    store.images.catalog.load(index(&rows));
+    for ds in rows.iter().filter(|d| status_of(d) == Some(ImageStatus::Downloading)) {
         let id = last_component(&ds.name).to_owned();
         let Some(source) = ds.user.get(prop::SOURCE).cloned() else {
             continue;
         };
         tracing::info!(image = %id, %source, "restarting a fetch interrupted by the last shutdown");
         let kind = ds.user.get(prop::TYPE).cloned().unwrap_or_default();
-        if let Err(e) = store.images.start(store, &id, &source, &kind) {
+        if let Err(e) = store.images.start(store, &id, &source, &kind, true) {
             tracing::warn!(image = %id, error = %e, "could not restart the fetch");
         }
     }

@@ -16,6 +16,9 @@ pub struct Entry {
     pub delay: Duration,
     /// Send only this many body bytes, then close (a cut connection).
     pub cut_at: Option<usize>,
+    /// Send this many body bytes, pause this long, then send the rest (a stalled
+    /// transfer that is under way).
+    pub pause_at: Option<(usize, Duration)>,
 }
 
 #[derive(Clone)]
@@ -82,7 +85,18 @@ impl ImageServer {
             Some(n) => &entry.body[..n.min(entry.body.len())],
             None => &entry.body[..],
         };
-        let _ = conn.write_all(body);
+        let (first, rest) = match entry.pause_at {
+            Some((n, _)) => body.split_at(n.min(body.len())),
+            None => (body, &[][..]),
+        };
+        if conn.write_all(first).is_err() {
+            return;
+        }
+        if let Some((_, pause)) = entry.pause_at {
+            let _ = conn.flush();
+            std::thread::sleep(pause);
+        }
+        let _ = conn.write_all(rest);
     }
 }
 
