@@ -54,6 +54,23 @@ impl From<zfs_sys_shim::Error> for ApiError {
     }
 }
 
+impl From<crate::imagestore::error::StoreError> for ApiError {
+    fn from(err: crate::imagestore::error::StoreError) -> Self {
+        let status = match err.kind {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Exists | ErrorKind::Busy | ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError { status, detail: ErrorDetail { kind: err.kind, message: err.message, field: err.field } }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {

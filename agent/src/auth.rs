@@ -24,7 +24,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct Token(pub Option<Arc<str>>);
 
 impl Token {
-    fn admits(&self, req: &Request) -> bool {
+    pub fn admits(&self, req: &Request) -> bool {
         let Some(expected) = &self.0 else { return true };
         req.headers()
             .get(header::AUTHORIZATION)

@@ -60,6 +60,9 @@ pub struct Layer {
     /// Image fetches queued or running before RequestImage answers busy (default 64).
     #[arg(long)]
     pub max_pending: Option<usize>,
+    /// Snapshot streams (downloads and uploads) at once; more get 429 (default 4).
+    #[arg(long)]
+    pub max_streams: Option<usize>,
 }
 
 impl Layer {
@@ -80,6 +83,7 @@ impl Layer {
             image_server: other.image_server.or(self.image_server),
             num_fetchers: other.num_fetchers.or(self.num_fetchers),
             max_pending: other.max_pending.or(self.max_pending),
+            max_streams: other.max_streams.or(self.max_streams),
         }
     }
 
@@ -104,6 +108,7 @@ impl Layer {
             image_server: get("TANKD_IMAGE_SERVER"),
             num_fetchers: number(env, "TANKD_NUM_FETCHERS")?,
             max_pending: number(env, "TANKD_MAX_PENDING")?,
+            max_streams: number(env, "TANKD_MAX_STREAMS")?,
         })
     }
 
@@ -152,6 +157,7 @@ pub struct Config {
     pub image_server: Option<String>,
     pub num_fetchers: usize,
     pub max_pending: usize,
+    pub max_streams: usize,
 }
 
 // Hand-written so the token never reaches a log line.
@@ -171,6 +177,7 @@ impl std::fmt::Debug for Config {
             .field("image_server", &self.image_server)
             .field("num_fetchers", &self.num_fetchers)
             .field("max_pending", &self.max_pending)
+            .field("max_streams", &self.max_streams)
             .finish()
     }
 }
@@ -289,6 +296,11 @@ impl Config {
                 Some(0) => return Err(ConfigError::field("max_pending", "must be at least 1")),
                 Some(n) => n,
                 None => 64,
+            },
+            max_streams: match l.max_streams {
+                Some(0) => return Err(ConfigError::field("max_streams", "must be at least 1")),
+                Some(n) => n,
+                None => 4,
             },
         })
     }

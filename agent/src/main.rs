@@ -12,6 +12,7 @@ mod server;
 mod snapshots;
 mod startup;
 mod state;
+mod streams;
 mod volumes;
 
 use std::collections::HashMap;
@@ -102,6 +103,11 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         images: Arc::new(images::Fetcher::new(fetch, config.data_dir.join("spool"))),
     };
     images::recover(&store).await?;
+    match streams::release_leftover_holds(&zfs, &config.dataset_root).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(released = n, "released stream holds left by the last run"),
+        Err(e) => tracing::warn!(error = %e, "could not check for stream holds left by the last run"),
+    }
     let state = state::AppState { config: Arc::new(config), zfs, started: Instant::now(), store };
     tracing::info!("ready");
     server::serve(listeners, server::app(state), shutdown, grace).await;

@@ -54,9 +54,12 @@ pub fn app(state: AppState) -> Router {
         tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
     });
     let store = state.store.clone();
+    let streams =
+        crate::streams::Streams::new(state.zfs.clone(), state.config.dataset_root.clone(), state.config.max_streams);
     Router::new()
         .merge(crate::health::routes().with_state(state))
         .merge(crate::imagestore::routes(store))
+        .merge(crate::streams::routes(streams, token.clone()))
         .layer(axum::middleware::from_fn_with_state(token, require_token_to_mutate))
         // Outermost first on the way in: set the id, open the span, then the rest.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -6,6 +6,7 @@
 pub mod health;
 pub mod imagestore;
 pub mod problem;
+pub mod streams;
 
 pub use health::{Health, HealthStatus, PoolHealth, ZfsVersions};
 pub use problem::{ErrorBody, ErrorDetail, ErrorKind};

@@ -55,6 +55,8 @@ pub enum Prop {
     Mountpoint,
     Mounted,
     ReceiveResumeToken,
+    /// Number of user holds on a snapshot.
+    Userrefs,
     User(UserProp),
 }
 
@@ -75,6 +77,7 @@ impl Prop {
             Prop::Mountpoint => "mountpoint",
             Prop::Mounted => "mounted",
             Prop::ReceiveResumeToken => "receive_resume_token",
+            Prop::Userrefs => "userrefs",
             Prop::User(p) => p.as_str(),
         }
     }
@@ -104,6 +107,7 @@ pub struct Dataset {
     pub mountpoint: Option<String>,
     pub mounted: Option<bool>,
     pub receive_resume_token: Option<String>,
+    pub userrefs: Option<u64>,
     pub user: BTreeMap<String, String>,
 }
 
@@ -134,6 +138,7 @@ impl Dataset {
             Prop::Mountpoint => self.mountpoint = text(),
             Prop::Mounted => self.mounted = Some(raw == "yes"),
             Prop::ReceiveResumeToken => self.receive_resume_token = text(),
+            Prop::Userrefs => self.userrefs = Some(num()?),
             Prop::User(p) => {
                 self.user.insert(p.as_str().to_owned(), raw.to_owned());
             }

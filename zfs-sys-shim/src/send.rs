@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::process::{Child, ChildStdout};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::command::Invocation;
@@ -182,7 +183,14 @@ impl AsyncRead for SendStream {
 
 impl Zfs {
     /// `zfs send [-n -P] <flags>`; `dry_run` asks for the size estimate only.
-    fn send_invocation(&self, args: &SendArgs, target: &str, dry_run: bool) -> Result<Invocation, Error> {
+    /// `dry_run` is `-n -P`; `parsable` alone is `-P` (the estimate on stderr first).
+    fn send_invocation(
+        &self,
+        args: &SendArgs,
+        target: &str,
+        dry_run: bool,
+        parsable: bool,
+    ) -> Result<Invocation, Error> {
         let inv = match &args.source {
             SendSource::Snapshot { snapshot, from } => {
                 if let Some(SendFrom::Snapshot(s) | SendFrom::Intermediates(s)) = from {
@@ -192,7 +200,7 @@ impl Zfs {
             }
             SendSource::ResumeToken(_) => self.zfs_unscoped(target),
         };
-        Ok(inv.arg("send").arg_if(dry_run, "-n").arg_if(dry_run, "-P").args(args.flags()?))
+        Ok(inv.arg("send").arg_if(dry_run, "-n").arg_if(dry_run || parsable, "-P").args(args.flags()?))
     }
 
     /// The snapshot a resume token continues, read with `zfs send -nv -t` and checked
@@ -225,7 +233,7 @@ impl Zfs {
     /// Estimated stream size in bytes (`zfs send -n -P`).
     pub async fn send_estimate(&self, args: &SendArgs) -> Result<u64, Error> {
         let target = self.target_of(args).await?;
-        let inv = self.send_invocation(args, &target, true)?;
+        let inv = self.send_invocation(args, &target, true, false)?;
         let out = inv.command().output().await.map_err(|e| inv.spawn_error(e))?;
         if !out.status.success() {
             return Err(inv.failure(out.status, &out.stderr));
@@ -240,8 +248,28 @@ impl Zfs {
 
     /// Start `zfs send`. Read the returned stream to its end, then call `finish`.
     pub async fn send(&self, args: &SendArgs) -> Result<SendStream, Error> {
+        Ok(self.spawn_send(args, false).await?.0)
+    }
+
+    /// `zfs send -P`: the stream, and the size estimate that `-P` prints before the
+    /// first byte (`None` if the send failed before printing it). One process instead
+    /// of a dry run followed by the send.
+    pub async fn send_estimated(&self, args: &SendArgs) -> Result<(SendStream, Option<u64>), Error> {
+        let (stream, estimate) = self.spawn_send(args, true).await?;
+        let estimate = match estimate {
+            Some(rx) => rx.await.ok(),
+            None => None,
+        };
+        Ok((stream, estimate))
+    }
+
+    async fn spawn_send(
+        &self,
+        args: &SendArgs,
+        parsable: bool,
+    ) -> Result<(SendStream, Option<oneshot::Receiver<u64>>), Error> {
         let target = self.target_of(args).await?;
-        let inv = self.send_invocation(args, &target, false)?;
+        let inv = self.send_invocation(args, &target, false, parsable)?;
         let mut cmd = inv.command();
         cmd.stdout(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| inv.spawn_error(e))?;
@@ -250,14 +278,47 @@ impl Zfs {
             use std::os::fd::AsFd;
             enlarge_pipe(stdout.as_fd());
         }
-        let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
-        let stderr = tokio::spawn(async move {
-            let mut buf = Vec::new();
-            let _ = stderr_pipe.read_to_end(&mut buf).await;
-            buf
-        });
+        let stderr_pipe = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = oneshot::channel();
+        let stderr = tokio::spawn(collect_stderr(stderr_pipe, parsable.then_some(tx)));
         tracing::debug!(command = %inv.display(), "zfs send started");
-        Ok(SendStream { inv, child, stdout, stderr })
+        Ok((SendStream { inv, child, stdout, stderr }, parsable.then_some(rx)))
+    }
+}
+
+/// Most stderr kept for an error message; `-P` progress can run for hours.
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// Collect `zfs send`'s stderr. With `-P`, hand the `size\t<bytes>` line's number to
+/// `estimate` as soon as it appears, and drop the parsable lines from what is kept.
+async fn collect_stderr(pipe: tokio::process::ChildStderr, mut estimate: Option<oneshot::Sender<u64>>) -> Vec<u8> {
+    use tokio::io::AsyncBufReadExt;
+    let mut reader = tokio::io::BufReader::new(pipe);
+    let mut kept = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let mut fields = text.trim_end().split('\t');
+        let first = fields.next().unwrap_or_default();
+        if estimate.is_some() {
+            if first == "size" {
+                if let (Some(tx), Some(n)) = (estimate.take(), fields.next().and_then(|n| n.parse().ok())) {
+                    let _ = tx.send(n);
+                }
+                continue;
+            }
+            if matches!(first, "full" | "incremental") {
+                continue;
+            }
+        }
+        if kept.len() < STDERR_KEEP {
+            kept.extend_from_slice(&line);
+        }
     }
 }
 

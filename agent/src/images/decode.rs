@@ -36,13 +36,32 @@ pub fn is_zfs_stream(head: &[u8]) -> bool {
     drr_type && (u64::from_le_bytes(word) == DMU_BACKUP_MAGIC || u64::from_be_bytes(word) == DMU_BACKUP_MAGIC)
 }
 
+/// Whether a stream's BEGIN record is that of a resumed send (`zfs send -t`): the
+/// RESUMING feature flag in `drr_versioninfo` (bits 2..32 hold the feature flags).
+pub fn is_resuming(head: &[u8]) -> bool {
+    const DMU_BACKUP_FEATURE_RESUMING: u64 = 1 << 20;
+    let (Some(magic), Some(info)) = (head.get(8..16), head.get(16..24)) else {
+        return false;
+    };
+    let magic: [u8; 8] = magic.try_into().expect("8 bytes");
+    let info: [u8; 8] = info.try_into().expect("8 bytes");
+    let versioninfo =
+        if u64::from_le_bytes(magic) == DMU_BACKUP_MAGIC { u64::from_le_bytes(info) } else { u64::from_be_bytes(info) };
+    (versioninfo >> 2) & DMU_BACKUP_FEATURE_RESUMING != 0
+}
+
+/// The full snapshot name (`drr_toname`) from a stream's BEGIN record.
+pub fn stream_toname(head: &[u8]) -> Option<String> {
+    let name = head.get(56..56 + 256)?;
+    let end = name.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&name[..end]).ok().map(str::to_owned)
+}
+
 /// The snapshot's short name (`drr_toname` after `@`) from a stream's BEGIN record:
 /// 8 bytes of record header, then magic, versioninfo, creation time, type, flags,
 /// toguid and fromguid (48 bytes), then `drr_toname[256]`.
 pub fn stream_snapshot(head: &[u8]) -> Option<String> {
-    let name = head.get(56..56 + 256)?;
-    let end = name.iter().position(|&b| b == 0)?;
-    let full = std::str::from_utf8(&name[..end]).ok()?;
+    let full = stream_toname(head)?;
     let short = full.split_once('@')?.1;
     zfs_sys_shim::name::check_component(short, short).ok()?;
     Some(short.to_owned())
@@ -65,6 +84,20 @@ mod tests {
         assert!(is_zfs_stream(&begin));
         assert!(!is_zfs_stream(&[0u8; 16]));
         assert!(!is_zfs_stream(&[0u8; 8]));
+    }
+
+    #[test]
+    fn sees_the_resuming_flag() {
+        let mut begin = vec![0u8; 24];
+        begin[8..16].copy_from_slice(&DMU_BACKUP_MAGIC.to_le_bytes());
+        let features: u64 = 1 << 20 | 1 << 2;
+        begin[16..24].copy_from_slice(&(features << 2 | 1).to_le_bytes());
+        assert!(is_resuming(&begin));
+        begin[16..24].copy_from_slice(&((1u64 << 2) << 2 | 1).to_le_bytes());
+        assert!(!is_resuming(&begin));
+        begin[8..16].copy_from_slice(&DMU_BACKUP_MAGIC.to_be_bytes());
+        begin[16..24].copy_from_slice(&(features << 2 | 1).to_be_bytes());
+        assert!(is_resuming(&begin));
     }
 
     #[test]

@@ -24,9 +24,9 @@ use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader, ReadBuf,
 };
 use tokio::sync::{Semaphore, watch};
-use zfs_sys_shim::{DatasetName, DatasetType, Depth, DestroyOptions, ListQuery, ReceiveArgs};
+use zfs_sys_shim::{Dataset, DatasetName, DatasetType, Depth, DestroyOptions, ListQuery, ReceiveArgs};
 
-use super::catalog::{Catalog, ReadyImage};
+use super::catalog::{Catalog, Entry};
 use super::checksum;
 use super::decode::{self, Compression};
 use super::{image_dataset, prop};
@@ -49,6 +49,8 @@ pub struct Progress {
     pub received: u64,
     pub expected: Option<u64>,
     pub error: Option<StoreError>,
+    /// The image a successful fetch made.
+    pub image: Option<Box<Image>>,
 }
 
 pub struct Fetcher {
@@ -144,22 +146,36 @@ impl Fetcher {
                 format!("{} image fetches are pending (max_pending); try again later", inflight.len()),
             ));
         }
-        let (tx, rx) =
-            watch::channel(Progress { status: ImageStatus::Pending, received: 0, expected: None, error: None });
+        let (tx, rx) = watch::channel(Progress {
+            status: ImageStatus::Pending,
+            received: 0,
+            expected: None,
+            error: None,
+            image: None,
+        });
         inflight.insert(id.to_owned(), rx.clone());
         let (store, id, url, kind) = (store.clone(), id.to_owned(), url.to_owned(), kind.to_owned());
         tokio::spawn(async move {
             let meta = Meta { url: url.clone(), kind, created: now() };
             let result = run(&store, &id, &meta, stale, &tx).await;
-            if let Err(e) = &result {
-                tracing::warn!(image = %id, %url, error = %e, "image fetch failed");
-                record_failure(&store, &id, &meta, e).await;
-            } else {
-                tracing::info!(image = %id, %url, "image fetch complete");
+            match &result {
+                Ok(ds) => {
+                    tracing::info!(image = %id, %url, "image fetch complete");
+                    store.images.catalog.insert(&id, super::entry_of(ds));
+                }
+                Err(e) => {
+                    tracing::warn!(image = %id, %url, error = %e, "image fetch failed");
+                    record_failure(&store, &id, &meta, e).await;
+                    store.images.catalog.insert(&id, Entry::Unfinished);
+                }
             }
             store.images.inflight.lock().expect("lock").remove(&id);
+            let image = result.as_ref().ok().map(|ds| Box::new(super::wire(&store, ds)));
             tx.send_modify(|p| match result {
-                Ok(()) => p.status = ImageStatus::Complete,
+                Ok(_) => {
+                    p.status = ImageStatus::Complete;
+                    p.image = image;
+                }
                 Err(e) => {
                     p.status = ImageStatus::Error;
                     p.error = Some(e);
@@ -170,16 +186,17 @@ impl Fetcher {
     }
 }
 
-/// Wait for a fetch to end; its error, if it failed.
-pub async fn wait(mut rx: watch::Receiver<Progress>) -> StoreResult<()> {
+/// Wait for a fetch to end: the image it made, or why it failed.
+pub async fn wait(mut rx: watch::Receiver<Progress>) -> StoreResult<Image> {
     let p = rx
         .wait_for(|p| matches!(p.status, ImageStatus::Complete | ImageStatus::Error))
         .await
         .map_err(|_| StoreError::new(ErrorKind::Internal, "the fetch task ended without a result"))?
         .clone();
-    match p.error {
-        Some(e) => Err(e),
-        None => Ok(()),
+    match (p.error, p.image) {
+        (Some(e), _) => Err(e),
+        (None, Some(image)) => Ok(*image),
+        (None, None) => Err(StoreError::new(ErrorKind::Internal, "the fetch ended without an image")),
     }
 }
 
@@ -279,7 +296,7 @@ fn decompress<R: AsyncBufRead + Unpin + Send + 'static>(
     }
 }
 
-async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Sender<Progress>) -> StoreResult<()> {
+async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Sender<Progress>) -> StoreResult<Dataset> {
     let zfs = &store.zfs;
     let url = meta.url.as_str();
     let name = image_dataset(store, id)?;
@@ -324,8 +341,6 @@ async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Send
     // The dataset is born `downloading` with its metadata; what is only known at the end
     // goes into the one `zfs set` that completes it.
     let mut done = vec![kv(prop::STATUS, "complete")];
-    // What the catalog learns; a received dataset's type and size come from ZFS instead.
-    let mut ready = None;
     if decode::is_zfs_stream(&head) {
         let mut props = meta.props("downloading");
         let short = decode::stream_snapshot(&head);
@@ -345,10 +360,8 @@ async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Send
         let known_len = expected_len.filter(|_| compression == Compression::None);
         let size = write_raw(store, &name, &mut plain, known_len, id, meta.props("downloading")).await?;
         zfs.snapshot(&[name.snapshot("image").expect("valid")], false, &[]).await?;
-        let snapshot = name.snapshot("image").expect("valid");
         done.push(kv(prop::SIZE, size));
-        done.push(kv(prop::SNAPSHOT, &snapshot));
-        ready = Some(ReadyImage { snapshot, is_volume: true, size });
+        done.push(kv(prop::SNAPSHOT, format!("{name}@image")));
     }
 
     // Read what is left (trailing bytes after a stream's end) so the digest covers it all.
@@ -366,13 +379,14 @@ async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Send
         }
         done.push(kv(prop::SHA256, actual));
     }
-    // The commit point: only now is the image complete.
-    zfs.set(&name, &done).await?;
-    match ready {
-        Some(image) => store.images.catalog.insert(id, image),
-        None => store.images.catalog.forget(),
-    }
-    Ok(())
+    // The commit point: only now is the image complete. The read of its type and size
+    // runs alongside (they do not change with the set); the set's values are laid over it.
+    let props = super::props();
+    let (set, got) = tokio::join!(zfs.set(&name, &done), zfs.get(&name, &props));
+    set?;
+    let mut ds = got?;
+    ds.user.extend(done);
+    Ok(ds)
 }
 
 fn io_err(url: &str, e: std::io::Error) -> StoreError {

@@ -16,7 +16,7 @@
 
 mod catalog;
 mod checksum;
-mod decode;
+pub mod decode;
 mod fetch;
 
 use std::collections::BTreeMap;
@@ -25,7 +25,7 @@ use rpc_schema::ErrorKind;
 use rpc_schema::imagestore::{Image, ImageRequest, ImageResponse, ImageStatus};
 use zfs_sys_shim::{Dataset, DatasetName, DatasetType, Depth, DestroyOptions, ListQuery, Prop};
 
-pub use catalog::ReadyImage;
+pub use catalog::{Entry, ReadyImage};
 pub use fetch::{FetchConfig, Fetcher};
 
 use crate::imagestore::Store;
@@ -55,7 +55,7 @@ fn image_dataset(store: &Store, id: &str) -> StoreResult<DatasetName> {
     images_root(store).join(&ids::component("id", id)?).map_err(|e| StoreError::invalid("id", e.reason))
 }
 
-fn props() -> Vec<Prop> {
+pub(crate) fn props() -> Vec<Prop> {
     let mut p = vec![Prop::Volsize, Prop::Referenced];
     p.extend(
         [prop::STATUS, prop::SOURCE, prop::SHA256, prop::SIZE, prop::CREATED, prop::TYPE, prop::ERROR, prop::SNAPSHOT]
@@ -80,7 +80,7 @@ fn size_of(ds: &Dataset) -> u64 {
 /// An image as the wire shows it, from its dataset and, while it is being fetched, the
 /// fetcher's live progress. A `downloading` dataset with no fetch behind it is a fetch
 /// that died with a previous agent and could not be restarted.
-fn wire(store: &Store, ds: &Dataset) -> Image {
+pub(crate) fn wire(store: &Store, ds: &Dataset) -> Image {
     let u = |k: &str| ds.user.get(k).cloned();
     let status = status_of(ds);
     let complete = status == Some(ImageStatus::Complete);
@@ -105,7 +105,7 @@ fn wire(store: &Store, ds: &Dataset) -> Image {
     img
 }
 
-fn ready_of(ds: &Dataset) -> Option<ReadyImage> {
+pub(crate) fn ready_of(ds: &Dataset) -> Option<ReadyImage> {
     if status_of(ds) != Some(ImageStatus::Complete) {
         return None;
     }
@@ -128,13 +128,17 @@ async fn list_datasets(store: &Store) -> StoreResult<Vec<Dataset>> {
     }
 }
 
-fn index(rows: &[Dataset]) -> BTreeMap<String, ReadyImage> {
-    rows.iter().filter_map(|d| Some((last_component(&d.name).to_owned(), ready_of(d)?))).collect()
+fn entry_of(ds: &Dataset) -> Entry {
+    ready_of(ds).map_or(Entry::Unfinished, Entry::Ready)
 }
 
-/// Every complete image: from the catalog, listed once when it is not loaded.
-pub async fn ready_images(store: &Store) -> StoreResult<BTreeMap<String, ReadyImage>> {
-    if let Some(map) = store.images.catalog.snapshot() {
+fn index(rows: &[Dataset]) -> BTreeMap<String, Entry> {
+    rows.iter().map(|d| (last_component(&d.name).to_owned(), entry_of(d))).collect()
+}
+
+/// Every image dataset: from the catalog, listed once when it is not loaded.
+async fn entries(store: &Store) -> StoreResult<BTreeMap<String, Entry>> {
+    if let Some(map) = store.images.catalog.entries() {
         return Ok(map);
     }
     let map = index(&list_datasets(store).await?);
@@ -142,9 +146,17 @@ pub async fn ready_images(store: &Store) -> StoreResult<BTreeMap<String, ReadyIm
     Ok(map)
 }
 
+/// Every complete image: from the catalog, listed once when it is not loaded.
+pub async fn ready_images(store: &Store) -> StoreResult<BTreeMap<String, ReadyImage>> {
+    if let Some(map) = store.images.catalog.ready() {
+        return Ok(map);
+    }
+    entries(store).await?;
+    Ok(store.images.catalog.ready().unwrap_or_default())
+}
+
 pub async fn list(store: &Store, _req: ImageRequest) -> StoreResult<ImageResponse> {
     let rows = list_datasets(store).await?;
-    store.images.catalog.load(index(&rows));
     let mut images: BTreeMap<String, Image> =
         rows.iter().map(|ds| wire(store, ds)).map(|img| (img.id.clone(), img)).collect();
     // Fetches still waiting for a fetcher have nothing on disk yet.
@@ -198,30 +210,44 @@ pub async fn clone(store: &Store, req: ImageRequest) -> StoreResult<ImageRespons
         }
         _ => return Err(StoreError::not_found(format!("id: image {} is not complete", req.id))),
     };
-    let dest_rel = req.dest.strip_prefix(&format!("{}/", store.root)).unwrap_or(&req.dest);
-    let dest = ids::dataset(&store.root, "dest", dest_rel)?;
+    let dest = ids::dataset(&store.root, "dest", ids::relative(&store.root, &req.dest))?;
     let props = [("compression".to_owned(), "lz4".to_owned())];
     store.zfs.clone_snapshot(&snapshot, &dest, true, &props).await?;
     image.volume = Some(dest.to_string());
     Ok(ImageResponse { images: vec![image] })
 }
 
+/// Fetch an image unless it is complete. The catalog answers what is there, so a new
+/// fetch costs no command before its receive; the finished fetch hands back the image
+/// it made.
 pub async fn request(store: &Store, req: ImageRequest) -> StoreResult<ImageResponse> {
     let id = ids::component("id", &req.id)?;
-    // A dataset that is there but not complete (a failed or orphaned fetch) is replaced.
-    let stale = match one(store, &id).await {
-        Ok(img) if img.status == Some(ImageStatus::Complete) => return Ok(ImageResponse { images: vec![img] }),
-        Ok(_) => true,
-        Err(e) if e.kind == ErrorKind::NotFound => false,
-        Err(e) => return Err(e),
-    };
     let url = store.images.resolve_url(&id, &req.source)?;
+    // A dataset that is there but not complete (a failed or orphaned fetch) is replaced.
+    let stale = match entries(store).await?.get(&id) {
+        Some(Entry::Ready(_)) => match one(store, &id).await {
+            Ok(img) => return Ok(ImageResponse { images: vec![img] }),
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                store.images.catalog.forget();
+                false
+            }
+            Err(e) => return Err(e),
+        },
+        // The rare path, so it may cost a command: make sure it is not complete by now.
+        Some(Entry::Unfinished) => match one(store, &id).await {
+            Ok(img) if img.status == Some(ImageStatus::Complete) => return Ok(ImageResponse { images: vec![img] }),
+            Ok(_) => true,
+            Err(e) if e.kind == ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        },
+        None => false,
+    };
     let done = store.images.start(store, &id, &url, &req.kind, stale)?;
     if req.is_async {
         return Ok(ImageResponse { images: vec![pending(store, &id)] });
     }
-    fetch::wait(done).await?;
-    Ok(ImageResponse { images: vec![one(store, &id).await?] })
+    let image = fetch::wait(done).await?;
+    Ok(ImageResponse { images: vec![image] })
 }
 
 /// On start: make the images root, load the catalog, and restart every fetch that a crash or restart cut

@@ -9,6 +9,12 @@ pub const MIB: u64 = 1 << 20;
 /// Sizes above this many MiB (1 PiB) are refused as absurd before ZFS sees them.
 pub const MAX_SIZE_MIB: i64 = 1 << 30;
 
+/// An id as a client may send it: root-relative, or a full name under the root (as
+/// responses show them), which is made relative here.
+pub fn relative<'a>(root: &DatasetName, id: &'a str) -> &'a str {
+    id.strip_prefix(root.as_str()).and_then(|rest| rest.strip_prefix('/')).unwrap_or(id)
+}
+
 /// A root-relative dataset id (`guests/g1/disk-0`). The empty id is refused: nothing
 /// addresses the root itself.
 pub fn dataset(root: &DatasetName, field: &str, id: &str) -> StoreResult<DatasetName> {

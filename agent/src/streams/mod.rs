@@ -1,0 +1,120 @@
+//! Snapshot streams over HTTP: `zfs send` as a download, `zfs receive` from an upload.
+//!
+//! - `POST /snapshots/download` (mistify's JSON body) and `GET /snapshots/download?…`
+//!   answer a `zfs send` stream ([`download`]).
+//! - `POST` (or `PUT`, as `curl -T` sends) `/snapshots/upload?dest=…` feeds the body to
+//!   `zfs receive -s` ([`upload`]).
+//! - `GET`/`DELETE /snapshots/resume-token?dest=…`: the partial state an interrupted
+//!   upload kept, to resume (`resume_token` on the sending side) or abort (`receive -A`).
+//!
+//! At most `max_streams` downloads and uploads run at once; more get 429. Every route
+//! here needs the API token when one is configured, reads included: a stream is the
+//! data itself.
+
+mod download;
+mod holds;
+mod upload;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rpc_schema::ErrorKind;
+use rpc_schema::streams::{ResumeTokenQuery, ResumeTokenResponse};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use zfs_sys_shim::{DatasetName, Zfs};
+
+use crate::api_error::ApiError;
+use crate::auth::Token;
+use crate::imagestore::ids;
+
+pub use holds::release_leftover_holds;
+
+/// What the stream routes share. Cheap to clone.
+#[derive(Clone)]
+pub struct Streams {
+    pub zfs: Zfs,
+    pub root: DatasetName,
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Streams {
+    pub fn new(zfs: Zfs, root: DatasetName, max_streams: usize) -> Self {
+        Streams { zfs, root, permits: Arc::new(Semaphore::new(max_streams)), max: max_streams }
+    }
+
+    /// A slot for one stream, held until the stream ends; 429 when all are taken.
+    fn slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorKind::TooManyRequests,
+                format!("{} snapshot streams are running (max_streams); try again later", self.max),
+            )
+        })
+    }
+
+    /// A root-relative (or full, under the root) dataset from a request field.
+    fn dataset(&self, field: &str, id: &str) -> Result<DatasetName, ApiError> {
+        Ok(ids::dataset(&self.root, field, ids::relative(&self.root, id))?)
+    }
+}
+
+pub fn routes(streams: Streams, token: Token) -> Router {
+    Router::new()
+        .route("/snapshots/download", post(download::by_body).get(download::by_query))
+        .route("/snapshots/upload", post(upload::upload).put(upload::upload))
+        .route("/snapshots/resume-token", get(resume_token).delete(abort_resume))
+        .layer(axum::middleware::from_fn_with_state(token, require_token))
+        .with_state(streams)
+}
+
+/// Streams carry the data itself: with a token configured, every method needs it.
+async fn require_token(State(token): State<Token>, req: Request, next: Next) -> Response {
+    if token.admits(&req) { next.run(req).await } else { ApiError::unauthorized().into_response() }
+}
+
+/// Query strings decode through the same wire types; a bad one names its field.
+fn query<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
+        let message = e.to_string();
+        let mut err = ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Invalid, format!("query: {message}"));
+        err.detail.field = message.split('`').nth(1).map(str::to_owned);
+        err
+    })
+}
+
+/// The token of an upload that stopped part-way, to hand to the sending side.
+async fn resume_token(State(s): State<Streams>, RawQuery(q): RawQuery) -> Result<Json<ResumeTokenResponse>, ApiError> {
+    let q: ResumeTokenQuery = query(q.as_deref())?;
+    let dest = s.dataset("dest", &q.dest)?;
+    match s.zfs.resume_token(&dest).await? {
+        Some(token) => Ok(Json(ResumeTokenResponse { dest: dest.to_string(), token })),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
+            format!("{dest} has no interrupted receive to resume"),
+        )),
+    }
+}
+
+/// Give up on an interrupted upload: `zfs receive -A` discards its partial state.
+async fn abort_resume(State(s): State<Streams>, RawQuery(q): RawQuery) -> Result<StatusCode, ApiError> {
+    let q: ResumeTokenQuery = query(q.as_deref())?;
+    let dest = s.dataset("dest", &q.dest)?;
+    if s.zfs.resume_token(&dest).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
+            format!("{dest} has no interrupted receive to abort"),
+        ));
+    }
+    s.zfs.abort_receive(&dest).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
