@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::process::{Child, ChildStdout};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::command::Invocation;
@@ -145,6 +145,10 @@ pub struct SendStream {
     child: Child,
     stdout: ChildStdout,
     stderr: JoinHandle<Vec<u8>>,
+    /// Bytes read off stdout before the caller started reading (while waiting for the
+    /// estimate), handed out first.
+    prefix: Vec<u8>,
+    prefix_at: usize,
 }
 
 impl std::fmt::Debug for SendStream {
@@ -177,6 +181,13 @@ impl SendStream {
 
 impl AsyncRead for SendStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.prefix_at < self.prefix.len() {
+            let n = (self.prefix.len() - self.prefix_at).min(buf.remaining());
+            let at = self.prefix_at;
+            buf.put_slice(&self.prefix[at..at + n]);
+            self.prefix_at += n;
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stdout).poll_read(cx, buf)
     }
 }
@@ -251,23 +262,34 @@ impl Zfs {
         Ok(self.spawn_send(args, false).await?.0)
     }
 
-    /// `zfs send -P`: the stream, and the size estimate that `-P` prints before the
-    /// first byte (`None` if the send failed before printing it). One process instead
-    /// of a dry run followed by the send.
+    /// `zfs send -P`: the stream, and the size estimate that `-P` prints on stderr
+    /// before the first byte (`None` if it printed none). One process instead of a dry
+    /// run followed by the send.
+    ///
+    /// The estimate is taken when its total (`size`) line appears, when stderr ends, or
+    /// when the first bytes of stream arrive, whichever is first: a send that prints no
+    /// total must not wait for a reader that is itself waiting for the estimate.
     pub async fn send_estimated(&self, args: &SendArgs) -> Result<(SendStream, Option<u64>), Error> {
-        let (stream, estimate) = self.spawn_send(args, true).await?;
-        let estimate = match estimate {
-            Some(rx) => rx.await.ok(),
-            None => None,
-        };
-        Ok((stream, estimate))
+        let (mut stream, estimate) = self.spawn_send(args, true).await?;
+        let mut estimate = estimate.expect("parsable send reports an estimate");
+        let mut first = vec![0u8; 64 * 1024];
+        tokio::select! {
+            _ = estimate.wait_for(|e| e.done) => {}
+            read = stream.stdout.read(&mut first) => {
+                let n = read.map_err(|e| stream.inv.spawn_error(e))?;
+                first.truncate(n);
+                stream.prefix = first;
+            }
+        }
+        let sum = estimate.borrow().bytes;
+        Ok((stream, sum))
     }
 
     async fn spawn_send(
         &self,
         args: &SendArgs,
         parsable: bool,
-    ) -> Result<(SendStream, Option<oneshot::Receiver<u64>>), Error> {
+    ) -> Result<(SendStream, Option<watch::Receiver<Estimate>>), Error> {
         let target = self.target_of(args).await?;
         let inv = self.send_invocation(args, &target, false, parsable)?;
         let mut cmd = inv.command();
@@ -279,19 +301,42 @@ impl Zfs {
             enlarge_pipe(stdout.as_fd());
         }
         let stderr_pipe = child.stderr.take().expect("stderr is piped");
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = watch::channel(Estimate::default());
         let stderr = tokio::spawn(collect_stderr(stderr_pipe, parsable.then_some(tx)));
         tracing::debug!(command = %inv.display(), "zfs send started");
-        Ok((SendStream { inv, child, stdout, stderr }, parsable.then_some(rx)))
+        let stream = SendStream { inv, child, stdout, stderr, prefix: Vec::new(), prefix_at: 0 };
+        Ok((stream, parsable.then_some(rx)))
     }
+}
+
+/// What `-P` has said so far about the stream's size.
+#[derive(Debug, Clone, Copy, Default)]
+struct Estimate {
+    /// The total, or the sum of the per-snapshot lines seen so far.
+    bytes: Option<u64>,
+    /// The total line came, or stderr ended.
+    done: bool,
+}
+
+/// The size on a `-P` line: the last field of `full\t<snap>\t<n>`,
+/// `incremental\t<from>\t<to>\t<n>` or `size\t<n>`.
+fn estimate_line(line: &str) -> Option<(bool, u64)> {
+    let mut fields = line.trim_end().split('\t');
+    let kind = fields.next()?;
+    let total = match kind {
+        "size" => true,
+        "full" | "incremental" => false,
+        _ => return None,
+    };
+    Some((total, fields.next_back()?.parse().ok()?))
 }
 
 /// Most stderr kept for an error message; `-P` progress can run for hours.
 const STDERR_KEEP: usize = 64 * 1024;
 
-/// Collect `zfs send`'s stderr. With `-P`, hand the `size\t<bytes>` line's number to
-/// `estimate` as soon as it appears, and drop the parsable lines from what is kept.
-async fn collect_stderr(pipe: tokio::process::ChildStderr, mut estimate: Option<oneshot::Sender<u64>>) -> Vec<u8> {
+/// Collect `zfs send`'s stderr, keeping what an error message needs. With `-P`,
+/// report the size lines to `estimate` as they appear and keep them out of the text.
+async fn collect_stderr(pipe: tokio::process::ChildStderr, estimate: Option<watch::Sender<Estimate>>) -> Vec<u8> {
     use tokio::io::AsyncBufReadExt;
     let mut reader = tokio::io::BufReader::new(pipe);
     let mut kept = Vec::new();
@@ -299,27 +344,26 @@ async fn collect_stderr(pipe: tokio::process::ChildStderr, mut estimate: Option<
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return kept,
+            Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let text = String::from_utf8_lossy(&line);
-        let mut fields = text.trim_end().split('\t');
-        let first = fields.next().unwrap_or_default();
-        if estimate.is_some() {
-            if first == "size" {
-                if let (Some(tx), Some(n)) = (estimate.take(), fields.next().and_then(|n| n.parse().ok())) {
-                    let _ = tx.send(n);
-                }
-                continue;
-            }
-            if matches!(first, "full" | "incremental") {
-                continue;
-            }
+        if let Some(tx) = &estimate
+            && let Some((total, n)) = estimate_line(&String::from_utf8_lossy(&line))
+        {
+            tx.send_modify(|e| {
+                e.bytes = Some(if total { n } else { e.bytes.unwrap_or(0) + n });
+                e.done |= total;
+            });
+            continue;
         }
         if kept.len() < STDERR_KEEP {
             kept.extend_from_slice(&line);
         }
     }
+    if let Some(tx) = &estimate {
+        tx.send_modify(|e| e.done = true);
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -328,6 +372,15 @@ mod tests {
 
     fn snap(s: &str) -> SnapshotName {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn reads_estimate_lines() {
+        assert_eq!(estimate_line("full\tt/a@1\t4242\n"), Some((false, 4242)));
+        assert_eq!(estimate_line("incremental\tt/a@1\tt/a@2\t17\n"), Some((false, 17)));
+        assert_eq!(estimate_line("size\t9000\n"), Some((true, 9000)));
+        assert_eq!(estimate_line("12:00:01\t1048576\tt/a@1\n"), None);
+        assert_eq!(estimate_line("full\tt/a@1\tmany\n"), None);
     }
 
     #[test]
