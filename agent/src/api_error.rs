@@ -18,6 +18,13 @@ impl ApiError {
         ApiError { status, detail: ErrorDetail { kind, message: message.into(), field: None } }
     }
 
+    /// 400 `invalid`, naming the refused request field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::BAD_REQUEST, ErrorKind::Invalid, message);
+        e.detail.field = Some(field.to_owned());
+        e
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -25,6 +32,15 @@ impl ApiError {
             "missing or wrong API token (Authorization: Bearer <token>)",
         )
     }
+}
+
+/// The member a serde error refused: its path, or for an unknown or missing member at the
+/// top (path `.`), the name serde quotes in its message; `whole` when there is neither.
+pub fn refused_field(path: &str, message: &str, whole: &str) -> String {
+    if path != "." && !path.is_empty() {
+        return path.to_owned();
+    }
+    message.split('`').nth(1).unwrap_or(whole).to_owned()
 }
 
 /// How a shim error kind maps onto HTTP and the wire kind.

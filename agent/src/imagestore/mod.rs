@@ -52,12 +52,7 @@ fn decode<T: DeserializeOwned>(params: Value) -> Result<T, CallError> {
     serde_path_to_error::deserialize(params).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        let field = if path == "." {
-            // serde names unknown/missing members only in the message.
-            inner.split('`').nth(1).unwrap_or("params").to_owned()
-        } else {
-            path
-        };
+        let field = crate::api_error::refused_field(&path, &inner, "params");
         CallError::BadParams(StoreError::invalid(&field, inner))
     })
 }

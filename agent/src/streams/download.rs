@@ -11,9 +11,8 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use rpc_schema::ErrorKind;
 use rpc_schema::streams::{DownloadRequest, ESTIMATED_SIZE_HEADER};
 use tokio::io::AsyncReadExt;
 use tokio::sync::OwnedSemaphorePermit;
@@ -22,7 +21,7 @@ use zfs_sys_shim::{SendArgs, SendFrom, SendStream, SnapshotName};
 
 use super::holds::{self, Held};
 use super::{Streams, query};
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, refused_field};
 use crate::imagestore::ids;
 
 /// Read size from the pipe; the pipe itself holds up to 8 MiB.
@@ -35,10 +34,9 @@ pub async fn by_body(State(s): State<Streams>, body: Bytes) -> Result<Response, 
     } else {
         let mut de = serde_json::Deserializer::from_slice(&body);
         serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let field = e.path().to_string();
+            let path = e.path().to_string();
             let message = e.into_inner().to_string();
-            let field = if field == "." { message.split('`').nth(1).unwrap_or("body").to_owned() } else { field };
-            invalid(&field, format!("the request body: {message}"))
+            ApiError::invalid(&refused_field(&path, &message, "body"), format!("the request body: {message}"))
         })?
     };
     download(s, req).await
@@ -46,12 +44,6 @@ pub async fn by_body(State(s): State<Streams>, body: Bytes) -> Result<Response, 
 
 pub async fn by_query(State(s): State<Streams>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     download(s, query(q.as_deref())?).await
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    let mut e = ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Invalid, message);
-    e.detail.field = Some(field.to_owned());
-    e
 }
 
 /// The send to run and the snapshots it must pin.
@@ -63,16 +55,16 @@ struct Plan {
 
 fn from_base(s: &Streams, snapshot: &SnapshotName, from: &str, intermediates: bool) -> Result<SendFrom, ApiError> {
     let dataset = snapshot.dataset();
-    let bad = |e: zfs_sys_shim::NameError| invalid("from", e.reason);
+    let bad = |e: zfs_sys_shim::NameError| ApiError::invalid("from", e.reason);
     if let Some(mark) = from.strip_prefix('#') {
         if intermediates {
-            return Err(invalid("intermediates", "a bookmark base has no intermediate snapshots"));
+            return Err(ApiError::invalid("intermediates", "a bookmark base has no intermediate snapshots"));
         }
         return Ok(SendFrom::Bookmark(dataset.bookmark(mark).map_err(bad)?));
     }
     if let Some((ds, mark)) = from.split_once('#') {
         if intermediates {
-            return Err(invalid("intermediates", "a bookmark base has no intermediate snapshots"));
+            return Err(ApiError::invalid("intermediates", "a bookmark base has no intermediate snapshots"));
         }
         return Ok(SendFrom::Bookmark(s.dataset("from", ds)?.bookmark(mark).map_err(bad)?));
     }
@@ -94,7 +86,7 @@ async fn plan(s: &Streams, req: &DownloadRequest) -> Result<Plan, ApiError> {
             || req.compressed
             || req.large_blocks;
         if extra {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 "resume_token",
                 "a resumed send takes its snapshot and flags from the token; pass none",
             ));
@@ -104,7 +96,7 @@ async fn plan(s: &Streams, req: &DownloadRequest) -> Result<Plan, ApiError> {
         return Ok(Plan { args, name: target.to_string(), hold: vec![target] });
     }
     if req.id.is_empty() {
-        return Err(invalid("id", "missing: the snapshot to send (dataset@snap)"));
+        return Err(ApiError::invalid("id", "missing: the snapshot to send (dataset@snap)"));
     }
     let snapshot = ids::snapshot(&s.root, "id", ids::relative(&s.root, &req.id))?;
     let mut hold = vec![snapshot.clone()];
@@ -116,7 +108,7 @@ async fn plan(s: &Streams, req: &DownloadRequest) -> Result<Plan, ApiError> {
             }
             SendArgs::incremental(snapshot.clone(), base)?
         }
-        None if req.intermediates => return Err(invalid("intermediates", "needs `from`")),
+        None if req.intermediates => return Err(ApiError::invalid("intermediates", "needs `from`")),
         None => SendArgs::full(snapshot.clone()),
     };
     args.replicate = req.replicate;

@@ -98,9 +98,7 @@ pub async fn upload(
 }
 
 fn invalid(message: &str) -> ApiError {
-    let mut e = ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Invalid, message);
-    e.detail.field = Some("body".into());
-    e
+    ApiError::invalid("body", message)
 }
 
 fn read_err(e: std::io::Error) -> ApiError {
