@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 use zfs_sys_shim::{DatasetName, PoolName};
@@ -63,6 +63,19 @@ pub struct Layer {
     /// Snapshot streams (downloads and uploads) at once; more get 429 (default 4).
     #[arg(long)]
     pub max_streams: Option<usize>,
+    /// `false` on a node without ZFS: imageapi (attach, mount, overlay) still works;
+    /// ImageStore, streams and ZFS-backed attachments answer 503 (default true).
+    #[arg(long)]
+    pub zfs: Option<bool>,
+    /// Where imageapi mounts go; every mountpoint is below it (default `<data_dir>/mounts`).
+    #[arg(long)]
+    pub mount_root: Option<PathBuf>,
+    /// Directories whose files may be attached as loop devices (default `<data_dir>/images`).
+    #[arg(long = "image-root")]
+    pub image_roots: Option<Vec<PathBuf>>,
+    /// Allow the `suid` and `dev` mount options (default false: mounts are nosuid,nodev).
+    #[arg(long)]
+    pub allow_suid_dev: Option<bool>,
 }
 
 impl Layer {
@@ -84,6 +97,10 @@ impl Layer {
             num_fetchers: other.num_fetchers.or(self.num_fetchers),
             max_pending: other.max_pending.or(self.max_pending),
             max_streams: other.max_streams.or(self.max_streams),
+            zfs: other.zfs.or(self.zfs),
+            mount_root: other.mount_root.or(self.mount_root),
+            image_roots: other.image_roots.or(self.image_roots),
+            allow_suid_dev: other.allow_suid_dev.or(self.allow_suid_dev),
         }
     }
 
@@ -109,12 +126,27 @@ impl Layer {
             num_fetchers: number(env, "TANKD_NUM_FETCHERS")?,
             max_pending: number(env, "TANKD_MAX_PENDING")?,
             max_streams: number(env, "TANKD_MAX_STREAMS")?,
+            zfs: boolean(env, "TANKD_ZFS")?,
+            mount_root: get("TANKD_MOUNT_ROOT").map(PathBuf::from),
+            image_roots: get("TANKD_IMAGE_ROOTS")
+                .map(|v| v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()),
+            allow_suid_dev: boolean(env, "TANKD_ALLOW_SUID_DEV")?,
         })
     }
 
     pub fn from_toml(text: &str, origin: &str) -> Result<Layer, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError { field: origin.to_owned(), reason: e.to_string() })
     }
+}
+
+fn boolean(env: &HashMap<String, String>, key: &str) -> Result<Option<bool>, ConfigError> {
+    env.get(key)
+        .map(|v| match v.as_str() {
+            "1" | "true" | "yes" => Ok(true),
+            "0" | "false" | "no" => Ok(false),
+            _ => Err(ConfigError::field(key, "not true or false")),
+        })
+        .transpose()
 }
 
 fn number(env: &HashMap<String, String>, key: &str) -> Result<Option<usize>, ConfigError> {
@@ -158,6 +190,10 @@ pub struct Config {
     pub num_fetchers: usize,
     pub max_pending: usize,
     pub max_streams: usize,
+    pub zfs: bool,
+    pub mount_root: PathBuf,
+    pub image_roots: Vec<PathBuf>,
+    pub allow_suid_dev: bool,
 }
 
 // Hand-written so the token never reaches a log line.
@@ -178,6 +214,10 @@ impl std::fmt::Debug for Config {
             .field("num_fetchers", &self.num_fetchers)
             .field("max_pending", &self.max_pending)
             .field("max_streams", &self.max_streams)
+            .field("zfs", &self.zfs)
+            .field("mount_root", &self.mount_root)
+            .field("image_roots", &self.image_roots)
+            .field("allow_suid_dev", &self.allow_suid_dev)
             .finish()
     }
 }
@@ -275,6 +315,19 @@ impl Config {
                 return Err(ConfigError::field("log_format", format!("{other:?} is not text or json")));
             }
         };
+        let mount_root = l.mount_root.unwrap_or_else(|| data_dir.join("mounts"));
+        let image_roots = l.image_roots.unwrap_or_else(|| vec![data_dir.join("images")]);
+        for (field, path) in
+            std::iter::once(("mount_root", &mount_root)).chain(image_roots.iter().map(|p| ("image_roots", p)))
+        {
+            let plain = path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+            if !path.is_absolute() || !plain || path == Path::new("/") {
+                return Err(ConfigError::field(
+                    field,
+                    format!("{} must be an absolute path without `..`, not /", path.display()),
+                ));
+            }
+        }
         Ok(Config {
             pool,
             embedded_pool,
@@ -302,6 +355,10 @@ impl Config {
                 Some(n) => n,
                 None => 4,
             },
+            zfs: l.zfs.unwrap_or(true),
+            mount_root,
+            image_roots,
+            allow_suid_dev: l.allow_suid_dev.unwrap_or(false),
         })
     }
 

@@ -15,6 +15,19 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    if !state.config.zfs {
+        let body = Health {
+            status: HealthStatus::Ok,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pool: None,
+            zfs: None,
+            dataset_root: String::new(),
+            embedded_pool: false,
+            uptime_seconds: state.started.elapsed().as_secs(),
+            problem: None,
+        };
+        return (StatusCode::OK, Json(body));
+    }
     let (pool, version) = tokio::join!(state.zfs.pool_info(&state.config.pool), state.zfs.version());
     let mut problem = None;
     let pool = match pool {

@@ -2,12 +2,15 @@
 //! the pool and dataset root, then serves HTTP on TCP and a unix socket until SIGTERM.
 
 mod api_error;
+mod attach;
 mod auth;
 mod config;
 mod guests;
 mod health;
+mod imageapi;
 mod images;
 mod imagestore;
+mod mounts;
 mod server;
 mod snapshots;
 mod startup;
@@ -85,9 +88,15 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(?config, "starting tankd {}", env!("CARGO_PKG_VERSION"));
-    let probe = zfs_sys_shim::Zfs::new(zfs_sys_shim::Roots::default());
-    startup::check_host(&probe, Path::new("/dev/zfs")).await?;
-    let zfs = startup::prepare_storage(&config).await?;
+    let zfs = if config.zfs {
+        let probe = zfs_sys_shim::Zfs::new(zfs_sys_shim::Roots::default());
+        startup::check_host(&probe, Path::new("/dev/zfs")).await?;
+        startup::prepare_storage(&config).await?
+    } else {
+        startup::check_root()?;
+        tracing::warn!("zfs = false: ImageStore, snapshot streams and ZFS-backed attachments are off on this node");
+        zfs_sys_shim::Zfs::new(zfs_sys_shim::Roots::new(vec![config.dataset_root.clone()]))
+    };
     let listeners = server::bind(&config).await?;
     let shutdown = CancellationToken::new();
     server::cancel_on_signals(shutdown.clone())?;
@@ -102,13 +111,18 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         root: config.dataset_root.clone(),
         images: Arc::new(images::Fetcher::new(fetch, config.data_dir.join("spool"))),
     };
-    images::recover(&store).await?;
-    match streams::release_leftover_holds(&zfs, &config.dataset_root).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(released = n, "released stream holds left by the last run"),
-        Err(e) => tracing::warn!(error = %e, "could not check for stream holds left by the last run"),
+    if config.zfs {
+        images::recover(&store).await?;
+        match streams::release_leftover_holds(&zfs, &config.dataset_root).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "released stream holds left by the last run"),
+            Err(e) => tracing::warn!(error = %e, "could not check for stream holds left by the last run"),
+        }
     }
-    let state = state::AppState { config: Arc::new(config), zfs, started: Instant::now(), store };
+    let imageapi = imageapi::start(imageapi::env(&config, config.zfs.then(|| zfs.clone())))
+        .await
+        .map_err(|e| format!("imageapi state: {e}"))?;
+    let state = state::AppState { config: Arc::new(config), zfs, started: Instant::now(), store, imageapi };
     tracing::info!("ready");
     server::serve(listeners, server::app(state), shutdown, grace).await;
     tracing::info!("stopped");

@@ -56,15 +56,39 @@ pub fn app(state: AppState) -> Router {
     let store = state.store.clone();
     let streams =
         crate::streams::Streams::new(state.zfs.clone(), state.config.dataset_root.clone(), state.config.max_streams);
+    let zfs_routes = if state.config.zfs {
+        Router::new().merge(crate::imagestore::routes(store)).merge(crate::streams::routes(streams, token.clone()))
+    } else {
+        zfs_disabled()
+    };
+    let imageapi = crate::imageapi::routes(state.imageapi.clone());
     Router::new()
         .merge(crate::health::routes().with_state(state))
-        .merge(crate::imagestore::routes(store))
-        .merge(crate::streams::routes(streams, token.clone()))
+        .merge(zfs_routes)
+        .merge(imageapi)
         .layer(axum::middleware::from_fn_with_state(token, require_token_to_mutate))
         // Outermost first on the way in: set the id, open the span, then the rest.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
+}
+
+/// On a node configured with `zfs = false`, the ZFS endpoints say so instead of 404.
+fn zfs_disabled() -> Router {
+    use axum::http::StatusCode;
+    use rpc_schema::{ErrorBody, ErrorDetail, ErrorKind};
+    let off = || async {
+        let detail = ErrorDetail {
+            kind: ErrorKind::Unavailable,
+            message: "this node runs with zfs = false: ImageStore and snapshot streams are off".into(),
+            field: None,
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(ErrorBody { error: detail }))
+    };
+    Router::new()
+        .route("/_mistify_RPC_", axum::routing::any(off))
+        .route("/rpc", axum::routing::any(off))
+        .route("/snapshots/{*rest}", axum::routing::any(off))
 }
 
 /// Bind a unix socket, replacing a stale one from a previous run (only if it is a socket).

@@ -50,6 +50,15 @@ pub async fn check_host(zfs: &Zfs, dev_zfs: &Path) -> Result<(), StartupError> {
     if problems.is_empty() { Ok(()) } else { Err(StartupError::Host(problems)) }
 }
 
+/// A node without ZFS still needs root: devices and mounts.
+pub fn check_root() -> Result<(), StartupError> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(StartupError::Host(vec!["not running as root: tankd manages devices and mounts".to_owned()]))
+    }
+}
+
 /// Make sure the pool is there (creating or importing the embedded one) and the dataset
 /// root exists. Returns a shim handle scoped to the dataset root.
 pub async fn prepare_storage(config: &Config) -> Result<Zfs, StartupError> {

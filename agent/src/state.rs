@@ -15,4 +15,5 @@ pub struct AppState {
     pub zfs: Zfs,
     pub started: Instant,
     pub store: Store,
+    pub imageapi: crate::imageapi::Registry,
 }

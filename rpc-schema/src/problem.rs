@@ -16,6 +16,8 @@ pub enum ErrorKind {
     Forbidden,
     TooManyRequests,
     Timeout,
+    /// The capability is switched off on this node (`zfs = false`).
+    Unavailable,
     Internal,
 }
 

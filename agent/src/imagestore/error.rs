@@ -39,6 +39,7 @@ impl StoreError {
             ErrorKind::Conflict => -32005,
             ErrorKind::Timeout => -32006,
             ErrorKind::Unauthorized | ErrorKind::Forbidden => -32007,
+            ErrorKind::Unavailable => -32008,
             ErrorKind::Internal => -32000,
         }
     }

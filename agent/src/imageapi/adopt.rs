@@ -1,0 +1,97 @@
+//! Start-up: reconcile the state file with the kernel.
+//! - A record still `creating` was cut by a crash: whatever of it exists is undone (a
+//!   mount unmounted, its inline attachment detached, rbd-fuse stopped) and it is dropped.
+//! - A `ready` record whose device or mount no longer exists is dropped (and logged).
+//! - Loop devices, mounts and rbd-fuse directories under tankd's roots that no record
+//!   names are reported (`GET /imageapi/v1/unknown`), never touched.
+
+use std::path::Path;
+
+use rpc_schema::imageapi::Unknown;
+
+use super::state::{Phase, State};
+use crate::attach::{self, Env, loopdev};
+use crate::mounts::{self, sys};
+
+pub async fn adopt(env: &Env, state: &mut State) -> Unknown {
+    let table = sys::mountinfo();
+
+    // Mounts first: a half-made chain's mount goes before its attachment.
+    let ids: Vec<u64> = state.mounts.keys().copied().collect();
+    for id in ids.into_iter().rev() {
+        let rec = state.mounts[&id].clone();
+        let mounted = sys::is_mounted(&table, &rec.mountpoint);
+        let keep = rec.phase == Phase::Ready && mounted;
+        if keep {
+            continue;
+        }
+        if mounted {
+            tracing::warn!(id, mountpoint = %rec.mountpoint.display(), "undoing a mount a crash left half made");
+            if let Err(e) = mounts::unmount(rec.mountpoint.clone()).await {
+                tracing::error!(id, error = %e.message, "could not undo a half-made mount; keeping its record");
+                continue;
+            }
+        } else {
+            tracing::warn!(id, mountpoint = %rec.mountpoint.display(), phase = ?rec.phase, "a recorded mount is gone; dropping it");
+            let _ = std::fs::remove_dir(&rec.mountpoint);
+        }
+        if let Some(dir) = &rec.managed_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        state.mounts.remove(&id);
+    }
+
+    let table = sys::mountinfo();
+    let ids: Vec<u64> = state.attachments.keys().copied().collect();
+    for id in ids {
+        let rec = state.attachments[&id].clone();
+        let orphaned_inline = rec.owner.is_some_and(|m| !state.mounts.contains_key(&m));
+        let present = attach::present(env, &rec, &table);
+        if rec.phase == Phase::Ready && present && !orphaned_inline {
+            continue;
+        }
+        if rec.phase == Phase::Creating || orphaned_inline || (rec.fuse_dir.is_some() && !present) {
+            tracing::warn!(id, device = ?rec.device, "undoing an attachment a crash left half made or without its mount");
+            if let Err(e) = attach::detach(env, &rec).await {
+                tracing::error!(id, error = %e.message, "could not undo a half-made attachment; keeping its record");
+                continue;
+            }
+        } else {
+            tracing::warn!(id, device = ?rec.device, "a recorded attachment is gone; dropping it");
+        }
+        state.attachments.remove(&id);
+    }
+
+    unknown(env, state, &sys::mountinfo())
+}
+
+/// What looks like tankd's but is in no record.
+pub fn unknown(env: &Env, state: &State, table: &[sys::MountEntry]) -> Unknown {
+    let under = |p: &Path, root: &Path| p.starts_with(root) && p != root;
+    let mut out = Unknown::default();
+    for m in table {
+        if under(&m.mountpoint, &env.mount_root) && !state.mounts.values().any(|r| r.mountpoint == m.mountpoint) {
+            out.mounts.push(m.mountpoint.display().to_string());
+        }
+        let fuse_root = env.data_dir.join("rbd");
+        if under(&m.mountpoint, &fuse_root)
+            && !state.attachments.values().any(|a| a.fuse_dir.as_ref().is_some_and(|d| d.join("fuse") == m.mountpoint))
+        {
+            out.rbd_fuse.push(m.mountpoint.display().to_string());
+        }
+    }
+    let roots: Vec<_> = env.image_roots.iter().chain(std::iter::once(&env.data_dir)).collect();
+    for (dev, file) in loopdev::bound(&env.sys_block) {
+        let ours = roots.iter().any(|r| file.starts_with(r));
+        let known = state.attachments.values().any(|a| a.device.as_deref() == Some(dev.as_str()));
+        if ours && !known {
+            out.loop_devices.push(format!("{dev} ({})", file.display()));
+        }
+    }
+    for (what, list) in [("mount", &out.mounts), ("rbd-fuse", &out.rbd_fuse), ("loop device", &out.loop_devices)] {
+        for item in list {
+            tracing::warn!(what, item = %item, "found on the host under tankd's roots but not in its state; left alone");
+        }
+    }
+    out
+}

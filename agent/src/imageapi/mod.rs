@@ -1,0 +1,273 @@
+//! imageapi under `/imageapi/v1`: attachments, mounts and overlays.
+//!
+//! The general (v0.2) collections `/attach` and `/mount` take `?id=&kind=&name=&force=`;
+//! the v0.1 routes (`/attach/rbd`, `/mount/rbd`, `/mount/overlay`, by id) are the same
+//! operations seen through upstream's kind-specific objects. The kernel work is in
+//! `crate::attach` and `crate::mounts`; the graph and its state file in `registry`.
+
+pub mod adopt;
+pub mod error;
+pub mod registry;
+pub mod state;
+
+use std::path::Path;
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use rpc_schema::imageapi::{Attach, AttachKind, Filter, Mount, MountKind, MountOverlay, MountRbd, Rbd, Unknown};
+use serde::de::DeserializeOwned;
+
+use self::error::{Error, Result};
+pub use self::registry::Registry;
+use crate::attach::Env;
+
+/// Load the state file, reconcile it with the kernel, and build the registry.
+pub async fn start(env: Env) -> std::io::Result<Registry> {
+    for dir in [&env.mount_root, &env.data_dir.join("imageapi")] {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = state::StateFile::new(&env.data_dir.join("imageapi"));
+    let mut st = file.load()?;
+    let unknown = adopt::adopt(&env, &mut st).await;
+    file.save(&st)?;
+    tracing::info!(
+        attachments = st.attachments.len(),
+        mounts = st.mounts.len(),
+        unknown = unknown.mounts.len() + unknown.loop_devices.len() + unknown.rbd_fuse.len(),
+        "imageapi state re-adopted"
+    );
+    Ok(Registry::new(env, st, file))
+}
+
+fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        Error::invalid(
+            &crate::api_error::refused_field(&path, &message, "body"),
+            format!("the request body: {message}"),
+        )
+    })
+}
+
+fn filter(q: Option<String>) -> Result<Filter> {
+    serde_urlencoded::from_str(q.as_deref().unwrap_or_default()).map_err(|e| {
+        let message = e.to_string();
+        Error::invalid(&crate::api_error::refused_field("", &message, "query"), format!("the query: {message}"))
+    })
+}
+
+fn the_id(f: &Filter) -> Result<u64> {
+    f.id.ok_or_else(|| Error::invalid("id", "missing: which object (?id=N)"))
+}
+
+type Created<T> = (StatusCode, Json<T>);
+
+// ---- v0.2: the general collections ----
+
+async fn list_attach(State(r): State<Registry>, RawQuery(q): RawQuery) -> Result<Json<Vec<Attach>>> {
+    Ok(Json(r.attachments(&filter(q)?).await?))
+}
+
+async fn post_attach(State(r): State<Registry>, body: Bytes) -> Result<Created<Attach>> {
+    Ok((StatusCode::CREATED, Json(r.create_attach(json(&body)?).await?)))
+}
+
+async fn delete_attach(State(r): State<Registry>, RawQuery(q): RawQuery) -> Result<Json<Attach>> {
+    let f = filter(q)?;
+    Ok(Json(r.delete_attach(the_id(&f)?, f.force.unwrap_or(false)).await?))
+}
+
+async fn list_mount(State(r): State<Registry>, RawQuery(q): RawQuery) -> Result<Json<Vec<Mount>>> {
+    Ok(Json(r.mounts(&filter(q)?).await?))
+}
+
+async fn post_mount(State(r): State<Registry>, body: Bytes) -> Result<Created<Mount>> {
+    Ok((StatusCode::CREATED, Json(r.create_mount(json(&body)?).await?)))
+}
+
+/// `?id=N[&force=true]`, or v0.1's body `{"mount_id": N, "kind": …}`.
+async fn delete_mount(State(r): State<Registry>, RawQuery(q): RawQuery, body: Bytes) -> Result<Json<Mount>> {
+    let f = filter(q)?;
+    let id = match f.id {
+        Some(id) => id,
+        None if !body.iter().all(u8::is_ascii_whitespace) => {
+            let m: Mount = json(&body)?;
+            m.id.or(m.mount_id).ok_or_else(|| Error::invalid("mount_id", "missing: which mount"))?
+        }
+        None => return Err(Error::invalid("id", "missing: which mount (?id=N)")),
+    };
+    Ok(Json(r.delete_mount(id, f.force.unwrap_or(false)).await?))
+}
+
+async fn unknown(State(r): State<Registry>) -> Result<Json<Unknown>> {
+    let env = r.env.clone();
+    let table = crate::mounts::sys::mountinfo();
+    r.with_state(move |s| adopt::unknown(&env, s, &table)).await.map(Json)
+}
+
+// ---- v0.1: kind-specific views ----
+
+fn as_rbd(a: Attach) -> Rbd {
+    let mut r = a.rbd.unwrap_or_default();
+    r.id = a.id;
+    r.refs = a.refs;
+    r.device_file = a.device_file;
+    r
+}
+
+fn as_mount_rbd(m: Mount) -> MountRbd {
+    let a = m.attach.unwrap_or_default();
+    MountRbd {
+        id: m.id,
+        mountpoint: m.mountpoint,
+        refs: m.refs,
+        rbd_id: a.attach_id,
+        rbd: None,
+        fs_type: a.fs_type,
+        mount_options: a.mount_options,
+    }
+}
+
+fn as_overlay(m: Mount) -> MountOverlay {
+    let mut o = m.overlay.unwrap_or_default();
+    o.id = m.id;
+    o.refs = m.refs;
+    o.mountpoint = m.mountpoint;
+    o
+}
+
+fn by_id(id: u64, kind: &str) -> Filter {
+    Filter { id: Some(id), kind: Some(kind.to_owned()), ..Default::default() }
+}
+
+fn one<T>(mut v: Vec<T>, what: &str, id: u64) -> Result<T> {
+    v.pop().ok_or_else(|| Error::not_found(format!("{what} {id} does not exist")))
+}
+
+async fn v01_list_rbd(State(r): State<Registry>) -> Result<Json<Vec<Rbd>>> {
+    let f = Filter { kind: Some("rbd".into()), ..Default::default() };
+    Ok(Json(r.attachments(&f).await?.into_iter().map(as_rbd).collect()))
+}
+
+async fn v01_post_rbd(State(r): State<Registry>, body: Bytes) -> Result<Created<Rbd>> {
+    let rbd: Rbd = json(&body)?;
+    let spec = Attach {
+        id: None,
+        kind: AttachKind::Rbd,
+        name: None,
+        read_only: rbd.options.ro,
+        device_file: None,
+        refs: 0,
+        rbd: Some(rbd),
+        loop_: None,
+        zvol: None,
+        local: None,
+    };
+    Ok((StatusCode::CREATED, Json(as_rbd(r.create_attach(spec).await?))))
+}
+
+async fn v01_get_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<u64>) -> Result<Json<Rbd>> {
+    Ok(Json(as_rbd(one(r.attachments(&by_id(id, "rbd")).await?, "rbd attachment", id)?)))
+}
+
+async fn v01_delete_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<u64>) -> Result<Json<Rbd>> {
+    one(r.attachments(&by_id(id, "rbd")).await?, "rbd attachment", id)?;
+    Ok(Json(as_rbd(r.delete_attach(id, false).await?)))
+}
+
+async fn v01_list_mount_rbd(State(r): State<Registry>) -> Result<Json<Vec<MountRbd>>> {
+    let f = Filter { kind: Some("rbd".into()), ..Default::default() };
+    Ok(Json(r.mounts(&f).await?.into_iter().map(as_mount_rbd).collect()))
+}
+
+async fn v01_post_mount_rbd(State(r): State<Registry>, body: Bytes) -> Result<Created<MountRbd>> {
+    let m: MountRbd = json(&body)?;
+    let spec = Mount {
+        id: None,
+        mount_id: None,
+        kind: MountKind::Rbd,
+        name: None,
+        mountpoint: None,
+        read_only: false,
+        refs: 0,
+        attach: None,
+        rbd: Some(m),
+        overlay: None,
+        bind: None,
+    };
+    Ok((StatusCode::CREATED, Json(as_mount_rbd(r.create_mount(spec).await?))))
+}
+
+async fn v01_get_mount_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<u64>) -> Result<Json<MountRbd>> {
+    Ok(Json(as_mount_rbd(one(r.mounts(&by_id(id, "rbd")).await?, "rbd mount", id)?)))
+}
+
+async fn v01_delete_mount_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<u64>) -> Result<Json<MountRbd>> {
+    one(r.mounts(&by_id(id, "rbd")).await?, "rbd mount", id)?;
+    Ok(Json(as_mount_rbd(r.delete_mount(id, false).await?)))
+}
+
+async fn v01_list_overlay(State(r): State<Registry>) -> Result<Json<Vec<MountOverlay>>> {
+    let f = Filter { kind: Some("overlay".into()), ..Default::default() };
+    Ok(Json(r.mounts(&f).await?.into_iter().map(as_overlay).collect()))
+}
+
+async fn v01_post_overlay(State(r): State<Registry>, body: Bytes) -> Result<Created<MountOverlay>> {
+    let o: MountOverlay = json(&body)?;
+    let spec = Mount {
+        id: None,
+        mount_id: None,
+        kind: MountKind::Overlay,
+        name: None,
+        mountpoint: None,
+        read_only: false,
+        refs: 0,
+        attach: None,
+        rbd: None,
+        overlay: Some(o),
+        bind: None,
+    };
+    Ok((StatusCode::CREATED, Json(as_overlay(r.create_mount(spec).await?))))
+}
+
+async fn v01_get_overlay(State(r): State<Registry>, UrlPath(id): UrlPath<u64>) -> Result<Json<MountOverlay>> {
+    Ok(Json(as_overlay(one(r.mounts(&by_id(id, "overlay")).await?, "overlay", id)?)))
+}
+
+async fn v01_delete_overlay(State(r): State<Registry>, UrlPath(id): UrlPath<u64>) -> Result<Json<MountOverlay>> {
+    one(r.mounts(&by_id(id, "overlay")).await?, "overlay", id)?;
+    Ok(Json(as_overlay(r.delete_mount(id, false).await?)))
+}
+
+pub fn routes(registry: Registry) -> Router {
+    Router::new()
+        .route("/imageapi/v1/attach", get(list_attach).post(post_attach).delete(delete_attach))
+        .route("/imageapi/v1/mount", get(list_mount).post(post_mount).delete(delete_mount))
+        .route("/imageapi/v1/unknown", get(unknown))
+        .route("/imageapi/v1/attach/rbd", get(v01_list_rbd).post(v01_post_rbd))
+        .route("/imageapi/v1/attach/rbd/{id}", get(v01_get_rbd).delete(v01_delete_rbd))
+        .route("/imageapi/v1/mount/rbd", get(v01_list_mount_rbd).post(v01_post_mount_rbd))
+        .route("/imageapi/v1/mount/rbd/{id}", get(v01_get_mount_rbd).delete(v01_delete_mount_rbd))
+        .route("/imageapi/v1/mount/overlay", get(v01_list_overlay).post(v01_post_overlay))
+        .route("/imageapi/v1/mount/overlay/{id}", get(v01_get_overlay).delete(v01_delete_overlay))
+        .with_state(registry)
+}
+
+/// The environment from the config.
+pub fn env(config: &crate::config::Config, zfs: Option<zfs_sys_shim::Zfs>) -> Env {
+    Env {
+        data_dir: config.data_dir.clone(),
+        mount_root: config.mount_root.clone(),
+        image_roots: config.image_roots.clone(),
+        allow_suid_dev: config.allow_suid_dev,
+        sys_block: Path::new("/sys/block").to_path_buf(),
+        sys_rbd: Path::new(crate::attach::rbd::SYS_RBD).to_path_buf(),
+        zfs,
+        dataset_root: config.dataset_root.clone(),
+    }
+}
