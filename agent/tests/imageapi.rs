@@ -496,3 +496,52 @@ fn zvol_ext4_overlay_with_upper_on_a_dataset() {
     assert!(mounts_under(&agent.data_dir.join("mounts")).is_empty());
     assert!(upper.join("new-file").exists(), "an upper on a dataset is kept");
 }
+
+/// Kernel rbd: in the test VM (a Debian kernel with the rbd module) against a Ceph
+/// cluster that run-suite starts inside the VM.
+#[test]
+#[ignore = "needs kernel rbd and kernel ZFS; scripts/test runs it in the test VM"]
+fn rbd_image_through_kernel_rbd() {
+    let (mon, conf) = ceph();
+    assert!(Path::new("/sys/bus/rbd/add_single_major").exists(), "no kernel rbd here (modprobe rbd)");
+    let mut agent = Agent::new("ia6");
+    agent.extra_env.push(("TANKD_API_TOKEN".into(), TOKEN.into()));
+    agent.start();
+    let img = squashfs(&agent.data_dir, "krbdsrc");
+    let name = format!("tankd-krbd-{}", std::process::id());
+    sh("rbd", &["-c", &conf, "import", "-p", "rbd", img.to_str().unwrap(), &name]);
+    sh("rbd", &["-c", &conf, "snap", "create", &format!("rbd/{name}@v1")]);
+    let a = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/attach",
+        Some(
+            json!({"kind": "rbd", "rbd": {"monitors": [mon], "pool": "rbd", "image": name, "snapshot": "v1", "options": {"ro": true}}}),
+        ),
+    );
+    assert_eq!(a["rbd"]["path"], "krbd", "{a}");
+    let dev = a["device_file"].as_str().unwrap().to_owned();
+    assert!(dev.starts_with("/dev/rbd"), "{a}");
+    let m = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/mount",
+        Some(json!({"kind": "attach", "attach": {"attach_id": id(&a), "fs_type": "squashfs"}})),
+    );
+    let o = ok(&agent, "POST", "/imageapi/v1/mount", Some(json!({"kind": "overlay", "overlay": {"lower": [id(&m)]}})));
+    write_through_overlay(
+        Path::new(o["mountpoint"].as_str().unwrap()),
+        Path::new(m["mountpoint"].as_str().unwrap()),
+        Path::new(o["overlay"]["upperdir"].as_str().unwrap()),
+    );
+    // A restart re-adopts the mapping from /sys/bus/rbd/devices.
+    agent.stop();
+    agent.start();
+    assert_eq!(ok(&agent, "GET", &format!("/imageapi/v1/attach?id={}", id(&a)), None)[0]["refs"], 1);
+    ok(&agent, "DELETE", &format!("/imageapi/v1/attach?id={}&force=true", id(&a)), None);
+    let devices: Vec<_> = std::fs::read_dir("/sys/bus/rbd/devices").unwrap().flatten().collect();
+    assert!(devices.is_empty(), "the rbd device is unmapped");
+    assert!(mounts_under(&agent.data_dir).is_empty());
+    let _ = Command::new("rbd").args(["-c", &conf, "snap", "purge", &format!("rbd/{name}")]).output();
+    let _ = Command::new("rbd").args(["-c", &conf, "rm", &format!("rbd/{name}")]).output();
+}
