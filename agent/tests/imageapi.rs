@@ -541,7 +541,10 @@ fn rbd_image_through_kernel_rbd() {
     ok(&agent, "DELETE", &format!("/imageapi/v1/attach?id={}&force=true", id(&a)), None);
     let devices: Vec<_> = std::fs::read_dir("/sys/bus/rbd/devices").unwrap().flatten().collect();
     assert!(devices.is_empty(), "the rbd device is unmapped");
-    assert!(mounts_under(&agent.data_dir).is_empty());
+    assert!(
+        mounts_under(&agent.data_dir.join("mounts")).is_empty(),
+        "the pool's own datasets mount under the data dir too"
+    );
     let _ = Command::new("rbd").args(["-c", &conf, "snap", "purge", &format!("rbd/{name}")]).output();
     let _ = Command::new("rbd").args(["-c", &conf, "rm", &format!("rbd/{name}")]).output();
 }
