@@ -5,6 +5,7 @@ mod api_error;
 mod attach;
 mod auth;
 mod config;
+mod containers;
 mod guests;
 mod health;
 mod imageapi;
@@ -66,8 +67,25 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // The container shim must fork with one thread: it runs before any runtime exists.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == containers::shim::ARG) {
+        return match args.get(2) {
+            Some(dir) => containers::shim::main(Path::new(dir)),
+            None => ExitCode::from(2),
+        };
+    }
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(agent_main()),
+        Err(e) => {
+            eprintln!("tankd: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn agent_main() -> ExitCode {
     let config = match load_config(Cli::parse()) {
         Ok(c) => c,
         Err(e) => {
@@ -122,7 +140,10 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let imageapi = imageapi::start(imageapi::env(&config, config.zfs.then(|| zfs.clone())))
         .await
         .map_err(|e| format!("imageapi state: {e}"))?;
-    let state = state::AppState { config: Arc::new(config), zfs, started: Instant::now(), store, imageapi };
+    let containers = containers::Containers::start_service(&config.data_dir, imageapi.clone())
+        .await
+        .map_err(|e| format!("container state: {e}"))?;
+    let state = state::AppState { config: Arc::new(config), zfs, started: Instant::now(), store, imageapi, containers };
     tracing::info!("ready");
     server::serve(listeners, server::app(state), shutdown, grace).await;
     tracing::info!("stopped");

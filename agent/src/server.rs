@@ -61,7 +61,8 @@ pub fn app(state: AppState) -> Router {
     } else {
         zfs_disabled()
     };
-    let imageapi = crate::imageapi::routes(state.imageapi.clone());
+    let imageapi =
+        crate::imageapi::routes(state.imageapi.clone()).merge(crate::containers::routes(state.containers.clone()));
     Router::new()
         .merge(crate::health::routes().with_state(state))
         .merge(zfs_routes)

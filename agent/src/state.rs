@@ -16,4 +16,5 @@ pub struct AppState {
     pub started: Instant,
     pub store: Store,
     pub imageapi: crate::imageapi::Registry,
+    pub containers: crate::containers::Containers,
 }

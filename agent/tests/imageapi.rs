@@ -186,6 +186,27 @@ fn loop_squashfs_overlay_refcounts_and_teardown() {
     ok(&agent, "DELETE", &format!("/imageapi/v1/mount?id={}", id(&m2)), None);
     assert!(loops_of(&img).is_empty(), "the inline attachment went with its mount");
     assert_eq!(ok(&agent, "GET", "/imageapi/v1/attach", None), json!([]));
+
+    // A local block device (here one the operator set up) is mounted but never detached.
+    let own = sh("losetup", &["-r", "-f", "--show", img.to_str().unwrap()]).trim().to_owned();
+    let l = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/attach",
+        Some(json!({"kind": "local", "read_only": true, "local": {"path": own}})),
+    );
+    assert_eq!(l["device_file"], own.as_str());
+    let lm = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/mount",
+        Some(json!({"kind": "attach", "attach": {"attach_id": id(&l), "fs_type": "squashfs"}})),
+    );
+    assert!(Path::new(lm["mountpoint"].as_str().unwrap()).join("etc/motd").exists());
+    ok(&agent, "DELETE", &format!("/imageapi/v1/attach?id={}&force=true", id(&l)), None);
+    assert_eq!(loops_of(&img), vec![own.trim_start_matches("/dev/").to_owned()], "tankd leaves a local device alone");
+    sh("losetup", &["-d", &own]);
+    refused(&agent, "GET", "/imageapi/v1/attach/rbd/x1", None, 400);
 }
 
 #[test]

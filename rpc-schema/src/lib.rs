@@ -3,6 +3,7 @@
 //! Types here are plain data with serde derives; the agent builds them, clients parse
 //! them. Field names are the wire names.
 
+pub mod containers;
 pub mod health;
 pub mod imageapi;
 pub mod imagestore;

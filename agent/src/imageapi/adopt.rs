@@ -41,9 +41,14 @@ pub async fn adopt(env: &Env, state: &mut State) -> Unknown {
         state.mounts.remove(&id);
     }
 
+    let mounts = state.mounts.clone();
+    state.pinned.retain(|m, _| mounts.contains_key(m));
+
     let table = sys::mountinfo();
     let ids: Vec<u64> = state.attachments.keys().copied().collect();
     for id in ids {
+        let claimed: Vec<String> = state.attachments.values().filter_map(|a| a.device.clone()).collect();
+        refind_loop(env, state.attachments.get_mut(&id).expect("listed"), &claimed);
         let rec = state.attachments[&id].clone();
         let orphaned_inline = rec.owner.is_some_and(|m| !state.mounts.contains_key(&m));
         let present = attach::present(env, &rec, &table);
@@ -63,6 +68,26 @@ pub async fn adopt(env: &Env, state: &mut State) -> Unknown {
     }
 
     unknown(env, state, &sys::mountinfo())
+}
+
+/// A loop attachment is known by its backing file: if the recorded device no longer
+/// holds it but another does, that one is the attachment.
+fn refind_loop(env: &Env, rec: &mut super::state::AttachRec, claimed: &[String]) {
+    let Some(file) = rec.backing.clone() else { return };
+    let holds = |dev: &str| loopdev::backing_file(&env.sys_block, dev).as_ref() == Some(&file);
+    if rec.device.as_deref().is_some_and(holds) {
+        return;
+    }
+    if let Some((dev, _)) = loopdev::bound(&env.sys_block).into_iter().find(|(d, f)| *f == file && !claimed.contains(d))
+    {
+        tracing::info!(id = rec.id, was = ?rec.device, now = %dev, file = %file.display(), "found a loop attachment again by its backing file");
+        rec.spec.device_file = Some(dev.clone());
+        if let Some(r) = rec.spec.rbd.as_mut() {
+            r.device_file = Some(dev.clone());
+            r.device_id = dev.trim_start_matches("/dev/loop").parse().ok();
+        }
+        rec.device = Some(dev);
+    }
 }
 
 /// What looks like tankd's but is in no record.

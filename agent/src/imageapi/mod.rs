@@ -141,6 +141,11 @@ fn as_overlay(m: Mount) -> MountOverlay {
     o
 }
 
+/// The `{id}` of a v0.1 route, refused in upstream's error shape.
+fn path_id(text: &str) -> Result<u64> {
+    text.parse().map_err(|_| Error::invalid("id", format!("{text:?} is not an id (a number)")))
+}
+
 fn by_id(id: u64, kind: &str) -> Filter {
     Filter { id: Some(id), kind: Some(kind.to_owned()), ..Default::default() }
 }
@@ -171,11 +176,13 @@ async fn v01_post_rbd(State(r): State<Registry>, body: Bytes) -> Result<Created<
     Ok((StatusCode::CREATED, Json(as_rbd(r.create_attach(spec).await?))))
 }
 
-async fn v01_get_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<u64>) -> Result<Json<Rbd>> {
+async fn v01_get_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Result<Json<Rbd>> {
+    let id = path_id(&id)?;
     Ok(Json(as_rbd(one(r.attachments(&by_id(id, "rbd")).await?, "rbd attachment", id)?)))
 }
 
-async fn v01_delete_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<u64>) -> Result<Json<Rbd>> {
+async fn v01_delete_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Result<Json<Rbd>> {
+    let id = path_id(&id)?;
     one(r.attachments(&by_id(id, "rbd")).await?, "rbd attachment", id)?;
     Ok(Json(as_rbd(r.delete_attach(id, false).await?)))
 }
@@ -203,11 +210,13 @@ async fn v01_post_mount_rbd(State(r): State<Registry>, body: Bytes) -> Result<Cr
     Ok((StatusCode::CREATED, Json(as_mount_rbd(r.create_mount(spec).await?))))
 }
 
-async fn v01_get_mount_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<u64>) -> Result<Json<MountRbd>> {
+async fn v01_get_mount_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Result<Json<MountRbd>> {
+    let id = path_id(&id)?;
     Ok(Json(as_mount_rbd(one(r.mounts(&by_id(id, "rbd")).await?, "rbd mount", id)?)))
 }
 
-async fn v01_delete_mount_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<u64>) -> Result<Json<MountRbd>> {
+async fn v01_delete_mount_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Result<Json<MountRbd>> {
+    let id = path_id(&id)?;
     one(r.mounts(&by_id(id, "rbd")).await?, "rbd mount", id)?;
     Ok(Json(as_mount_rbd(r.delete_mount(id, false).await?)))
 }
@@ -235,11 +244,13 @@ async fn v01_post_overlay(State(r): State<Registry>, body: Bytes) -> Result<Crea
     Ok((StatusCode::CREATED, Json(as_overlay(r.create_mount(spec).await?))))
 }
 
-async fn v01_get_overlay(State(r): State<Registry>, UrlPath(id): UrlPath<u64>) -> Result<Json<MountOverlay>> {
+async fn v01_get_overlay(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Result<Json<MountOverlay>> {
+    let id = path_id(&id)?;
     Ok(Json(as_overlay(one(r.mounts(&by_id(id, "overlay")).await?, "overlay", id)?)))
 }
 
-async fn v01_delete_overlay(State(r): State<Registry>, UrlPath(id): UrlPath<u64>) -> Result<Json<MountOverlay>> {
+async fn v01_delete_overlay(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Result<Json<MountOverlay>> {
+    let id = path_id(&id)?;
     one(r.mounts(&by_id(id, "overlay")).await?, "overlay", id)?;
     Ok(Json(as_overlay(r.delete_mount(id, false).await?)))
 }

@@ -49,7 +49,7 @@ fn with_refs_mount(state: &State, rec: &MountRec) -> Mount {
     let mut m = rec.spec.clone();
     m.id = Some(rec.id);
     m.mount_id = Some(rec.id);
-    m.refs = state.users_of(rec.id).len() as u64;
+    m.refs = state.users_of(rec.id).len() as u64 + u64::from(state.pinned.contains_key(&rec.id));
     m.mountpoint = Some(rec.mountpoint.display().to_string());
     if let Some(o) = m.overlay.as_mut() {
         o.id = Some(rec.id);
@@ -203,6 +203,7 @@ impl Registry {
             .ok_or_else(|| Error::not_found(format!("attachment {id} does not exist")))?;
         let out = with_refs_attach(&inner.state, &rec);
         let users = inner.state.attach_teardown(id);
+        Self::refuse_pinned(&inner.state, &users)?;
         if !users.is_empty() && !force {
             return Err(Error::conflict(format!(
                 "attachment {id} is used by mount(s) {users:?}: delete them first or pass force=true"
@@ -442,6 +443,7 @@ impl Registry {
             .ok_or_else(|| Error::not_found(format!("mount {id} does not exist")))?;
         let out = with_refs_mount(&inner.state, &rec);
         let order = inner.state.mount_teardown(id);
+        Self::refuse_pinned(&inner.state, &order)?;
         if order.len() > 1 && !force {
             let users: Vec<u64> = order.iter().copied().filter(|m| *m != id).collect();
             return Err(Error::conflict(format!(
@@ -472,6 +474,43 @@ impl Registry {
             if inner.state.mounts_on(a).is_empty() {
                 self.detach_locked(inner, a).await?;
             }
+        }
+        Ok(())
+    }
+
+    fn refuse_pinned(state: &State, mounts: &[u64]) -> Result<()> {
+        match mounts.iter().find_map(|m| state.pinned.get(m).map(|c| (m, c))) {
+            Some((m, c)) => {
+                Err(Error::conflict(format!("mount {m} is the root of container {c}: delete the container first")))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Make mount `id` container `container`'s root: a ready mount that is no other
+    /// container's root. Returns its directory.
+    pub async fn pin(&self, id: u64, container: u64) -> Result<std::path::PathBuf> {
+        let mut inner = self.inner.lock().await;
+        let m = inner.state.mounts.get(&id).filter(|m| m.phase == Phase::Ready);
+        let dir = m
+            .map(|m| m.mountpoint.clone())
+            .ok_or_else(|| Error::invalid("mount.id", format!("mount {id} does not exist")))?;
+        match inner.state.pinned.get(&id) {
+            Some(c) if *c != container => {
+                return Err(Error::invalid("mount.id", format!("mount {id} is already the root of container {c}")));
+            }
+            _ => {}
+        }
+        inner.state.pinned.insert(id, container);
+        inner.save()?;
+        Ok(dir)
+    }
+
+    pub async fn unpin(&self, id: u64, container: u64) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        if inner.state.pinned.get(&id) == Some(&container) {
+            inner.state.pinned.remove(&id);
+            inner.save()?;
         }
         Ok(())
     }

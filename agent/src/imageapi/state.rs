@@ -71,6 +71,10 @@ pub struct State {
     pub next_id: u64,
     pub attachments: BTreeMap<u64, AttachRec>,
     pub mounts: BTreeMap<u64, MountRec>,
+    /// Mounts that are a container's root, and the container: they cannot be unmounted,
+    /// not even with force, until the container is deleted.
+    #[serde(default)]
+    pub pinned: BTreeMap<u64, u64>,
 }
 
 impl State {

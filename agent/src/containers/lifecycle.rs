@@ -1,0 +1,276 @@
+//! Starting, watching, stopping and re-adopting containers.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rpc_schema::containers::ContainerState;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::init::{DEFAULT_CAPABILITIES, Launch};
+use super::shim::{self, Exit};
+use super::store::{Containers, Rec};
+use crate::imageapi::error::{Error, Result};
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A lifecycle line in the container's log, as upstream wrote them.
+fn log_line(rec: &Rec, text: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(shim::log_file(&rec.dir)) {
+        let _ = writeln!(f, "container({}): {text}", rec.spec.id.unwrap_or(0));
+    }
+}
+
+/// Field 22 of /proc/<pid>/stat: the start time in clock ticks since boot.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parens: split after its last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is still the process that was started.
+fn alive(pid: i32, ticks: Option<u64>) -> bool {
+    ticks.is_some() && start_ticks(pid) == ticks && !is_zombie(pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(true)
+}
+
+impl Containers {
+    fn launch(&self, rec: &Rec) -> Launch {
+        let s = &rec.spec;
+        let mut env = s.env.clone();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        }
+        if s.systemd {
+            env.push("container=tankd".into());
+        }
+        let network = s.namespaces.iter().any(|n| n == "net") || s.network.as_ref().is_some_and(|n| n.mode != "host");
+        Launch {
+            root: rec.root.clone(),
+            command: s.command.clone(),
+            args: s.args.clone(),
+            env,
+            workdir: s.workdir.clone().unwrap_or_else(|| "/".into()),
+            hostname: s
+                .hostname
+                .clone()
+                .or_else(|| s.name.clone())
+                .unwrap_or_else(|| format!("container-{}", s.id.unwrap_or(0))),
+            systemd: s.systemd,
+            network,
+            uid: s.uid.unwrap_or(0),
+            gid: s.gid.unwrap_or(0),
+            capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    /// Start a created (or exited) container: shim, handshake, running.
+    pub(super) async fn start(&self, id: u64) -> Result<Rec> {
+        let mut rec = self.find(id).await?;
+        match rec.spec.state {
+            Some(ContainerState::Running) | Some(ContainerState::Stopping) => {
+                return Err(Error::conflict(format!("container {id} is already running")));
+            }
+            _ => {}
+        }
+        let launch = self.launch(&rec);
+        let _ = std::fs::remove_file(shim::exit_file(&rec.dir));
+        std::fs::write(shim::launch_file(&rec.dir), serde_json::to_vec_pretty(&launch).expect("serialises"))
+            .map_err(|e| Error::os(format!("writing {}", shim::launch_file(&rec.dir).display()), e))?;
+        log_line(&rec, &format!("starting container: {} {}", launch.command, launch.args.join(" ")));
+
+        let exe = std::env::current_exe().map_err(|e| Error::os("finding tankd's own binary", e))?;
+        let mut child = tokio::process::Command::new(exe)
+            .arg(shim::ARG)
+            .arg(&rec.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(shim::log_file(&rec.dir))
+                    .map_err(|e| Error::os("opening the container log", e))?,
+            ))
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| Error::os("starting the container shim", e))?;
+        let shim_pid = child.id().map(|p| p as i32);
+        let mut stdin = child.stdin.take().expect("piped");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let pid = match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
+            Ok(Ok(Some(line))) => line.strip_prefix("pid ").and_then(|p| p.trim().parse::<i32>().ok()),
+            _ => None,
+        };
+        let Some(pid) = pid else {
+            let _ = child.kill().await;
+            let log = std::fs::read_to_string(shim::log_file(&rec.dir)).unwrap_or_default();
+            let last = log.lines().last().unwrap_or("no output").to_owned();
+            return Err(Error::internal(format!("container {id} did not start: {last}")));
+        };
+        let ticks = start_ticks(pid);
+        stdin.write_all(b"go\n").await.map_err(|e| Error::os("releasing the container", e))?;
+        drop(stdin);
+        rec.spec.pid = Some(pid);
+        rec.spec.state = Some(ContainerState::Running);
+        rec.spec.started_at = Some(now());
+        rec.spec.finished_at = None;
+        rec.spec.exit_code = None;
+        rec.spec.exit_signal = None;
+        rec.start_ticks = ticks;
+        rec.shim_pid = shim_pid;
+        self.update(&rec).await?;
+        log_line(&rec, &format!("running as host pid {pid}"));
+        tracing::info!(id, pid, "container started");
+        // The shim is tankd's child while tankd lives: reap it, then read the exit.
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            this.finished(id).await;
+        });
+        Ok(rec)
+    }
+
+    /// PID 1 is gone: record how it ended (from the shim's exit file).
+    pub(super) async fn finished(&self, id: u64) {
+        let Ok(mut rec) = self.find(id).await else { return };
+        let exit: Option<Exit> =
+            std::fs::read(shim::exit_file(&rec.dir)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        match exit {
+            Some(e) => {
+                rec.spec.state = Some(ContainerState::Exited);
+                rec.spec.exit_code = e.code;
+                rec.spec.exit_signal = e.signal;
+                rec.spec.finished_at = Some(e.finished_at);
+            }
+            None => {
+                rec.spec.state = Some(ContainerState::Dead);
+                rec.spec.finished_at = Some(now());
+            }
+        }
+        sync_root(&rec.root);
+        log_line(&rec, &format!("exited: code {:?}, signal {:?}", rec.spec.exit_code, rec.spec.exit_signal));
+        tracing::info!(id, code = ?rec.spec.exit_code, signal = ?rec.spec.exit_signal, "container exited");
+        if let Err(e) = self.update(&rec).await {
+            tracing::warn!(id, error = %e.message, "could not record a container's exit");
+        }
+    }
+
+    /// Stop: the polite signal (SIGRTMIN+3 for systemd), SIGKILL after the timeout.
+    pub(super) async fn stop(&self, id: u64) -> Result<Rec> {
+        let mut rec = self.find(id).await?;
+        if rec.spec.state != Some(ContainerState::Running) {
+            return Ok(rec);
+        }
+        let pid = rec.spec.pid.expect("running has a pid");
+        rec.spec.state = Some(ContainerState::Stopping);
+        self.update(&rec).await?;
+        let polite = if rec.spec.systemd { libc::SIGRTMIN() + 3 } else { libc::SIGTERM };
+        log_line(&rec, &format!("stopping: signal {polite}"));
+        let timeout = rec.spec.stop_timeout.map(Duration::from_secs).unwrap_or(self.stop_timeout);
+        let ticks = rec.start_ticks;
+        // SAFETY: kill(2) on the pid recorded for this container, checked alive first.
+        if alive(pid, ticks) {
+            unsafe { libc::kill(pid, polite) };
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while alive(pid, ticks) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if alive(pid, ticks) {
+            log_line(&rec, "still running after the stop timeout: SIGKILL");
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        // The exit file appears once the shim has reaped PID 1.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !shim::exit_file(&rec.dir).exists() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.finished(id).await;
+        self.find(id).await
+    }
+
+    /// After a restart: running containers are watched again; ones that ended while
+    /// tankd was away get their exit from the shim's file.
+    pub(super) async fn adopt(&self) {
+        let ids: Vec<u64> = self.inner.lock().await.containers.keys().copied().collect();
+        for id in ids {
+            let Ok(rec) = self.find(id).await else { continue };
+            if !matches!(rec.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping)) {
+                continue;
+            }
+            let pid = rec.spec.pid.unwrap_or(0);
+            if alive(pid, rec.start_ticks) {
+                tracing::info!(id, pid, "re-adopted a running container");
+                log_line(&rec, "re-adopted by a new tankd");
+                let this = self.clone();
+                tokio::spawn(async move { this.watch_adopted(id, pid).await });
+            } else {
+                self.finished(id).await;
+            }
+        }
+    }
+
+    /// Wait for a container tankd is not the (grand)parent of: a pidfd becomes
+    /// readable when the process exits; then the shim writes the exit file.
+    async fn watch_adopted(&self, id: u64, pid: i32) {
+        // SAFETY: pidfd_open(2) returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+        if fd >= 0 {
+            // SAFETY: the fd was just returned to us.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            // One blocked thread per re-adopted container, until it exits.
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut p = libc::pollfd { fd: owned.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd; poll returns when the process exits.
+                while unsafe { libc::poll(&mut p, 1, -1) } < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {}
+            })
+            .await;
+        }
+        let rec = self.find(id).await;
+        if let Ok(rec) = rec {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !shim::exit_file(&rec.dir).exists() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.finished(id).await;
+    }
+}
+
+/// syncfs on the container's root after it stops, so its writes are on disk.
+fn sync_root(root: &Path) {
+    if let Ok(f) = std::fs::File::open(root) {
+        // SAFETY: syncfs on an fd we own.
+        unsafe { libc::syncfs(f.as_raw_fd()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_ticks_reads_this_process() {
+        let me = std::process::id() as i32;
+        let t = start_ticks(me).expect("our own stat");
+        assert_eq!(start_ticks(me), Some(t), "stable");
+        assert!(alive(me, Some(t)));
+        assert!(!alive(me, Some(t + 1)), "another start time is another process");
+        assert!(!alive(i32::MAX, Some(t)));
+    }
+}

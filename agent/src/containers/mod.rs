@@ -1,0 +1,17 @@
+//! Containers on tankd mounts: `/imageapi/v1/container`.
+//!
+//! A container is a record (`<data_dir>/containers/state.json`) and, once started, a
+//! shim process (`shim.rs`) that makes the namespaces and is the parent of the
+//! container's PID 1 (`init.rs` sets up the root and execs the command). Containers
+//! outlive tankd: on start it re-adopts running ones by pid and process start time
+//! (pid reuse cannot fool it) and learns how finished ones ended from the exit file the
+//! shim wrote.
+
+pub mod init;
+mod lifecycle;
+mod routes;
+pub mod shim;
+mod store;
+
+pub use routes::routes;
+pub use store::Containers;

@@ -1,0 +1,194 @@
+//! HTTP for containers: by id (`/container/{id}`) and by name
+//! (`/container/byname/{name}`), each with state changes (`PATCH {state}` and upstream's
+//! `GET …/{running|exited}`) and the log (`…/log?tail=N`).
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use rpc_schema::containers::{Container, ContainerState, StateChange};
+use serde::Deserialize;
+
+use super::store::Containers;
+use crate::imageapi::error::{Error, Result};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Query {
+    #[serde(default)]
+    force: Option<bool>,
+    #[serde(default)]
+    tail: Option<usize>,
+}
+
+fn query(q: Option<String>) -> Result<Query> {
+    serde_urlencoded::from_str(q.as_deref().unwrap_or_default())
+        .map_err(|e| Error::invalid("query", format!("the query: {e}")))
+}
+
+fn body<T: serde::de::DeserializeOwned>(b: &Bytes) -> Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(b);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        Error::invalid(
+            &crate::api_error::refused_field(&path, &message, "body"),
+            format!("the request body: {message}"),
+        )
+    })
+}
+
+async fn resolve(c: &Containers, key: &str, by_name: bool) -> Result<u64> {
+    if by_name {
+        c.id_by_name(key).await
+    } else {
+        key.parse().map_err(|_| Error::invalid("id", format!("{key:?} is not an id (a number)")))
+    }
+}
+
+async fn list(State(c): State<Containers>) -> Json<Vec<Container>> {
+    Json(c.list().await)
+}
+
+async fn create(State(c): State<Containers>, b: Bytes) -> Result<(StatusCode, Json<Container>)> {
+    let spec: Container = body(&b)?;
+    let start = spec.state == Some(ContainerState::Running);
+    let rec = c.create(spec).await?;
+    let id = rec.spec.id.expect("recorded");
+    let rec = if start {
+        match c.start(id).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing started: the record goes too.
+                let _ = c.remove(id).await;
+                return Err(e);
+            }
+        }
+    } else {
+        rec
+    };
+    Ok((StatusCode::CREATED, Json(rec.spec)))
+}
+
+async fn get_one(c: &Containers, key: &str, by_name: bool) -> Result<Json<Container>> {
+    let id = resolve(c, key, by_name).await?;
+    Ok(Json(c.find(id).await?.spec))
+}
+
+async fn delete_one(c: &Containers, key: &str, by_name: bool, q: Option<String>) -> Result<Json<Container>> {
+    let id = resolve(c, key, by_name).await?;
+    let force = query(q)?.force.unwrap_or(false);
+    let rec = c.find(id).await?;
+    if matches!(rec.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping)) {
+        if !force {
+            return Err(Error::conflict(format!("container {id} is running: stop it first or pass force=true")));
+        }
+        c.stop(id).await?;
+    }
+    let rec = c.find(id).await?;
+    c.remove(id).await?;
+    Ok(Json(rec.spec))
+}
+
+async fn change(c: &Containers, key: &str, by_name: bool, to: ContainerState) -> Result<Json<Container>> {
+    let id = resolve(c, key, by_name).await?;
+    let rec = match to {
+        ContainerState::Running => c.start(id).await?,
+        ContainerState::Exited => c.stop(id).await?,
+        other => return Err(Error::invalid("state", format!("{other:?} cannot be asked for: running or exited"))),
+    };
+    Ok(Json(rec.spec))
+}
+
+async fn log(c: &Containers, key: &str, by_name: bool, q: Option<String>) -> Result<String> {
+    let id = resolve(c, key, by_name).await?;
+    let q = query(q)?;
+    let rec = c.find(id).await?;
+    let text = std::fs::read_to_string(super::shim::log_file(&rec.dir)).unwrap_or_default();
+    Ok(match q.tail {
+        Some(n) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let mut out = lines[lines.len().saturating_sub(n)..].join("\n");
+            out.push('\n');
+            out
+        }
+        None => text,
+    })
+}
+
+fn state_word(word: &str) -> Result<ContainerState> {
+    match word {
+        "running" => Ok(ContainerState::Running),
+        "exited" => Ok(ContainerState::Exited),
+        other => Err(Error::invalid("state", format!("{other:?}: running or exited"))),
+    }
+}
+
+pub fn routes(c: Containers) -> Router {
+    Router::new()
+        .route("/imageapi/v1/container", get(list).post(create))
+        .route(
+            "/imageapi/v1/container/{id}",
+            get(|State(c): State<Containers>, UrlPath(k): UrlPath<String>| async move { get_one(&c, &k, false).await })
+                .delete(|State(c): State<Containers>, UrlPath(k): UrlPath<String>, RawQuery(q): RawQuery| async move {
+                    delete_one(&c, &k, false, q).await
+                })
+                .patch(|State(c): State<Containers>, UrlPath(k): UrlPath<String>, b: Bytes| async move {
+                    change(&c, &k, false, body::<StateChange>(&b)?.state).await
+                }),
+        )
+        .route(
+            "/imageapi/v1/container/{id}/log",
+            get(|State(c): State<Containers>, UrlPath(k): UrlPath<String>, RawQuery(q): RawQuery| async move {
+                log(&c, &k, false, q).await
+            }),
+        )
+        .route(
+            "/imageapi/v1/container/{id}/{state}",
+            get(|State(c): State<Containers>, UrlPath((k, s)): UrlPath<(String, String)>| async move {
+                change(&c, &k, false, state_word(&s)?).await
+            }),
+        )
+        .route(
+            "/imageapi/v1/container/byname/{name}",
+            get(|State(c): State<Containers>, UrlPath(k): UrlPath<String>| async move { get_one(&c, &k, true).await })
+                .delete(|State(c): State<Containers>, UrlPath(k): UrlPath<String>, RawQuery(q): RawQuery| async move {
+                    delete_one(&c, &k, true, q).await
+                })
+                .patch(|State(c): State<Containers>, UrlPath(k): UrlPath<String>, b: Bytes| async move {
+                    change(&c, &k, true, body::<StateChange>(&b)?.state).await
+                }),
+        )
+        .route(
+            "/imageapi/v1/container/byname/{name}/log",
+            get(|State(c): State<Containers>, UrlPath(k): UrlPath<String>, RawQuery(q): RawQuery| async move {
+                log(&c, &k, true, q).await
+            }),
+        )
+        .route(
+            "/imageapi/v1/container/byname/{name}/{state}",
+            get(|State(c): State<Containers>, UrlPath((k, s)): UrlPath<(String, String)>| async move {
+                change(&c, &k, true, state_word(&s)?).await
+            }),
+        )
+        .with_state(c)
+}
+
+impl Containers {
+    /// Load the records, re-adopt what runs, and hand back the service.
+    pub async fn start_service(data_dir: &std::path::Path, mounts: crate::imageapi::Registry) -> std::io::Result<Self> {
+        let dir = data_dir.join("containers");
+        std::fs::create_dir_all(&dir)?;
+        let state = Self::load(&dir)?;
+        let c = Containers {
+            inner: std::sync::Arc::new(tokio::sync::Mutex::new(state)),
+            mounts,
+            dir,
+            stop_timeout: std::time::Duration::from_secs(10),
+        };
+        c.adopt().await;
+        Ok(c)
+    }
+}

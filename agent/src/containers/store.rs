@@ -1,0 +1,253 @@
+//! The container records, their state file, and the checks a request passes before
+//! anything is made.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpc_schema::containers::{Container, ContainerState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::imageapi::Registry;
+use crate::imageapi::error::{Error, Result};
+
+/// One container and what tankd needs to find its processes again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rec {
+    pub spec: Container,
+    /// `<data_dir>/containers/<id>`: launch.json, container.log, exit.
+    pub dir: PathBuf,
+    /// The mount's directory, the container's `/`.
+    pub root: PathBuf,
+    /// PID 1's start time (clock ticks since boot, /proc/<pid>/stat field 22): a pid
+    /// with another start time is another process.
+    #[serde(default)]
+    pub start_ticks: Option<u64>,
+    #[serde(default)]
+    pub shim_pid: Option<i32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub next_id: u64,
+    pub containers: BTreeMap<u64, Rec>,
+}
+
+#[derive(Clone)]
+pub struct Containers {
+    pub(super) inner: Arc<Mutex<State>>,
+    pub(super) mounts: Registry,
+    pub(super) dir: PathBuf,
+    pub(super) stop_timeout: Duration,
+}
+
+impl Containers {
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    pub(super) fn save(&self, state: &State) -> Result<()> {
+        let path = self.state_file();
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(state).expect("serialises"))
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::os(format!("writing {}", path.display()), e))
+    }
+
+    pub(super) fn load(dir: &std::path::Path) -> std::io::Result<State> {
+        match std::fs::read(dir.join("state.json")) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The record for `key`: a number, or `byname/<name>` resolved by the route.
+    pub(super) async fn find(&self, id: u64) -> Result<Rec> {
+        self.inner
+            .lock()
+            .await
+            .containers
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("container {id} does not exist")))
+    }
+
+    pub(super) async fn id_by_name(&self, name: &str) -> Result<u64> {
+        let st = self.inner.lock().await;
+        st.containers
+            .values()
+            .find(|r| r.spec.name.as_deref() == Some(name))
+            .and_then(|r| r.spec.id)
+            .ok_or_else(|| Error::not_found(format!("no container named {name:?}")))
+    }
+
+    pub async fn list(&self) -> Vec<Container> {
+        self.inner.lock().await.containers.values().map(|r| r.spec.clone()).collect()
+    }
+
+    /// Record a container (state `created`); the route starts it when asked.
+    pub(super) async fn create(&self, mut spec: Container) -> Result<Rec> {
+        validate(&spec)?;
+        let mut st = self.inner.lock().await;
+        if let Some(n) = &spec.name
+            && st.containers.values().any(|r| r.spec.name.as_ref() == Some(n))
+        {
+            return Err(Error::conflict(format!("a container is already named {n:?}")));
+        }
+        st.next_id = st.next_id.max(1);
+        let id = st.next_id;
+        let root = self.mounts.pin(spec.mount.id, id).await?;
+        st.next_id += 1;
+        let dir = self.dir.join(id.to_string());
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            let _ = self.mounts.unpin(spec.mount.id, id).await;
+            return Err(Error::os(format!("creating {}", dir.display()), e));
+        }
+        spec.id = Some(id);
+        spec.state = Some(ContainerState::Created);
+        spec.logfile = Some(super::shim::log_file(&dir).display().to_string());
+        spec.pid = None;
+        spec.exit_code = None;
+        spec.exit_signal = None;
+        spec.started_at = None;
+        spec.finished_at = None;
+        let rec = Rec { spec, dir, root, start_ticks: None, shim_pid: None };
+        st.containers.insert(id, rec.clone());
+        if let Err(e) = self.save(&st) {
+            st.containers.remove(&id);
+            let _ = self.mounts.unpin(rec.spec.mount.id, id).await;
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    pub(super) async fn update(&self, rec: &Rec) -> Result<()> {
+        let mut st = self.inner.lock().await;
+        st.containers.insert(rec.spec.id.expect("recorded"), rec.clone());
+        self.save(&st)
+    }
+
+    pub(super) async fn remove(&self, id: u64) -> Result<()> {
+        let mut st = self.inner.lock().await;
+        if let Some(rec) = st.containers.remove(&id) {
+            self.save(&st)?;
+            self.mounts.unpin(rec.spec.mount.id, id).await?;
+            let _ = std::fs::remove_dir_all(&rec.dir);
+        }
+        Ok(())
+    }
+}
+
+fn is_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 64
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// Everything checkable before a record exists.
+pub fn validate(c: &Container) -> Result<()> {
+    if c.command.trim().is_empty() {
+        return Err(Error::invalid("command", "empty: what should PID 1 run?"));
+    }
+    if c.command.contains('\0') || c.args.iter().chain(&c.env).any(|a| a.contains('\0')) {
+        return Err(Error::invalid("command", "NUL bytes in the command, args or env"));
+    }
+    if let Some(n) = &c.name {
+        let ok = !n.is_empty()
+            && n.len() <= 128
+            && !n.starts_with('-')
+            && n.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'));
+        if !ok {
+            return Err(Error::invalid("name", format!("{n:?}: use letters, digits and _ - . (not leading -)")));
+        }
+    }
+    if let Some(h) = &c.hostname
+        && !is_hostname(h)
+    {
+        return Err(Error::invalid("hostname", format!("{h:?} is not a hostname")));
+    }
+    if let Some(k) = &c.mount.kind
+        && !["attach", "rbd", "overlay", "bind"].contains(&k.as_str())
+    {
+        return Err(Error::invalid("mount.kind", format!("{k:?} is not attach, rbd, overlay or bind")));
+    }
+    for e in &c.env {
+        match e.split_once('=') {
+            Some((k, _)) if !k.is_empty() => {}
+            _ => return Err(Error::invalid("env", format!("{e:?} is not KEY=value"))),
+        }
+    }
+    if let Some(w) = &c.workdir
+        && (!w.starts_with('/') || w.split('/').any(|p| p == ".."))
+    {
+        return Err(Error::invalid("workdir", format!("{w:?} must be absolute, without ..")));
+    }
+    for ns in &c.namespaces {
+        if !["mount", "pid", "uts", "ipc", "net"].contains(&ns.as_str()) {
+            return Err(Error::invalid("namespaces", format!("{ns:?} is not mount, pid, uts, ipc or net")));
+        }
+    }
+    if let Some(net) = &c.network
+        && net.mode != "host"
+        && net.mode != "none"
+    {
+        return Err(Error::invalid("network.mode", format!("{:?}: this node supports host and none", net.mode)));
+    }
+    if c.limits.is_some() {
+        return Err(Error::invalid("limits", "resource limits are not available yet on this node"));
+    }
+    if let Some(s) = c.state
+        && s != ContainerState::Created
+        && s != ContainerState::Running
+    {
+        return Err(Error::invalid("state", "a new container is created or running"));
+    }
+    if c.stop_timeout == Some(0) || c.stop_timeout.is_some_and(|t| t > 3600) {
+        return Err(Error::invalid("stop_timeout", "between 1 and 3600 seconds"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpc_schema::containers::MountRef;
+
+    fn spec() -> Container {
+        Container {
+            mount: MountRef { id: 3, kind: Some("overlay".into()) },
+            command: "/bin/sh".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hostnames_and_names_are_checked() {
+        assert!(is_hostname("node-1.example"));
+        for bad in ["", "-a", "a-", "a..b", "a b", &"x".repeat(65)] {
+            assert!(!is_hostname(bad), "{bad}");
+        }
+        let mut c = spec();
+        c.hostname = Some("bad host".into());
+        assert_eq!(validate(&c).unwrap_err().field.as_deref(), Some("hostname"));
+        let mut c = spec();
+        c.command = " ".into();
+        assert_eq!(validate(&c).unwrap_err().field.as_deref(), Some("command"));
+        let mut c = spec();
+        c.env = vec!["NOEQUALS".into()];
+        assert_eq!(validate(&c).unwrap_err().field.as_deref(), Some("env"));
+        let mut c = spec();
+        c.workdir = Some("/a/../b".into());
+        assert_eq!(validate(&c).unwrap_err().field.as_deref(), Some("workdir"));
+        assert!(validate(&spec()).is_ok());
+    }
+}

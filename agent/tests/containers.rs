@@ -1,0 +1,216 @@
+//! Containers on a busybox rootfs: squashfs → loop → mount → overlay → container, on
+//! the host kernel (tankd with zfs = false). Needs root, busybox-static and mksquashfs.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Agent, Response};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "containers-test-token-0123456789";
+
+fn agent(tag: &str) -> Agent {
+    let mut a = Agent::new(tag);
+    a.extra_env.push(("TANKD_ZFS".into(), "false".into()));
+    a.extra_env.push(("TANKD_API_TOKEN".into(), TOKEN.into()));
+    a.start();
+    a
+}
+
+fn call(agent: &Agent, method: &str, path: &str, body: Option<Value>) -> Response {
+    let auth = format!("Bearer {TOKEN}");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    agent.tcp(method, path, &[("Authorization", &auth)], body.as_bytes())
+}
+
+fn ok(agent: &Agent, method: &str, path: &str, body: Option<Value>) -> Value {
+    let r = call(agent, method, path, body);
+    assert!(r.status == 200 || r.status == 201, "{method} {path}: {} {}", r.status, String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+fn refused(agent: &Agent, method: &str, path: &str, body: Option<Value>, status: u16) -> Value {
+    let r = call(agent, method, path, body);
+    assert_eq!(r.status, status, "{method} {path}: {}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A busybox rootfs as squashfs, mounted and overlaid; returns the overlay's mount id.
+fn rootfs(agent: &Agent) -> u64 {
+    let images = agent.data_dir.join("images");
+    let src = agent.data_dir.join("rootfs");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    let busybox =
+        ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists()).expect("busybox-static");
+    std::fs::copy(busybox, src.join("bin/busybox")).unwrap();
+    sh("chroot", &[src.to_str().unwrap(), "/bin/busybox", "--install", "-s", "/bin"]);
+    std::fs::write(src.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::create_dir_all(&images).unwrap();
+    let img = images.join("busybox.sqfs");
+    sh("mksquashfs", &[src.to_str().unwrap(), img.to_str().unwrap(), "-noappend", "-quiet", "-all-root"]);
+    let m = ok(
+        agent,
+        "POST",
+        "/imageapi/v1/mount",
+        Some(
+            json!({"kind": "attach", "attach": {"attach": {"kind": "loop", "read_only": true, "loop": {"path": img}}, "fs_type": "squashfs"}}),
+        ),
+    );
+    let o = ok(agent, "POST", "/imageapi/v1/mount", Some(json!({"kind": "overlay", "overlay": {"lower": [m["id"]]}})));
+    o["id"].as_u64().unwrap()
+}
+
+fn wait_log(agent: &Agent, id: u64, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = call(agent, "GET", &format!("/imageapi/v1/container/{id}/log"), None);
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{needle:?} never reached the log:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_state(agent: &Agent, id: u64, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = ok(agent, "GET", &format!("/imageapi/v1/container/{id}"), None);
+        if c["state"] == state {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "container {id} never reached {state}: {c}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_container_is_pid_1_in_its_own_namespaces_and_survives_a_tankd_crash() {
+    let mut agent = agent("ct1");
+    let root = rootfs(&agent);
+    let script = "echo pid=$$; echo host=$(hostname); echo mounts=$(wc -l < /proc/self/mountinfo); \
+                  grep -c tankd /proc/self/mountinfo; echo \"rea\"\"dy\"; exec sleep 600";
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(
+            json!({"name": "c1", "mount": {"id": root, "kind": "overlay"}, "command": "/bin/sh", "args": ["-c", script],
+                    "hostname": "box1", "namespaces": ["net"], "state": "running"}),
+        ),
+    );
+    let id = c["id"].as_u64().unwrap();
+    let pid = c["pid"].as_i64().unwrap();
+    assert_eq!(c["state"], "running");
+    let log = wait_log(&agent, id, "\nready\n");
+    assert!(log.contains("pid=1\n"), "the command is PID 1:\n{log}");
+    assert!(log.contains("host=box1\n"), "{log}");
+    assert!(log.contains("\n0\nready"), "no host path (the data dir) is visible inside:\n{log}");
+
+    // nsenter sees only the container's processes, in its network namespace only lo.
+    let ps = sh("nsenter", &["-t", &pid.to_string(), "-a", "/bin/ps", "-o", "pid,comm"]);
+    let procs: Vec<&str> = ps.lines().skip(1).collect();
+    assert!(procs.len() <= 3 && procs.iter().any(|l| l.contains("sleep")), "{ps}");
+    let links = sh("nsenter", &["-t", &pid.to_string(), "-a", "/bin/ls", "/sys/class/net"]);
+    assert_eq!(links.split_whitespace().collect::<Vec<_>>(), vec!["lo"]);
+    let caps = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let bnd = caps.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
+    assert_ne!(bnd.split_whitespace().nth(1), Some("000001ffffffffff"), "the bounding set was cut: {bnd}");
+    assert!(caps.lines().any(|l| l == "NoNewPrivs:\t1"));
+
+    // The mount under the container cannot go, and names and roots are unique.
+    refused(&agent, "DELETE", &format!("/imageapi/v1/mount?id={root}&force=true"), None, 409);
+    let again = json!({"name": "c2", "mount": {"id": root}, "command": "/bin/true"});
+    assert_eq!(refused(&agent, "POST", "/imageapi/v1/container", Some(again), 400)["field"], "mount.id");
+    refused(&agent, "DELETE", &format!("/imageapi/v1/container/{id}"), None, 409);
+
+    // tankd dies; the container does not, and the next tankd adopts it.
+    let mut child = agent.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the container outlived tankd");
+    agent.start();
+    let c = ok(&agent, "GET", "/imageapi/v1/container/byname/c1", None);
+    assert_eq!((c["state"].as_str(), c["pid"].as_i64()), (Some("running"), Some(pid)));
+
+    // PID 1 ignores SIGTERM (no handler): the stop escalates to SIGKILL after 1 s.
+    ok(&agent, "PATCH", &format!("/imageapi/v1/container/{id}"), Some(json!({"state": "exited"})));
+    let c = wait_state(&agent, id, "exited");
+    assert_eq!(c["exit_signal"], 9, "{c}");
+    let log = ok(&agent, "GET", &format!("/imageapi/v1/container/{id}"), None);
+    assert!(log["finished_at"].as_u64().is_some());
+    let tail =
+        String::from_utf8_lossy(&call(&agent, "GET", &format!("/imageapi/v1/container/{id}/log?tail=2"), None).body)
+            .into_owned();
+    assert!(tail.contains("SIGKILL") || tail.contains("exited"), "{tail}");
+
+    // Restart through upstream's GET form; a handled TERM gives its exit code.
+    ok(&agent, "DELETE", &format!("/imageapi/v1/container/{id}"), None);
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"name": "c3", "mount": {"id": root}, "command": "/bin/sh",
+                    "args": ["-c", "trap 'exit 3' TERM; echo u\"\"p; while true; do sleep 0.1; done"], "stop_timeout": 20})),
+    );
+    let id = c["id"].as_u64().unwrap();
+    assert_eq!(c["state"], "created");
+    ok(&agent, "GET", "/imageapi/v1/container/byname/c3/running", None);
+    wait_log(&agent, id, "\nup\n");
+    let c = ok(&agent, "GET", &format!("/imageapi/v1/container/{id}/exited"), None);
+    assert_eq!((c["state"].as_str(), c["exit_code"].as_i64()), (Some("exited"), Some(3)), "{c}");
+    ok(&agent, "DELETE", "/imageapi/v1/container/byname/c3", None);
+    ok(&agent, "DELETE", &format!("/imageapi/v1/mount?id={root}&force=true"), None);
+}
+
+#[test]
+fn bad_container_requests_start_nothing() {
+    let agent = agent("ct2");
+    let root = rootfs(&agent);
+    let cases = [
+        (json!({"mount": {"id": 999}, "command": "/bin/true"}), 400, "mount.id"),
+        (json!({"mount": {"id": root}, "command": ""}), 400, "command"),
+        (json!({"mount": {"id": root}, "command": "/bin/true", "hostname": "not a host"}), 400, "hostname"),
+        (json!({"mount": {"id": root}, "command": "/bin/true", "name": "-x"}), 400, "name"),
+        (json!({"mount": {"id": root}, "command": "/bin/true", "env": ["NOVALUE"]}), 400, "env"),
+        (json!({"mount": {"id": root}, "command": "/bin/true", "state": "exited"}), 400, "state"),
+        (json!({"mount": {"id": root}, "command": "/bin/true", "bogus": 1}), 400, "bogus"),
+    ];
+    for (body, status, field) in cases {
+        let v = refused(&agent, "POST", "/imageapi/v1/container", Some(body.clone()), status);
+        assert_eq!(v["field"], field, "{body}: {v}");
+    }
+    assert_eq!(ok(&agent, "GET", "/imageapi/v1/container", None), json!([]));
+    // A command that does not exist fails inside; the record shows how it ended.
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"name": "dup", "mount": {"id": root}, "command": "/no/such", "state": "running"})),
+    );
+    let id = c["id"].as_u64().unwrap();
+    let c = wait_state(&agent, id, "exited");
+    assert_eq!(c["exit_code"], 127, "{c}");
+    assert!(wait_log(&agent, id, "exec /no/such").contains("No such file"));
+    refused(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"name": "dup", "mount": {"id": root}, "command": "/bin/true"})),
+        409,
+    );
+    refused(&agent, "GET", "/imageapi/v1/container/abc", None, 400);
+    refused(&agent, "GET", "/imageapi/v1/container/byname/nope", None, 404);
+}
