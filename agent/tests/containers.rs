@@ -214,3 +214,78 @@ fn bad_container_requests_start_nothing() {
     refused(&agent, "GET", "/imageapi/v1/container/abc", None, 400);
     refused(&agent, "GET", "/imageapi/v1/container/byname/nope", None, 404);
 }
+
+#[test]
+fn limits_hold_a_memory_hog_and_forks() {
+    let agent = agent("ct3");
+    let root = rootfs(&agent);
+    // 64 MiB in one buffer against a 32 MiB limit: the kernel's OOM killer ends it.
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"name": "hog", "mount": {"id": root}, "command": "/bin/dd",
+                    "args": ["if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+                    "limits": {"memory": 33554432u64, "pids": 8}, "state": "running"})),
+    );
+    let id = c["id"].as_u64().unwrap();
+    let c = wait_state(&agent, id, "exited");
+    assert_eq!(c["exit_signal"], 9, "the hog was killed: {c}");
+    ok(&agent, "DELETE", &format!("/imageapi/v1/container/{id}"), None);
+
+    // pids: 8 processes at most; the ninth fork fails inside.
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"name": "forks", "mount": {"id": root}, "command": "/bin/sh",
+                    "args": ["-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 30 & done; wait; echo do\"\"ne"],
+                    "limits": {"pids": 8}, "state": "running", "stop_timeout": 1})),
+    );
+    let id = c["id"].as_u64().unwrap();
+    let log = wait_log(&agent, id, "can't fork");
+    assert!(log.contains("can't fork") || log.contains("Resource temporarily unavailable"), "{log}");
+    ok(&agent, "DELETE", &format!("/imageapi/v1/container/{id}?force=true"), None);
+    let bad = json!({"mount": {"id": root}, "command": "/bin/true", "limits": {"memory": 1}});
+    assert_eq!(refused(&agent, "POST", "/imageapi/v1/container", Some(bad), 400)["field"], "limits.memory");
+    // No cgroup is left behind.
+    for c in ["memory", "pids"] {
+        let dir = Path::new("/sys/fs/cgroup").join(c).join("tankd");
+        let left: Vec<_> =
+            std::fs::read_dir(&dir).map(|d| d.flatten().filter(|e| e.path().is_dir()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "{c}: {left:?}");
+    }
+}
+
+#[test]
+fn a_veth_address_answers_ping_from_the_host() {
+    let agent = agent("ct4");
+    let root = rootfs(&agent);
+    // A /30 of its own per run, so parallel runs do not collide.
+    let n = std::process::id() % 250 + 2;
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"name": "net", "mount": {"id": root}, "command": "/bin/sleep", "args": ["600"],
+                    "network": {"mode": "veth", "address": format!("10.231.{n}.2/30"), "host_address": format!("10.231.{n}.1/30")},
+                    "state": "running", "stop_timeout": 1})),
+    );
+    let id = c["id"].as_u64().unwrap();
+    let host_if = c["network"]["host_interface"].as_str().unwrap().to_owned();
+    assert!(Path::new("/sys/class/net").join(&host_if).exists(), "{c}");
+    // busybox's ping: the host may have no iputils.
+    sh("busybox", &["ping", "-c", "1", "-W", "5", &format!("10.231.{n}.2")]);
+    let pid = c["pid"].as_i64().unwrap().to_string();
+    let inside = sh("nsenter", &["-t", &pid, "-n", "ip", "-o", "addr", "show", "eth0"]);
+    assert!(inside.contains(&format!("10.231.{n}.2/30")), "{inside}");
+    ok(&agent, "DELETE", &format!("/imageapi/v1/container/{id}?force=true"), None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new("/sys/class/net").join(&host_if).exists() {
+        assert!(Instant::now() < deadline, "the host end outlived the container");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let bad =
+        json!({"mount": {"id": root}, "command": "/bin/true", "network": {"mode": "veth", "address": "10.0.0.300/24"}});
+    assert_eq!(refused(&agent, "POST", "/imageapi/v1/container", Some(bad), 400)["field"], "network.address");
+}

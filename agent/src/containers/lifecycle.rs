@@ -90,6 +90,10 @@ impl Containers {
             .map_err(|e| Error::os(format!("writing {}", shim::launch_file(&rec.dir).display()), e))?;
         log_line(&rec, &format!("starting container: {} {}", launch.command, launch.args.join(" ")));
 
+        let groups = match &rec.spec.limits {
+            Some(l) => Some(super::cgroup::create(&self.cgroup_fs, id, l)?),
+            None => None,
+        };
         let exe = std::env::current_exe().map_err(|e| Error::os("finding tankd's own binary", e))?;
         let mut child = tokio::process::Command::new(exe)
             .arg(shim::ARG)
@@ -113,13 +117,38 @@ impl Containers {
             Ok(Ok(Some(line))) => line.strip_prefix("pid ").and_then(|p| p.trim().parse::<i32>().ok()),
             _ => None,
         };
+        // PID 1 joins its cgroups before it is let go.
+        let joined = match (pid, &groups) {
+            (Some(p), Some(g)) => super::cgroup::join(g, p).map(|_| Some(p)),
+            (p, _) => Ok(p),
+        };
+        let pid = match joined {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = child.kill().await;
+                if let Some(g) = &groups {
+                    super::cgroup::remove(g);
+                }
+                return Err(e);
+            }
+        };
         let Some(pid) = pid else {
             let _ = child.kill().await;
+            if let Some(g) = &groups {
+                super::cgroup::remove(g);
+            }
             let log = std::fs::read_to_string(shim::log_file(&rec.dir)).unwrap_or_default();
             let last = log.lines().last().unwrap_or("no output").to_owned();
             return Err(Error::internal(format!("container {id} did not start: {last}")));
         };
         let ticks = start_ticks(pid);
+        if let Err(e) = self.wire_veth(&mut rec, pid).await {
+            let _ = child.kill().await;
+            if let Some(g) = &groups {
+                super::cgroup::remove(g);
+            }
+            return Err(e);
+        }
         stdin.write_all(b"go\n").await.map_err(|e| Error::os("releasing the container", e))?;
         drop(stdin);
         rec.spec.pid = Some(pid);
@@ -142,6 +171,34 @@ impl Containers {
         Ok(rec)
     }
 
+    /// veth mode: the pair, addresses and default route, before PID 1 is let go.
+    /// Returns the host end's name.
+    async fn wire_veth(&self, rec: &mut Rec, pid: i32) -> Result<Option<String>> {
+        let Some(net) = rec.spec.network.clone().filter(|n| n.mode == "veth") else { return Ok(None) };
+        let id = rec.spec.id.unwrap_or(0);
+        let (host, peer) = (format!("tk{id}h"), format!("tk{id}c"));
+        let fail = |e: String| Error::internal(format!("container {id} network: {e}"));
+        // A pair left by an earlier run of this id goes first.
+        let _ = super::net::delete(&host).await;
+        super::net::create_veth(&host, &peer, pid).await.map_err(fail)?;
+        let wired = async {
+            super::net::configure_host_end(&host, net.host_address.as_deref(), net.bridge.as_deref()).await?;
+            let gateway = match &net.host_address {
+                Some(h) => Some(super::net::parse_cidr(h)?.0),
+                None => None,
+            };
+            super::net::configure_container_end(pid, net.address.as_deref().unwrap_or_default(), gateway).await
+        };
+        if let Err(e) = wired.await {
+            let _ = super::net::delete(&host).await;
+            return Err(fail(e));
+        }
+        if let Some(n) = rec.spec.network.as_mut() {
+            n.host_interface = Some(host.clone());
+        }
+        Ok(Some(host))
+    }
+
     /// PID 1 is gone: record how it ended (from the shim's exit file).
     pub(super) async fn finished(&self, id: u64) {
         let Ok(mut rec) = self.find(id).await else { return };
@@ -160,6 +217,11 @@ impl Containers {
             }
         }
         sync_root(&rec.root);
+        super::cgroup::remove(&super::cgroup::existing(&self.cgroup_fs, id));
+        if let Some(host) = rec.spec.network.as_ref().and_then(|n| n.host_interface.clone()) {
+            // The pair dies with the namespace; this only catches a slow teardown.
+            let _ = super::net::delete(&host).await;
+        }
         log_line(&rec, &format!("exited: code {:?}, signal {:?}", rec.spec.exit_code, rec.spec.exit_signal));
         tracing::info!(id, code = ?rec.spec.exit_code, signal = ?rec.spec.exit_signal, "container exited");
         if let Err(e) = self.update(&rec).await {

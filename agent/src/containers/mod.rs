@@ -7,8 +7,10 @@
 //! (pid reuse cannot fool it) and learns how finished ones ended from the exit file the
 //! shim wrote.
 
+mod cgroup;
 pub mod init;
 mod lifecycle;
+mod net;
 mod routes;
 pub mod shim;
 mod store;

@@ -187,6 +187,7 @@ impl Containers {
             mounts,
             dir,
             stop_timeout: std::time::Duration::from_secs(10),
+            cgroup_fs: std::path::PathBuf::from("/sys/fs/cgroup"),
         };
         c.adopt().await;
         Ok(c)

@@ -41,6 +41,8 @@ pub struct Containers {
     pub(super) mounts: Registry,
     pub(super) dir: PathBuf,
     pub(super) stop_timeout: Duration,
+    /// The cgroup filesystem root (`/sys/fs/cgroup`).
+    pub(super) cgroup_fs: PathBuf,
 }
 
 impl Containers {
@@ -196,14 +198,39 @@ pub fn validate(c: &Container) -> Result<()> {
             return Err(Error::invalid("namespaces", format!("{ns:?} is not mount, pid, uts, ipc or net")));
         }
     }
-    if let Some(net) = &c.network
-        && net.mode != "host"
-        && net.mode != "none"
-    {
-        return Err(Error::invalid("network.mode", format!("{:?}: this node supports host and none", net.mode)));
+    if let Some(net) = &c.network {
+        match net.mode.as_str() {
+            "host" | "none" => {
+                if net.address.is_some() || net.host_address.is_some() || net.bridge.is_some() {
+                    return Err(Error::invalid("network", "addresses and bridges are for mode veth"));
+                }
+            }
+            "veth" => {
+                let address = net
+                    .address
+                    .as_deref()
+                    .ok_or_else(|| Error::invalid("network.address", "veth needs the container's address (CIDR)"))?;
+                super::net::parse_cidr(address).map_err(|e| Error::invalid("network.address", e))?;
+                if let Some(h) = &net.host_address {
+                    super::net::parse_cidr(h).map_err(|e| Error::invalid("network.host_address", e))?;
+                }
+                if let Some(b) = &net.bridge {
+                    let ok = !b.is_empty()
+                        && b.len() <= 15
+                        && b.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                    if !ok {
+                        return Err(Error::invalid("network.bridge", format!("{b:?} is not an interface name")));
+                    }
+                }
+            }
+            other => return Err(Error::invalid("network.mode", format!("{other:?} is not host, none or veth"))),
+        }
+        if net.host_interface.is_some() {
+            return Err(Error::invalid("network.host_interface", "tankd names the host end"));
+        }
     }
-    if c.limits.is_some() {
-        return Err(Error::invalid("limits", "resource limits are not available yet on this node"));
+    if let Some(l) = &c.limits {
+        super::cgroup::check(l)?;
     }
     if let Some(s) = c.state
         && s != ContainerState::Created

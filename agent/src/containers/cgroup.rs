@@ -1,0 +1,175 @@
+//! Resource limits through the host's cgroup hierarchy: one group per container,
+//! `tankd/<id>`, on cgroup v2 (unified, modern hosts) or in the v1 memory, pids and cpu
+//! hierarchies (this project's CI hosts). The container's PID 1 joins before it execs.
+
+use std::path::{Path, PathBuf};
+
+use rpc_schema::containers::Limits;
+
+use crate::imageapi::error::{Error, Result};
+
+/// Where the limits live for one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Groups {
+    V2(PathBuf),
+    /// (controller, directory) for each v1 controller used.
+    V1(Vec<(&'static str, PathBuf)>),
+}
+
+pub fn check(l: &Limits) -> Result<()> {
+    if let Some(m) = l.memory
+        && !(4 << 20..=1 << 50).contains(&m)
+    {
+        return Err(Error::invalid("limits.memory", "between 4 MiB and 1 PiB (bytes)"));
+    }
+    if let Some(p) = l.pids
+        && !(1..=4_194_304).contains(&p)
+    {
+        return Err(Error::invalid("limits.pids", "between 1 and 4194304"));
+    }
+    if let Some(w) = l.cpu_weight
+        && !(1..=10_000).contains(&w)
+    {
+        return Err(Error::invalid("limits.cpu_weight", "between 1 and 10000"));
+    }
+    Ok(())
+}
+
+fn write(path: &Path, value: &str) -> Result<()> {
+    std::fs::write(path, value).map_err(|e| Error::os(format!("writing {value:?} to {}", path.display()), e))
+}
+
+/// v2 weight (1–10000, default 100) as v1 shares (default 1024).
+pub fn shares(weight: u64) -> u64 {
+    (weight * 1024 / 100).clamp(2, 262_144)
+}
+
+/// Make the groups and set the limits.
+pub fn create(fs: &Path, id: u64, l: &Limits) -> Result<Groups> {
+    if fs.join("cgroup.controllers").exists() {
+        let parent = fs.join("tankd");
+        std::fs::create_dir_all(&parent).map_err(|e| Error::os(format!("creating {}", parent.display()), e))?;
+        // Controllers must be enabled on the way down for the leaf to have them.
+        for dir in [fs, parent.as_path()] {
+            let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+memory +pids +cpu");
+        }
+        let dir = parent.join(id.to_string());
+        std::fs::create_dir_all(&dir).map_err(|e| Error::os(format!("creating {}", dir.display()), e))?;
+        let set = || -> Result<()> {
+            if let Some(m) = l.memory {
+                write(&dir.join("memory.max"), &m.to_string())?;
+                let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+            }
+            if let Some(p) = l.pids {
+                write(&dir.join("pids.max"), &p.to_string())?;
+            }
+            if let Some(w) = l.cpu_weight {
+                write(&dir.join("cpu.weight"), &w.to_string())?;
+            }
+            Ok(())
+        };
+        return match set() {
+            Ok(()) => Ok(Groups::V2(dir)),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
+            }
+        };
+    }
+    let mut made = Vec::new();
+    let wanted: [(&'static str, Option<(&str, String)>); 3] = [
+        ("memory", l.memory.map(|m| ("memory.limit_in_bytes", m.to_string()))),
+        ("pids", l.pids.map(|p| ("pids.max", p.to_string()))),
+        ("cpu", l.cpu_weight.map(|w| ("cpu.shares", shares(w).to_string()))),
+    ];
+    for (controller, setting) in wanted {
+        let Some((file, value)) = setting else { continue };
+        let dir = fs.join(controller).join("tankd").join(id.to_string());
+        let res = std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::os(format!("creating {} (is the {controller} controller mounted?)", dir.display()), e))
+            .and_then(|_| {
+                made.push((controller, dir.clone()));
+                write(&dir.join(file), &value)
+            });
+        if let Err(e) = res {
+            remove(&Groups::V1(made));
+            return Err(e);
+        }
+    }
+    Ok(Groups::V1(made))
+}
+
+/// Put a process in the groups.
+pub fn join(groups: &Groups, pid: i32) -> Result<()> {
+    let dirs: Vec<&PathBuf> = match groups {
+        Groups::V2(d) => vec![d],
+        Groups::V1(list) => list.iter().map(|(_, d)| d).collect(),
+    };
+    for d in dirs {
+        write(&d.join("cgroup.procs"), &pid.to_string())?;
+    }
+    Ok(())
+}
+
+/// Remove the groups once their processes are gone.
+pub fn remove(groups: &Groups) {
+    let dirs: Vec<&PathBuf> = match groups {
+        Groups::V2(d) => vec![d],
+        Groups::V1(list) => list.iter().map(|(_, d)| d).collect(),
+    };
+    for d in dirs {
+        if let Err(e) = std::fs::remove_dir(d)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %d.display(), error = %e, "could not remove a container's cgroup");
+        }
+    }
+}
+
+/// The groups a container's limits would use, for removal after a restart.
+pub fn existing(fs: &Path, id: u64) -> Groups {
+    if fs.join("cgroup.controllers").exists() {
+        return Groups::V2(fs.join("tankd").join(id.to_string()));
+    }
+    Groups::V1(
+        ["memory", "pids", "cpu"]
+            .into_iter()
+            .map(|c| (c, fs.join(c).join("tankd").join(id.to_string())))
+            .filter(|(_, d)| d.exists())
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_checked_and_weights_map_to_shares() {
+        assert!(check(&Limits { memory: Some(1 << 20), ..Default::default() }).is_err());
+        assert!(check(&Limits { pids: Some(0), ..Default::default() }).is_err());
+        assert!(check(&Limits { cpu_weight: Some(10_001), ..Default::default() }).is_err());
+        assert!(check(&Limits { memory: Some(64 << 20), pids: Some(64), cpu_weight: Some(100) }).is_ok());
+        assert_eq!(shares(100), 1024);
+        assert_eq!(shares(1), 10);
+        assert_eq!(shares(10_000), 102_400);
+    }
+
+    #[test]
+    fn v1_and_v2_layouts() {
+        let v2 = tempfile::tempdir().unwrap();
+        std::fs::write(v2.path().join("cgroup.controllers"), "memory pids cpu\n").unwrap();
+        let g = create(v2.path(), 7, &Limits { memory: Some(64 << 20), pids: Some(10), cpu_weight: None }).unwrap();
+        let dir = v2.path().join("tankd/7");
+        assert_eq!(g, Groups::V2(dir.clone()));
+        assert_eq!(std::fs::read_to_string(dir.join("memory.max")).unwrap(), (64u64 << 20).to_string());
+        assert_eq!(std::fs::read_to_string(dir.join("pids.max")).unwrap(), "10");
+
+        let v1 = tempfile::tempdir().unwrap();
+        let g = create(v1.path(), 3, &Limits { memory: None, pids: None, cpu_weight: Some(200) }).unwrap();
+        let cpu = v1.path().join("cpu/tankd/3");
+        assert_eq!(g, Groups::V1(vec![("cpu", cpu.clone())]));
+        assert_eq!(std::fs::read_to_string(cpu.join("cpu.shares")).unwrap(), "2048");
+        assert_eq!(existing(v1.path(), 3), g);
+    }
+}
