@@ -289,3 +289,50 @@ fn a_veth_address_answers_ping_from_the_host() {
         json!({"mount": {"id": root}, "command": "/bin/true", "network": {"mode": "veth", "address": "10.0.0.300/24"}});
     assert_eq!(refused(&agent, "POST", "/imageapi/v1/container", Some(bad), 400)["field"], "network.address");
 }
+
+#[test]
+fn systemd_mode_ids_and_a_clean_descriptor_table() {
+    let agent = agent("ct5");
+    let root = rootfs(&agent);
+    // A tiny init: reports what it sees, then waits for systemd's stop signal
+    // (SIGRTMIN+3, 37 with glibc's numbering) and exits 0.
+    let init = "echo env=$container; grep -E ' /(run|tmp|var/lib/journal|sys/fs/cgroup[^ ]*) ' /proc/self/mountinfo | \
+                cut -d' ' -f5 | sort | tr '\\n' ' '; echo; echo fds=$(ls /proc/self/fd | tr '\\n' ' '); \
+                trap 'echo stopping; exit 0' 37; echo wait\"\"ing; while true; do sleep 0.1; done";
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"name": "sd", "mount": {"id": root}, "command": "/bin/sh", "args": ["-c", init],
+                    "systemd": true, "state": "running", "stop_timeout": 30})),
+    );
+    let id = c["id"].as_u64().unwrap();
+    let log = wait_log(&agent, id, "\nwaiting\n");
+    assert!(log.contains("env=tankd\n"), "{log}");
+    for m in ["/run", "/tmp", "/var/lib/journal", "/sys/fs/cgroup"] {
+        assert!(log.contains(&format!("{m} ")), "{m} is not mounted in systemd mode:\n{log}");
+    }
+    // 0, 1, 2 and the one ls opened to read the directory: nothing inherited.
+    let fds = log.lines().find_map(|l| l.strip_prefix("fds=")).unwrap();
+    assert_eq!(fds.split_whitespace().count(), 4, "inherited descriptors: {fds}");
+    let c = ok(&agent, "PATCH", &format!("/imageapi/v1/container/{id}"), Some(json!({"state": "exited"})));
+    assert_eq!((c["exit_code"].as_i64(), c["exit_signal"].as_i64()), (Some(0), None), "SIGRTMIN+3 stopped it: {c}");
+    ok(&agent, "DELETE", &format!("/imageapi/v1/container/{id}"), None);
+
+    // uid and gid.
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(
+            json!({"name": "ids", "mount": {"id": root}, "command": "/bin/sh", "args": ["-c", "echo i\"\"ds=$(id -u):$(id -g)"],
+                    "uid": 1000, "gid": 1000, "state": "running"}),
+        ),
+    );
+    let id = c["id"].as_u64().unwrap();
+    let log = wait_log(&agent, id, "\nids=");
+    assert!(log.contains("\nids=1000:1000\n"), "{log}");
+    wait_state(&agent, id, "exited");
+    let follow = call(&agent, "GET", &format!("/imageapi/v1/container/{id}/log?follow=true"), None);
+    assert!(String::from_utf8_lossy(&follow.body).contains("ids=1000:1000"), "follow of an exited container ends");
+}

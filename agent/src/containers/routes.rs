@@ -21,6 +21,9 @@ struct Query {
     force: Option<bool>,
     #[serde(default)]
     tail: Option<usize>,
+    /// Keep the answer open and send what the container writes until it has exited.
+    #[serde(default)]
+    follow: Option<bool>,
 }
 
 fn query(q: Option<String>) -> Result<Query> {
@@ -102,20 +105,62 @@ async fn change(c: &Containers, key: &str, by_name: bool, to: ContainerState) ->
     Ok(Json(rec.spec))
 }
 
-async fn log(c: &Containers, key: &str, by_name: bool, q: Option<String>) -> Result<String> {
+async fn log(c: &Containers, key: &str, by_name: bool, q: Option<String>) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
     let id = resolve(c, key, by_name).await?;
     let q = query(q)?;
     let rec = c.find(id).await?;
-    let text = std::fs::read_to_string(super::shim::log_file(&rec.dir)).unwrap_or_default();
-    Ok(match q.tail {
+    let path = super::shim::log_file(&rec.dir);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let head = match q.tail {
         Some(n) => {
             let lines: Vec<&str> = text.lines().collect();
             let mut out = lines[lines.len().saturating_sub(n)..].join("\n");
             out.push('\n');
             out
         }
-        None => text,
-    })
+        None => text.clone(),
+    };
+    if !q.follow.unwrap_or(false) {
+        return Ok(head.into_response());
+    }
+    // Follow: the part already there, then what is appended, polled, until the
+    // container is no longer running and the file has nothing more.
+    let start = text.len() as u64;
+    let state = (c.clone(), id, path, start, Some(head));
+    let body = futures_util::stream::unfold(state, |(c, id, path, mut at, first)| async move {
+        if let Some(first) = first {
+            return Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(first)), (c, id, path, at, None)));
+        }
+        loop {
+            let more = read_from(&path, at);
+            if !more.is_empty() {
+                at += more.len() as u64;
+                return Some((Ok(axum::body::Bytes::from(more)), (c, id, path, at, None)));
+            }
+            let running = c
+                .find(id)
+                .await
+                .is_ok_and(|r| matches!(r.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping)));
+            if !running {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    Ok(axum::body::Body::from_stream(body).into_response())
+}
+
+/// The bytes of `path` from offset `at` on.
+fn read_from(path: &std::path::Path, at: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut out = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path)
+        && f.seek(SeekFrom::Start(at)).is_ok()
+    {
+        let _ = f.read_to_end(&mut out);
+    }
+    out
 }
 
 fn state_word(word: &str) -> Result<ContainerState> {
