@@ -336,3 +336,35 @@ fn systemd_mode_ids_and_a_clean_descriptor_table() {
     let follow = call(&agent, "GET", &format!("/imageapi/v1/container/{id}/log?follow=true"), None);
     assert!(String::from_utf8_lossy(&follow.body).contains("ids=1000:1000"), "follow of an exited container ends");
 }
+
+#[test]
+fn a_veth_host_end_joins_a_named_bridge() {
+    let agent = agent("ct6");
+    let root = rootfs(&agent);
+    let n = std::process::id() % 250 + 2;
+    let br = format!("tkbr{}", std::process::id() % 100_000);
+    sh("ip", &["link", "add", &br, "type", "bridge"]);
+    struct Bridge(String);
+    impl Drop for Bridge {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+        }
+    }
+    let _bridge = Bridge(br.clone());
+    sh("ip", &["addr", "add", &format!("10.232.{n}.1/24"), "dev", &br]);
+    sh("ip", &["link", "set", &br, "up"]);
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"name": "bridged", "mount": {"id": root}, "command": "/bin/sleep", "args": ["600"],
+                    "network": {"mode": "veth", "address": format!("10.232.{n}.2/24"), "bridge": br},
+                    "state": "running", "stop_timeout": 1})),
+    );
+    let id = c["id"].as_u64().unwrap();
+    let host_if = c["network"]["host_interface"].as_str().unwrap().to_owned();
+    let master = std::fs::read_link(format!("/sys/class/net/{host_if}/master")).unwrap();
+    assert_eq!(master.file_name().unwrap().to_str(), Some(br.as_str()), "the host end is on the bridge");
+    sh("busybox", &["ping", "-c", "1", "-W", "5", &format!("10.232.{n}.2")]);
+    ok(&agent, "DELETE", &format!("/imageapi/v1/container/{id}?force=true"), None);
+}
