@@ -118,10 +118,22 @@ pub fn remove(groups: &Groups) {
         Groups::V1(list) => list.iter().map(|(_, d)| d).collect(),
     };
     for d in dirs {
-        if let Err(e) = std::fs::remove_dir(d)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %d.display(), error = %e, "could not remove a container's cgroup");
+        // When PID 1 dies the kernel kills the rest of its pid namespace; until they
+        // are gone the group is busy.
+        let mut tries = 0;
+        loop {
+            match std::fs::remove_dir(d) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %d.display(), error = %e, "could not remove a container's cgroup");
+                    break;
+                }
+            }
         }
     }
 }

@@ -217,7 +217,8 @@ impl Containers {
             }
         }
         sync_root(&rec.root);
-        super::cgroup::remove(&super::cgroup::existing(&self.cgroup_fs, id));
+        let groups = super::cgroup::existing(&self.cgroup_fs, id);
+        crate::attach::blocking(move || super::cgroup::remove(&groups)).await;
         if let Some(host) = rec.spec.network.as_ref().and_then(|n| n.host_interface.clone()) {
             // The pair dies with the namespace; this only catches a slow teardown.
             let _ = super::net::delete(&host).await;
