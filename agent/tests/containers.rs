@@ -7,42 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Agent, Response};
+use common::imageapi_client::{call, host_agent as agent, ok, refused};
+use common::{Agent, sh};
 use serde_json::{Value, json};
-
-const TOKEN: &str = "containers-test-token-0123456789";
-
-fn agent(tag: &str) -> Agent {
-    let mut a = Agent::new(tag);
-    a.extra_env.push(("TANKD_ZFS".into(), "false".into()));
-    a.extra_env.push(("TANKD_API_TOKEN".into(), TOKEN.into()));
-    a.start();
-    a
-}
-
-fn call(agent: &Agent, method: &str, path: &str, body: Option<Value>) -> Response {
-    let auth = format!("Bearer {TOKEN}");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    agent.tcp(method, path, &[("Authorization", &auth)], body.as_bytes())
-}
-
-fn ok(agent: &Agent, method: &str, path: &str, body: Option<Value>) -> Value {
-    let r = call(agent, method, path, body);
-    assert!(r.status == 200 || r.status == 201, "{method} {path}: {} {}", r.status, String::from_utf8_lossy(&r.body));
-    r.json()
-}
-
-fn refused(agent: &Agent, method: &str, path: &str, body: Option<Value>, status: u16) -> Value {
-    let r = call(agent, method, path, body);
-    assert_eq!(r.status, status, "{method} {path}: {}", String::from_utf8_lossy(&r.body));
-    r.json()
-}
-
-fn sh(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A busybox rootfs as squashfs, mounted and overlaid; returns the overlay's mount id.
 fn rootfs(agent: &Agent) -> u64 {

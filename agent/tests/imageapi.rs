@@ -11,45 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Agent, NEEDS_ZFS, Response};
+use common::imageapi_client::{TOKEN, call, host_agent, ok, refused};
+use common::{Agent, NEEDS_ZFS, sh};
 use serde_json::{Value, json};
-
-const TOKEN: &str = "imageapi-test-token-0123456789";
-
-fn host_agent(tag: &str) -> Agent {
-    let mut a = Agent::new(tag);
-    a.extra_env.push(("TANKD_ZFS".into(), "false".into()));
-    a.extra_env.push(("TANKD_API_TOKEN".into(), TOKEN.into()));
-    a.start();
-    a
-}
-
-fn call(agent: &Agent, method: &str, path: &str, body: Option<Value>) -> Response {
-    let auth = format!("Bearer {TOKEN}");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    agent.tcp(method, path, &[("Authorization", &auth), ("Content-Type", "application/json")], body.as_bytes())
-}
-
-fn ok(agent: &Agent, method: &str, path: &str, body: Option<Value>) -> Value {
-    let r = call(agent, method, path, body);
-    assert!(r.status == 200 || r.status == 201, "{method} {path}: {} {}", r.status, String::from_utf8_lossy(&r.body));
-    r.json()
-}
-
-fn refused(agent: &Agent, method: &str, path: &str, body: Option<Value>, status: u16) -> Value {
-    let r = call(agent, method, path, body);
-    assert_eq!(r.status, status, "{method} {path}: {}", String::from_utf8_lossy(&r.body));
-    let v = r.json();
-    assert_eq!(v["code"], status, "upstream's {{code, message}}: {v}");
-    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
-    v
-}
-
-fn sh(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A squashfs image with `hello` and `etc/motd`.
 fn squashfs(dir: &Path, name: &str) -> PathBuf {

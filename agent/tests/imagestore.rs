@@ -38,9 +38,7 @@ fn ok(v: Value) -> Value {
 }
 
 fn zfs(args: &[&str]) -> String {
-    let out = Command::new("zfs").args(args).output().unwrap();
-    assert!(out.status.success(), "zfs {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    common::sh("zfs", args)
 }
 
 fn pool_fingerprint(pool: &str) -> String {

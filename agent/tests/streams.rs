@@ -15,9 +15,7 @@ use serde_json::json;
 const TOKEN: &str = "streams-test-token-0123456789";
 
 fn zfs(args: &[&str]) -> String {
-    let out = Command::new("zfs").args(args).output().unwrap();
-    assert!(out.status.success(), "zfs {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    common::sh("zfs", args)
 }
 
 fn exists(name: &str) -> bool {

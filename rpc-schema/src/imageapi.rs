@@ -158,6 +158,24 @@ pub struct Attach {
     pub local: Option<LocalSpec>,
 }
 
+impl Attach {
+    /// An rbd attachment request, read-only when the rbd options say `ro` (v0.1's form).
+    pub fn of_rbd(rbd: Rbd) -> Attach {
+        Attach {
+            id: None,
+            kind: AttachKind::Rbd,
+            name: None,
+            read_only: rbd.options.ro,
+            device_file: None,
+            refs: 0,
+            rbd: Some(rbd),
+            loop_: None,
+            zvol: None,
+            local: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MountKind {
@@ -245,6 +263,25 @@ pub struct Mount {
     pub overlay: Option<MountOverlay>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind: Option<MountBind>,
+}
+
+impl Mount {
+    /// A request of `kind` with nothing else set; callers fill in their part.
+    pub fn new(kind: MountKind) -> Mount {
+        Mount {
+            id: None,
+            mount_id: None,
+            kind,
+            name: None,
+            mountpoint: None,
+            read_only: false,
+            refs: 0,
+            attach: None,
+            rbd: None,
+            overlay: None,
+            bind: None,
+        }
+    }
 }
 
 /// The v0.1 `mount_rbd` object.

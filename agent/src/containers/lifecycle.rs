@@ -25,24 +25,24 @@ fn log_line(rec: &Rec, text: &str) {
     }
 }
 
+/// The fields of /proc/<pid>/stat after the command name: state first, start time
+/// (clock ticks since boot) 20th. The name may hold spaces and parens: split after its
+/// last ')'.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat[stat.rfind(')')? + 2..].split(' ').map(str::to_owned).collect())
+}
+
 /// Field 22 of /proc/<pid>/stat: the start time in clock ticks since boot.
 pub fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parens: split after its last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    stat_fields(pid)?.get(19)?.parse().ok()
 }
 
-/// Whether `pid` is still the process that was started.
+/// Whether `pid` is still the process that was started (and not a zombie), from one
+/// read of its stat file.
 fn alive(pid: i32, ticks: Option<u64>) -> bool {
-    ticks.is_some() && start_ticks(pid) == ticks && !is_zombie(pid)
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
-        .unwrap_or(true)
+    let Some(fields) = stat_fields(pid) else { return false };
+    ticks.is_some() && fields.get(19).and_then(|t| t.parse().ok()) == ticks && fields[0] != "Z"
 }
 
 impl Containers {
@@ -200,8 +200,12 @@ impl Containers {
     }
 
     /// PID 1 is gone: record how it ended (from the shim's exit file).
+    /// Both the shim's watcher and a stop end here; the first records the exit.
     pub(super) async fn finished(&self, id: u64) {
         let Ok(mut rec) = self.find(id).await else { return };
+        if matches!(rec.spec.state, Some(ContainerState::Exited) | Some(ContainerState::Dead)) {
+            return;
+        }
         let exit: Option<Exit> =
             std::fs::read(shim::exit_file(&rec.dir)).ok().and_then(|b| serde_json::from_slice(&b).ok());
         match exit {

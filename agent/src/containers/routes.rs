@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::store::Containers;
 use crate::imageapi::error::{Error, Result};
+use crate::imageapi::json;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,18 +32,6 @@ fn query(q: Option<String>) -> Result<Query> {
         .map_err(|e| Error::invalid("query", format!("the query: {e}")))
 }
 
-fn body<T: serde::de::DeserializeOwned>(b: &Bytes) -> Result<T> {
-    let mut de = serde_json::Deserializer::from_slice(b);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        Error::invalid(
-            &crate::api_error::refused_field(&path, &message, "body"),
-            format!("the request body: {message}"),
-        )
-    })
-}
-
 async fn resolve(c: &Containers, key: &str, by_name: bool) -> Result<u64> {
     if by_name {
         c.id_by_name(key).await
@@ -56,7 +45,7 @@ async fn list(State(c): State<Containers>) -> Json<Vec<Container>> {
 }
 
 async fn create(State(c): State<Containers>, b: Bytes) -> Result<(StatusCode, Json<Container>)> {
-    let spec: Container = body(&b)?;
+    let spec: Container = json(&b)?;
     let start = spec.state == Some(ContainerState::Running);
     let rec = c.create(spec).await?;
     let id = rec.spec.id.expect("recorded");
@@ -181,7 +170,7 @@ pub fn routes(c: Containers) -> Router {
                     delete_one(&c, &k, false, q).await
                 })
                 .patch(|State(c): State<Containers>, UrlPath(k): UrlPath<String>, b: Bytes| async move {
-                    change(&c, &k, false, body::<StateChange>(&b)?.state).await
+                    change(&c, &k, false, json::<StateChange>(&b)?.state).await
                 }),
         )
         .route(
@@ -203,7 +192,7 @@ pub fn routes(c: Containers) -> Router {
                     delete_one(&c, &k, true, q).await
                 })
                 .patch(|State(c): State<Containers>, UrlPath(k): UrlPath<String>, b: Bytes| async move {
-                    change(&c, &k, true, body::<StateChange>(&b)?.state).await
+                    change(&c, &k, true, json::<StateChange>(&b)?.state).await
                 }),
         )
         .route(

@@ -164,13 +164,7 @@ pub fn validate(c: &Container) -> Result<()> {
         return Err(Error::invalid("command", "NUL bytes in the command, args or env"));
     }
     if let Some(n) = &c.name {
-        let ok = !n.is_empty()
-            && n.len() <= 128
-            && !n.starts_with('-')
-            && n.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'));
-        if !ok {
-            return Err(Error::invalid("name", format!("{n:?}: use letters, digits and _ - . (not leading -)")));
-        }
+        crate::imageapi::check_label(n)?;
     }
     if let Some(h) = &c.hostname
         && !is_hostname(h)

@@ -67,7 +67,14 @@ pub async fn adopt(env: &Env, state: &mut State) -> Unknown {
         state.attachments.remove(&id);
     }
 
-    unknown(env, state, &sys::mountinfo())
+    let found = unknown(env, state, &sys::mountinfo());
+    for (what, list) in [("mount", &found.mounts), ("rbd-fuse", &found.rbd_fuse), ("loop device", &found.loop_devices)]
+    {
+        for item in list {
+            tracing::warn!(what, item = %item, "found on the host under tankd's roots but not in its state; left alone");
+        }
+    }
+    found
 }
 
 /// A loop attachment is known by its backing file: if the recorded device no longer
@@ -90,7 +97,7 @@ fn refind_loop(env: &Env, rec: &mut super::state::AttachRec, claimed: &[String])
     }
 }
 
-/// What looks like tankd's but is in no record.
+/// What looks like tankd's but is in no record (start-up logs it; the route reports it).
 pub fn unknown(env: &Env, state: &State, table: &[sys::MountEntry]) -> Unknown {
     let under = |p: &Path, root: &Path| p.starts_with(root) && p != root;
     let mut out = Unknown::default();
@@ -111,11 +118,6 @@ pub fn unknown(env: &Env, state: &State, table: &[sys::MountEntry]) -> Unknown {
         let known = state.attachments.values().any(|a| a.device.as_deref() == Some(dev.as_str()));
         if ours && !known {
             out.loop_devices.push(format!("{dev} ({})", file.display()));
-        }
-    }
-    for (what, list) in [("mount", &out.mounts), ("rbd-fuse", &out.rbd_fuse), ("loop device", &out.loop_devices)] {
-        for item in list {
-            tracing::warn!(what, item = %item, "found on the host under tankd's roots but not in its state; left alone");
         }
     }
     out

@@ -17,7 +17,7 @@ use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use rpc_schema::imageapi::{Attach, AttachKind, Filter, Mount, MountKind, MountOverlay, MountRbd, Rbd, Unknown};
+use rpc_schema::imageapi::{Attach, Filter, Mount, MountKind, MountOverlay, MountRbd, Rbd, Unknown};
 use serde::de::DeserializeOwned;
 
 use self::error::{Error, Result};
@@ -42,7 +42,8 @@ pub async fn start(env: Env) -> std::io::Result<Registry> {
     Ok(Registry::new(env, st, file))
 }
 
-fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
+/// A JSON request body; a refusal names the member (shared with the container routes).
+pub(crate) fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -52,6 +53,19 @@ fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
             format!("the request body: {message}"),
         )
     })
+}
+
+/// An optional label (`name`) of an attachment, mount or container.
+pub(crate) fn check_label(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid("name", format!("{name:?}: use letters, digits and _ - . (not leading -)")))
+    }
 }
 
 fn filter(q: Option<String>) -> Result<Filter> {
@@ -107,7 +121,7 @@ async fn delete_mount(State(r): State<Registry>, RawQuery(q): RawQuery, body: By
 async fn unknown(State(r): State<Registry>) -> Result<Json<Unknown>> {
     let env = r.env.clone();
     let table = crate::mounts::sys::mountinfo();
-    r.with_state(move |s| adopt::unknown(&env, s, &table)).await.map(Json)
+    Ok(Json(r.inspect(move |s| adopt::unknown(&env, s, &table)).await))
 }
 
 // ---- v0.1: kind-specific views ----
@@ -161,19 +175,7 @@ async fn v01_list_rbd(State(r): State<Registry>) -> Result<Json<Vec<Rbd>>> {
 
 async fn v01_post_rbd(State(r): State<Registry>, body: Bytes) -> Result<Created<Rbd>> {
     let rbd: Rbd = json(&body)?;
-    let spec = Attach {
-        id: None,
-        kind: AttachKind::Rbd,
-        name: None,
-        read_only: rbd.options.ro,
-        device_file: None,
-        refs: 0,
-        rbd: Some(rbd),
-        loop_: None,
-        zvol: None,
-        local: None,
-    };
-    Ok((StatusCode::CREATED, Json(as_rbd(r.create_attach(spec).await?))))
+    Ok((StatusCode::CREATED, Json(as_rbd(r.create_attach(Attach::of_rbd(rbd)).await?))))
 }
 
 async fn v01_get_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Result<Json<Rbd>> {
@@ -194,19 +196,7 @@ async fn v01_list_mount_rbd(State(r): State<Registry>) -> Result<Json<Vec<MountR
 
 async fn v01_post_mount_rbd(State(r): State<Registry>, body: Bytes) -> Result<Created<MountRbd>> {
     let m: MountRbd = json(&body)?;
-    let spec = Mount {
-        id: None,
-        mount_id: None,
-        kind: MountKind::Rbd,
-        name: None,
-        mountpoint: None,
-        read_only: false,
-        refs: 0,
-        attach: None,
-        rbd: Some(m),
-        overlay: None,
-        bind: None,
-    };
+    let spec = Mount { rbd: Some(m), ..Mount::new(MountKind::Rbd) };
     Ok((StatusCode::CREATED, Json(as_mount_rbd(r.create_mount(spec).await?))))
 }
 
@@ -228,19 +218,7 @@ async fn v01_list_overlay(State(r): State<Registry>) -> Result<Json<Vec<MountOve
 
 async fn v01_post_overlay(State(r): State<Registry>, body: Bytes) -> Result<Created<MountOverlay>> {
     let o: MountOverlay = json(&body)?;
-    let spec = Mount {
-        id: None,
-        mount_id: None,
-        kind: MountKind::Overlay,
-        name: None,
-        mountpoint: None,
-        read_only: false,
-        refs: 0,
-        attach: None,
-        rbd: None,
-        overlay: Some(o),
-        bind: None,
-    };
+    let spec = Mount { overlay: Some(o), ..Mount::new(MountKind::Overlay) };
     Ok((StatusCode::CREATED, Json(as_overlay(r.create_mount(spec).await?))))
 }
 

@@ -120,13 +120,7 @@ impl Registry {
 
     fn check_name(state: &State, name: &Option<String>, attachments: bool) -> Result<()> {
         let Some(n) = name else { return Ok(()) };
-        let ok = !n.is_empty()
-            && n.len() <= 128
-            && !n.starts_with('-')
-            && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !ok {
-            return Err(Error::invalid("name", format!("{n:?}: use letters, digits and _ - . (not leading -)")));
-        }
+        super::check_label(n)?;
         let taken = if attachments {
             state.attachments.values().any(|a| a.spec.name.as_ref() == Some(n))
         } else {
@@ -241,20 +235,7 @@ impl Registry {
             let r = spec.rbd.take().ok_or_else(|| Error::invalid("rbd", "kind rbd needs an `rbd` object"))?;
             spec.attach = Some(MountAttach {
                 attach_id: r.rbd_id,
-                attach: r.rbd.map(|rbd| {
-                    Box::new(Attach {
-                        id: None,
-                        kind: AttachKind::Rbd,
-                        name: None,
-                        read_only: rbd.options.ro,
-                        device_file: None,
-                        refs: 0,
-                        rbd: Some(rbd),
-                        loop_: None,
-                        zvol: None,
-                        local: None,
-                    })
-                }),
+                attach: r.rbd.map(|rbd| Box::new(Attach::of_rbd(rbd))),
                 fs_type: r.fs_type,
                 mount_options: r.mount_options,
             });
@@ -515,11 +496,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Run `f` on the state under the lock (start-up re-adoption).
-    pub async fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T> {
-        let mut inner = self.inner.lock().await;
-        let out = f(&mut inner.state);
-        inner.save()?;
-        Ok(out)
+    /// Read the state under the lock (the unknown-objects report); nothing is written.
+    pub async fn inspect<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.inner.lock().await.state)
     }
 }

@@ -169,25 +169,13 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rpc_schema::imageapi::{AttachKind, MountKind, Rbd, RbdOptions};
+    use rpc_schema::imageapi::{MountKind, Rbd, RbdOptions};
 
     fn mount(id: u64, lower: &[u64], bind_of: Option<u64>, attach_id: Option<u64>) -> MountRec {
         MountRec {
             id,
             phase: Phase::Ready,
-            spec: Mount {
-                id: Some(id),
-                mount_id: None,
-                kind: MountKind::Overlay,
-                name: None,
-                mountpoint: None,
-                read_only: false,
-                refs: 0,
-                attach: None,
-                rbd: None,
-                overlay: None,
-                bind: None,
-            },
+            spec: Mount { id: Some(id), ..Mount::new(MountKind::Overlay) },
             mountpoint: format!("/m/{id}").into(),
             attach_id,
             lower: lower.to_vec(),
@@ -223,18 +211,7 @@ mod tests {
             options: RbdOptions { secret: Some("c2VjcmV0".into()), ..Default::default() },
             ..Default::default()
         };
-        let spec = Attach {
-            id: Some(id),
-            kind: AttachKind::Rbd,
-            name: None,
-            read_only: true,
-            device_file: None,
-            refs: 0,
-            rbd: Some(rbd),
-            loop_: None,
-            zvol: None,
-            local: None,
-        };
+        let spec = Attach { id: Some(id), read_only: true, ..Attach::of_rbd(rbd) };
         s.attachments.insert(
             id,
             AttachRec {

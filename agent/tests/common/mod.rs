@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod image_server;
+pub mod imageapi_client;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -194,4 +195,11 @@ impl Drop for Agent {
 pub fn run_to_exit(mut cmd: Command) -> (Option<i32>, String) {
     let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Run a command that must succeed; its standard output.
+pub fn sh(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
