@@ -80,6 +80,13 @@ impl Invocation {
         classify(&self.target, &self.display(), status.to_string(), &String::from_utf8_lossy(stderr))
     }
 
+    /// Count this run in [`crate::stats`] under its program and subcommand.
+    pub(crate) fn record(&self, ok: bool, elapsed: Duration) {
+        let prog = Path::new(&self.program).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let verb = self.args.first().map(String::as_str).unwrap_or("");
+        crate::stats::record(&prog, verb, ok, elapsed);
+    }
+
     /// Run to completion and return stdout.
     pub(crate) async fn run(&self) -> Result<String, Error> {
         const BUSY_RETRIES: u32 = 5;
@@ -88,6 +95,7 @@ impl Invocation {
         loop {
             let started = std::time::Instant::now();
             let out = self.command().output().await.map_err(|e| self.spawn_error(e))?;
+            self.record(out.status.success(), started.elapsed());
             tracing::debug!(
                 command = %self.display(),
                 status = %out.status,

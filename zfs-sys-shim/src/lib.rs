@@ -23,6 +23,7 @@ pub mod name;
 pub mod pool;
 pub mod receive;
 pub mod send;
+pub mod stats;
 pub mod write;
 pub mod zvol;
 

@@ -57,6 +57,8 @@ pub enum Prop {
     ReceiveResumeToken,
     /// Number of user holds on a snapshot.
     Userrefs,
+    Quota,
+    Refquota,
     User(UserProp),
 }
 
@@ -78,6 +80,8 @@ impl Prop {
             Prop::Mounted => "mounted",
             Prop::ReceiveResumeToken => "receive_resume_token",
             Prop::Userrefs => "userrefs",
+            Prop::Quota => "quota",
+            Prop::Refquota => "refquota",
             Prop::User(p) => p.as_str(),
         }
     }
@@ -108,6 +112,9 @@ pub struct Dataset {
     pub mounted: Option<bool>,
     pub receive_resume_token: Option<String>,
     pub userrefs: Option<u64>,
+    /// Bytes; `None` when unset (ZFS reports 0 for "no quota").
+    pub quota: Option<u64>,
+    pub refquota: Option<u64>,
     pub user: BTreeMap<String, String>,
 }
 
@@ -139,6 +146,8 @@ impl Dataset {
             Prop::Mounted => self.mounted = Some(raw == "yes"),
             Prop::ReceiveResumeToken => self.receive_resume_token = text(),
             Prop::Userrefs => self.userrefs = Some(num()?),
+            Prop::Quota => self.quota = Some(num()?).filter(|q| *q > 0),
+            Prop::Refquota => self.refquota = Some(num()?).filter(|q| *q > 0),
             Prop::User(p) => {
                 self.user.insert(p.as_str().to_owned(), raw.to_owned());
             }
@@ -264,6 +273,15 @@ impl Zfs {
             .filter(|(k, v)| k.starts_with(prefix) && k.contains(':') && *v != "-")
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect())
+    }
+
+    /// Properties set locally on a dataset (`zfs get -s local`), user properties included:
+    /// what a clone must be given to look like its origin's dataset.
+    pub async fn local_props(&self, name: &dyn ZfsName) -> Result<Vec<(String, String)>, Error> {
+        let inv =
+            self.zfs(name)?.args(["get", "-H", "-p", "-s", "local", "-o", "property,value", "all"]).arg(name.as_str());
+        let out = inv.run().await?;
+        Ok(out.lines().filter_map(|l| l.split_once('\t')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
     }
 
     /// Whether a dataset, snapshot or bookmark exists.

@@ -62,6 +62,7 @@ impl Zfs {
         }
         let inv = inv.arg(dest.as_str());
 
+        let started = std::time::Instant::now();
         let mut cmd = inv.command();
         cmd.stdin(Stdio::piped()).stdout(Stdio::null());
         let mut child = cmd.spawn().map_err(|e| inv.spawn_error(e))?;
@@ -84,6 +85,7 @@ impl Zfs {
         drop(stdin);
         let status = child.wait().await.map_err(|e| inv.spawn_error(e))?;
         let stderr = stderr_task.await.unwrap_or_default();
+        inv.record(status.success() && copied.is_ok(), started.elapsed());
         tracing::debug!(command = %inv.display(), %status, "zfs receive finished");
 
         match (copied, status.success()) {

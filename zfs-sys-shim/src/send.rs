@@ -149,6 +149,7 @@ pub struct SendStream {
     /// estimate), handed out first.
     prefix: Vec<u8>,
     prefix_at: usize,
+    started: std::time::Instant,
 }
 
 impl std::fmt::Debug for SendStream {
@@ -170,12 +171,14 @@ impl SendStream {
         while self.stdout.read(&mut sink).await.map_err(|e| self.inv.spawn_error(e))? > 0 {}
         let status = self.child.wait().await.map_err(|e| self.inv.spawn_error(e))?;
         let stderr = (&mut self.stderr).await.unwrap_or_default();
+        self.inv.record(status.success(), self.started.elapsed());
         if status.success() { Ok(()) } else { Err(self.inv.failure(status, &stderr)) }
     }
 
     /// End the send now (the consumer went away). Waits for the child so no zombie is left.
     pub async fn abort(mut self) {
         let _ = self.child.kill().await;
+        self.inv.record(false, self.started.elapsed());
     }
 }
 
@@ -304,7 +307,15 @@ impl Zfs {
         let (tx, rx) = watch::channel(Estimate::default());
         let stderr = tokio::spawn(collect_stderr(stderr_pipe, parsable.then_some(tx)));
         tracing::debug!(command = %inv.display(), "zfs send started");
-        let stream = SendStream { inv, child, stdout, stderr, prefix: Vec::new(), prefix_at: 0 };
+        let stream = SendStream {
+            inv,
+            child,
+            stdout,
+            stderr,
+            prefix: Vec::new(),
+            prefix_at: 0,
+            started: std::time::Instant::now(),
+        };
         Ok((stream, parsable.then_some(rx)))
     }
 }

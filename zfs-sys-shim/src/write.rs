@@ -179,6 +179,15 @@ impl Zfs {
             .map(drop)
     }
 
+    /// `zfs mount name`. Already mounted is success.
+    pub async fn mount(&self, name: &DatasetName) -> Result<(), Error> {
+        match self.zfs(name)?.arg("mount").arg(name.as_str()).run().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("already mounted") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `zfs rename ds@a ds@b` for snapshots (same dataset only, as ZFS requires).
     pub async fn rename_snapshot(&self, from: &SnapshotName, to: &SnapshotName) -> Result<(), Error> {
         if from.dataset() != to.dataset() {
