@@ -4,6 +4,7 @@
 //! them. Field names are the wire names.
 
 pub mod containers;
+pub mod control;
 pub mod health;
 pub mod imageapi;
 pub mod imagestore;
