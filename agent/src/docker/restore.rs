@@ -1,0 +1,228 @@
+//! Restore by clone-and-swap, undoable until confirmed.
+//!
+//! A rollback would destroy every newer snapshot, and with it any way back. Instead the
+//! snapshot is cloned, the live dataset is renamed aside under `<root>/prerestore/`
+//! (never mounted: `mountpoint=none` there), the clone takes the live name, and is
+//! promoted so it owns the snapshots up to the restored one. The kept dataset holds the
+//! pre-restore state and the newer snapshots until `confirm` destroys it or `undo` swaps
+//! it back. Every step is one `zfs` command; [`recover`] finishes or reverts a swap that
+//! a crash interrupted, so no half-restored volume survives a restart.
+
+use axum::http::StatusCode;
+use rpc_schema::ErrorKind;
+use zfs_sys_shim::{DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, SnapshotName, Zfs};
+
+use crate::api_error::ApiError;
+
+/// The names one restore of `live` works with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Swap {
+    pub live: DatasetName,
+    /// The pre-restore state, until confirm or undo.
+    pub kept: DatasetName,
+    /// The clone being made, before it takes the live name.
+    pub incoming: DatasetName,
+    /// The restored state being thrown away by an undo.
+    pub discard: DatasetName,
+}
+
+impl Swap {
+    pub fn of(root: &DatasetName, live: &DatasetName) -> Result<Swap, ApiError> {
+        let rel = live
+            .relative_to(root)
+            .filter(|r| !r.is_empty() && !r.starts_with("prerestore"))
+            .ok_or_else(|| ApiError::invalid("name", format!("{live} is not a dataset tankd restores")))?;
+        let at = |prefix: &str| {
+            root.join(&format!("prerestore/{prefix}/{rel}")).map_err(|e| ApiError::invalid("name", e.reason))
+        };
+        Ok(Swap { live: live.clone(), kept: at("kept")?, incoming: at("incoming")?, discard: at("discard")? })
+    }
+}
+
+fn conflict(message: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, ErrorKind::Conflict, message)
+}
+
+/// Properties a clone needs to look like the dataset it replaces: the local ones but
+/// `mountpoint`/`canmount` (the clone must not mount over the live dataset while both
+/// exist; the live name brings the mountpoint back).
+async fn clone_props(zfs: &Zfs, live: &DatasetName) -> Result<(Vec<(String, String)>, Option<String>), ApiError> {
+    let mut mountpoint = None;
+    let mut props = Vec::new();
+    for (k, v) in zfs.local_props(live).await? {
+        match k.as_str() {
+            "mountpoint" => mountpoint = Some(v),
+            "canmount" => {}
+            _ => props.push((k, v)),
+        }
+    }
+    Ok((props, mountpoint))
+}
+
+/// Restore `snap` (a snapshot of `live`) into `live`; the old state is kept. Returns the
+/// kept dataset's name.
+pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Result<DatasetName, ApiError> {
+    let live = snap.dataset();
+    let swap = Swap::of(root, &live)?;
+    if zfs.exists(&swap.kept).await? {
+        return Err(conflict(format!(
+            "{live} has a restore awaiting confirm or undo (kept as {}); confirm or undo it first",
+            swap.kept
+        )));
+    }
+    if !zfs.exists(snap).await? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("no snapshot {snap}")));
+    }
+    // A leftover from a crash that recover() did not see (it runs at start only).
+    zfs.destroy(&swap.incoming, DestroyOptions { recursive: true, ..Default::default() }).await?;
+    let (props, mountpoint) = clone_props(zfs, &live).await?;
+    zfs.clone_snapshot(snap, &swap.incoming, true, &props).await?;
+    if let Err(e) = zfs.rename(&live, &swap.kept, true).await {
+        let _ = zfs.destroy(&swap.incoming, DestroyOptions::default()).await;
+        return Err(ApiError::from(e));
+    }
+    if let Err(e) = zfs.rename(&swap.incoming, &live, false).await {
+        // Put the live dataset back before reporting.
+        let back = zfs.rename(&swap.kept, &live, false).await;
+        let _ = zfs.destroy(&swap.incoming, DestroyOptions::default()).await;
+        if let Err(b) = back {
+            tracing::error!(dataset = %live, error = %b, "could not put the dataset back after a failed restore; the next start will");
+        }
+        return Err(ApiError::from(e));
+    }
+    if let Some(mp) = mountpoint {
+        zfs.set(&live, &[("mountpoint".into(), mp)]).await?;
+    }
+    // Promotion moves the snapshots up to the restored one onto the live dataset; the
+    // kept one becomes its clone and can later be destroyed on its own.
+    if let Err(e) = zfs.promote(&live).await {
+        tracing::warn!(dataset = %live, error = %e, "promote after restore failed; confirm will retry it");
+    }
+    tracing::info!(dataset = %live, snapshot = %snap, kept = %swap.kept, "restored; the old state is kept until confirm or undo");
+    Ok(swap.kept)
+}
+
+/// The clone relation between two datasets: whether `a` is a clone of a snapshot of `b`.
+async fn is_clone_of(zfs: &Zfs, a: &DatasetName, b: &DatasetName) -> Result<bool, ApiError> {
+    let origin = zfs.get(a, &[Prop::Origin]).await?.origin;
+    Ok(origin.is_some_and(|o| o.split_once('@').is_some_and(|(ds, _)| ds == b.as_str())))
+}
+
+/// Keep the restored state: destroy the kept pre-restore dataset.
+pub async fn confirm(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<(), ApiError> {
+    let swap = Swap::of(root, live)?;
+    if !zfs.exists(&swap.kept).await? {
+        return Err(conflict(format!("{live} has no restore awaiting confirm")));
+    }
+    if is_clone_of(zfs, live, &swap.kept).await? {
+        zfs.promote(live).await?;
+    }
+    zfs.destroy(&swap.kept, DestroyOptions { recursive: true, ..Default::default() }).await?;
+    tracing::info!(dataset = %live, "restore confirmed");
+    Ok(())
+}
+
+/// Go back to the pre-restore state: the kept dataset takes the live name again and the
+/// restored one is destroyed.
+pub async fn undo(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<(), ApiError> {
+    let swap = Swap::of(root, live)?;
+    if !zfs.exists(&swap.kept).await? {
+        return Err(conflict(format!("{live} has no restore to undo")));
+    }
+    let mountpoint = clone_props(zfs, live).await?.1;
+    zfs.destroy(&swap.discard, DestroyOptions { recursive: true, ..Default::default() }).await?;
+    zfs.rename(live, &swap.discard, true).await?;
+    if let Err(e) = zfs.rename(&swap.kept, live, false).await {
+        let _ = zfs.rename(&swap.discard, live, false).await;
+        return Err(e.into());
+    }
+    if let Some(mp) = mountpoint {
+        zfs.set(live, &[("mountpoint".into(), mp)]).await?;
+    }
+    if is_clone_of(zfs, live, &swap.discard).await? {
+        zfs.promote(live).await?;
+    }
+    zfs.destroy(&swap.discard, DestroyOptions { recursive: true, ..Default::default() }).await?;
+    tracing::info!(dataset = %live, "restore undone");
+    Ok(())
+}
+
+/// A pending restore of `live`: (the snapshot restored, relative to the root; the kept
+/// dataset), or `None`.
+pub async fn pending(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<Option<(String, String)>, ApiError> {
+    let swap = Swap::of(root, live)?;
+    let kept = match zfs.get(&swap.kept, &[Prop::Origin]).await {
+        Ok(k) => k,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    // After promotion the kept dataset is the clone of the restored snapshot; before it,
+    // the live one is.
+    let origin = match kept.origin {
+        Some(o) => Some(o),
+        None => zfs.get(live, &[Prop::Origin]).await?.origin,
+    };
+    let rel = |full: &str| full.strip_prefix(&format!("{root}/")).unwrap_or(full).to_owned();
+    let snapshot = origin.map(|o| rel(&o)).unwrap_or_default();
+    Ok(Some((snapshot, swap.kept.to_string())))
+}
+
+/// At start: finish or revert swaps a crash interrupted.
+/// - an `incoming` clone whose live dataset still exists never took its place: destroyed;
+/// - an `incoming` clone with the live name free: the crash fell between the two renames,
+///   so it takes the name (the kept state stays, undoable);
+/// - a `discard` with a live dataset: an undo that did not finish destroying it;
+/// - a `kept` with the live name free (an undo between its renames): it takes the name.
+pub async fn recover(zfs: &Zfs, root: &DatasetName) -> Result<(), ApiError> {
+    let pre = root.join("prerestore").map_err(|e| ApiError::invalid("root", e.reason))?;
+    if !zfs.exists(&pre).await? {
+        return Ok(());
+    }
+    let all = zfs.list(&ListQuery::recursive(pre.clone(), DatasetType::Filesystem, &[])).await?;
+    for (kind, at) in [("incoming", 0), ("discard", 1), ("kept", 2)] {
+        let prefix = format!("{pre}/{kind}/");
+        for d in all.iter().filter(|d| d.name.starts_with(&prefix)) {
+            let rel = &d.name[prefix.len()..];
+            // Only leaves: volumes/<name> or services/<id>.
+            if !rel.contains('/') {
+                continue;
+            }
+            let (Ok(here), Ok(live)) = (d.name.parse::<DatasetName>(), root.join(rel)) else { continue };
+            let live_exists = zfs.exists(&live).await?;
+            match (at, live_exists) {
+                (0, true) | (1, true) => {
+                    tracing::warn!(dataset = %here, "removing what an interrupted restore left");
+                    if is_clone_of(zfs, &live, &here).await? {
+                        zfs.promote(&live).await?;
+                    }
+                    zfs.destroy(&here, DestroyOptions { recursive: true, ..Default::default() }).await?;
+                }
+                (0, false) | (2, false) => {
+                    tracing::warn!(dataset = %here, live = %live, "completing an interrupted swap");
+                    zfs.rename(&here, &live, false).await?;
+                    if is_clone_of(zfs, &live, &here).await.unwrap_or(false) {
+                        let _ = zfs.promote(&live).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_names_stay_under_prerestore() {
+        let root: DatasetName = "tank/tankd".parse().unwrap();
+        let s = Swap::of(&root, &"tank/tankd/volumes/v1".parse().unwrap()).unwrap();
+        assert_eq!(s.kept.as_str(), "tank/tankd/prerestore/kept/volumes/v1");
+        assert_eq!(s.incoming.as_str(), "tank/tankd/prerestore/incoming/volumes/v1");
+        assert_eq!(s.discard.as_str(), "tank/tankd/prerestore/discard/volumes/v1");
+        assert!(Swap::of(&root, &"tank/other".parse().unwrap()).is_err());
+        assert!(Swap::of(&root, &"tank/tankd/prerestore/kept/volumes/v1".parse().unwrap()).is_err());
+    }
+}
