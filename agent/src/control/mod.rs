@@ -1,0 +1,126 @@
+//! The control API (corestore's routes) on its own listener, default 127.0.0.1:3000:
+//! per-service datasets, volumes, snapshots and undoable restores, plus `/health` and
+//! `/metrics`.
+//!
+//! Auth: with an API token configured, every route but `/health` and `/metrics` needs
+//! `Authorization: Bearer <token>`. A service's own token (`TANKD_SERVICE_TOKEN` from
+//! provisioning, derived from the master secret) is accepted for that service's
+//! snapshot and restore routes only, so a workload can back itself up without holding
+//! the node's token.
+
+mod provision;
+pub mod secret;
+mod snapshots;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use rpc_schema::ErrorKind;
+use serde::de::DeserializeOwned;
+use zfs_sys_shim::{DatasetName, Zfs};
+
+use crate::api_error::{ApiError, refused_field};
+use crate::auth::constant_time_eq;
+use crate::docker::VolumeStore;
+pub use secret::MasterSecret;
+
+#[derive(Clone)]
+pub struct Control {
+    pub zfs: Zfs,
+    pub root: DatasetName,
+    pub volumes: VolumeStore,
+    pub secret: MasterSecret,
+    /// The node's API token; `None` leaves the API open (as the rest of tankd).
+    pub admin_token: Option<Arc<str>>,
+    /// Base URL services reach this API on (`TANKD_CONTROL_URL`).
+    pub public_url: String,
+}
+
+/// Who is calling, from the Authorization header.
+#[derive(Debug, PartialEq)]
+pub enum Caller {
+    Admin,
+    /// A bearer that is not the node's token: maybe a service's own.
+    Bearer(String),
+    Anonymous,
+}
+
+impl Control {
+    pub fn caller(&self, headers: &HeaderMap) -> Caller {
+        let Some(admin) = &self.admin_token else { return Caller::Admin };
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match bearer {
+            Some(b) if constant_time_eq(b.as_bytes(), admin.as_bytes()) => Caller::Admin,
+            Some(b) => Caller::Bearer(b.to_owned()),
+            None => Caller::Anonymous,
+        }
+    }
+
+    pub fn service_token(&self, service: &str) -> String {
+        self.secret.derive(secret::SERVICE_TOKEN_LABEL, service)
+    }
+
+    fn require_admin(&self, caller: &Caller) -> Result<(), ApiError> {
+        match caller {
+            Caller::Admin => Ok(()),
+            _ => Err(ApiError::unauthorized()),
+        }
+    }
+
+    /// The node's token, or `service`'s own.
+    fn require_service(&self, caller: &Caller, service: Option<&str>) -> Result<(), ApiError> {
+        match (caller, service) {
+            (Caller::Admin, _) => Ok(()),
+            (Caller::Bearer(given), Some(svc))
+                if constant_time_eq(given.as_bytes(), self.service_token(svc).as_bytes()) =>
+            {
+                Ok(())
+            }
+            _ => Err(ApiError::unauthorized()),
+        }
+    }
+
+    pub fn service_dataset(&self, service: &str) -> Result<DatasetName, ApiError> {
+        crate::docker::store::check_name("serviceId", service)?;
+        self.root.join(&format!("services/{service}")).map_err(|e| ApiError::invalid("serviceId", e.reason))
+    }
+}
+
+/// A JSON body into `T`, a refusal naming the member that did not fit.
+pub fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        ApiError::invalid(&refused_field(&path, &message, "body"), format!("bad request body: {message}"))
+    })
+}
+
+pub fn unavailable(field: &str, message: String) -> ApiError {
+    let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unavailable, message);
+    e.detail.field = Some(field.to_owned());
+    e
+}
+
+/// Every control route but `/health` and `/metrics` (the server adds those, they need
+/// the whole agent's state).
+pub fn routes(control: Control) -> Router {
+    Router::new()
+        .route("/resources/provision", post(provision::provision))
+        .route("/resources/deprovision", post(provision::deprovision))
+        .route("/volumes", get(snapshots::list_volumes))
+        .route("/volumes/snapshot", post(snapshots::snapshot_volume))
+        .route("/volumes/restore", post(snapshots::restore_volume))
+        .route("/volumes/restore/confirm", post(snapshots::confirm_restore))
+        .route("/volumes/restore/undo", post(snapshots::undo_restore))
+        .route("/resources/snapshot", post(snapshots::snapshot_resources))
+        .route("/resources/restore", post(snapshots::restore_resources))
+        .with_state(control)
+}

@@ -1,0 +1,132 @@
+//! `POST /resources/provision` and `/resources/deprovision`: a service's dataset
+//! (`<root>/services/<serviceId>`, optionally with a quota) and the environment its
+//! containers get. Both are idempotent: provisioning again returns the same values (the
+//! credentials are derived, not stored), deprovisioning what is gone succeeds.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use rpc_schema::ErrorKind;
+use rpc_schema::control::{Capability, DeprovisionRequest, DeprovisionResponse, ProvisionRequest, ProvisionResponse};
+use zfs_sys_shim::{DestroyOptions, Prop};
+
+use super::{Control, body, unavailable};
+use crate::api_error::ApiError;
+
+const NAME_PROP: &str = "tankd:service-name";
+
+fn check_request(req: &ProvisionRequest) -> Result<Option<u64>, ApiError> {
+    crate::docker::store::check_name("serviceId", &req.service_id)?;
+    if req.service_name.len() > 256 || req.service_name.chars().any(char::is_control) {
+        return Err(ApiError::invalid("serviceName", "at most 256 characters, no control characters"));
+    }
+    for (i, cap) in req.capabilities.iter().enumerate() {
+        let what = match cap {
+            Capability::Filesystem => continue,
+            Capability::Database => "database (a MongoDB-wire endpoint)",
+            Capability::Objectstorage => "objectstorage (an S3 endpoint)",
+        };
+        return Err(unavailable(
+            &format!("capabilities[{i}]"),
+            format!("capability {what} is not available on this node yet; nothing was provisioned"),
+        ));
+    }
+    req.quota
+        .as_deref()
+        .map(|q| {
+            crate::config::parse_size(q)
+                .filter(|b| *b >= 1 << 20)
+                .ok_or_else(|| ApiError::invalid("quota", format!("{q:?} is not a size of at least 1M")))
+        })
+        .transpose()
+}
+
+pub async fn provision(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<ProvisionResponse>, ApiError> {
+    c.require_admin(&c.caller(&headers))?;
+    let req: ProvisionRequest = body(&bytes)?;
+    let quota = check_request(&req)?;
+    let ds = c.service_dataset(&req.service_id)?;
+    let mut props = vec![(NAME_PROP.to_owned(), req.service_name.clone())];
+    if let Some(q) = quota {
+        props.push(("quota".to_owned(), q.to_string()));
+    }
+    let created = if c.zfs.exists(&ds).await? {
+        // Provisioning is "make it so": a new name or quota applies to the existing one.
+        c.zfs.set(&ds, &props).await?;
+        false
+    } else {
+        c.zfs.create_filesystem(&ds, true, &props).await?;
+        tracing::info!(service = %req.service_id, dataset = %ds, "service provisioned");
+        true
+    };
+    let mountpoint = c.zfs.get(&ds, &[Prop::Mountpoint]).await?.mountpoint.unwrap_or_default();
+    let mut env = BTreeMap::new();
+    env.insert("TANKD_SERVICE_ID".to_owned(), req.service_id.clone());
+    env.insert("TANKD_SERVICE_DATASET".to_owned(), ds.to_string());
+    env.insert("TANKD_SERVICE_DATA".to_owned(), mountpoint.clone());
+    env.insert("TANKD_VOLUME_DRIVER".to_owned(), "tankd".to_owned());
+    env.insert("TANKD_CONTROL_URL".to_owned(), c.public_url.clone());
+    env.insert("TANKD_SERVICE_TOKEN".to_owned(), c.service_token(&req.service_id));
+    Ok(Json(ProvisionResponse {
+        service_id: req.service_id,
+        service_name: req.service_name,
+        created,
+        dataset: ds.to_string(),
+        mountpoint,
+        env,
+    }))
+}
+
+pub async fn deprovision(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<DeprovisionResponse>, ApiError> {
+    c.require_admin(&c.caller(&headers))?;
+    let req: DeprovisionRequest = body(&bytes)?;
+    let ds = c.service_dataset(&req.service_id)?;
+    let mut removed = c.volumes.remove_owned(&req.service_id, req.force).await?;
+    if c.zfs.exists(&ds).await? {
+        if crate::docker::restore::pending(&c.zfs, &c.root, &ds).await?.is_some() {
+            crate::docker::restore::confirm(&c.zfs, &c.root, &ds).await?;
+        }
+        c.zfs.destroy(&ds, DestroyOptions { recursive: true, ..Default::default() }).await.map_err(|e| {
+            if e.kind() == zfs_sys_shim::ErrorKind::Busy {
+                ApiError::new(StatusCode::CONFLICT, ErrorKind::Busy, format!("{ds} is in use: {e}"))
+            } else {
+                e.into()
+            }
+        })?;
+        removed.push(ds.to_string());
+        tracing::info!(service = %req.service_id, "service deprovisioned");
+    }
+    Ok(Json(DeprovisionResponse { service_id: req.service_id, removed }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(json: &str) -> ProvisionRequest {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn unavailable_capabilities_and_bad_fields_are_named() {
+        let e =
+            check_request(&req(r#"{"serviceId":"svc-1","capabilities":["filesystem","objectstorage"]}"#)).unwrap_err();
+        assert_eq!((e.status, e.detail.field.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("capabilities[1]")));
+        let e = check_request(&req(r#"{"serviceId":"../x"}"#)).unwrap_err();
+        assert_eq!(e.detail.field.as_deref(), Some("serviceId"));
+        let e = check_request(&req(r#"{"serviceId":"svc-1","quota":"1K"}"#)).unwrap_err();
+        assert_eq!(e.detail.field.as_deref(), Some("quota"));
+        assert_eq!(check_request(&req(r#"{"serviceId":"svc-1","quota":"2G"}"#)).unwrap(), Some(2 << 30));
+    }
+}

@@ -1,0 +1,270 @@
+//! Volumes and snapshots through the control API: `GET /volumes`, `/volumes/snapshot`,
+//! `/volumes/restore` (+ `/confirm`, `/undo`), `/resources/snapshot` and
+//! `/resources/restore`.
+//!
+//! A snapshot id is the snapshot's name relative to the dataset root
+//! (`volumes/v1@before-deploy`, `services/svc-1@backup-1`): stable, readable, and
+//! resolvable without a lookup table.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use rpc_schema::ErrorKind;
+use rpc_schema::control::{
+    Capability, ResourceSnapshot, ResourcesRestoreRequest, ResourcesRestoreResponse, ResourcesSnapshotRequest,
+    ResourcesSnapshotResponse, VolumeList, VolumeName, VolumeRestoreRequest, VolumeRestoreResponse,
+    VolumeSnapshotRequest,
+};
+use zfs_sys_shim::{DatasetName, Prop, SnapshotName};
+
+use super::{Control, body, unavailable};
+use crate::api_error::ApiError;
+use crate::docker::restore;
+use crate::docker::store::{check_name, check_snapshot_name};
+
+pub async fn list_volumes(State(c): State<Control>, headers: HeaderMap) -> Result<Json<VolumeList>, ApiError> {
+    c.require_admin(&c.caller(&headers))?;
+    Ok(Json(VolumeList { volumes: c.volumes.list().await? }))
+}
+
+/// The snapshot id of a full snapshot name.
+fn snapshot_id(c: &Control, snap: &SnapshotName) -> String {
+    snap.as_str().strip_prefix(&format!("{}/", c.root)).unwrap_or(snap.as_str()).to_owned()
+}
+
+async fn describe(
+    c: &Control,
+    snap: &SnapshotName,
+    capability: &str,
+    resource: &str,
+) -> Result<ResourceSnapshot, ApiError> {
+    let s = c.zfs.get(snap, &[Prop::Referenced, Prop::Written, Prop::Creation, Prop::Guid]).await?;
+    let mut tags = BTreeMap::new();
+    tags.insert("guid".to_owned(), s.guid.unwrap_or(0).to_string());
+    Ok(ResourceSnapshot {
+        capability: capability.to_owned(),
+        resource_name: resource.to_owned(),
+        snapshot_id: snapshot_id(c, snap),
+        original_size: s.referenced.unwrap_or(0),
+        stored_size: s.written.unwrap_or(0),
+        created_at: s.creation.unwrap_or(0),
+        tags,
+    })
+}
+
+pub async fn snapshot_volume(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<ResourceSnapshot>, ApiError> {
+    let caller = c.caller(&headers);
+    let req: VolumeSnapshotRequest = body(&bytes)?;
+    let ds = c.volumes.dataset(&req.name).map_err(|e| rename_field(e, "name"))?;
+    check_snapshot_name("snapshotName", &req.snapshot_name)?;
+    c.require_service(&caller, c.volumes.owner(&req.name).await?.as_deref())?;
+    let snap = ds.snapshot(&req.snapshot_name).map_err(|e| ApiError::invalid("snapshotName", e.reason))?;
+    c.zfs.snapshot(std::slice::from_ref(&snap), false, &[]).await?;
+    Ok(Json(describe(&c, &snap, "volume", &req.name).await?))
+}
+
+fn rename_field(mut e: ApiError, field: &str) -> ApiError {
+    if e.detail.field.is_some() {
+        e.detail.field = Some(field.to_owned());
+    }
+    e
+}
+
+/// A snapshot id for `live`: its full relative id, or just the part after `@`.
+fn resolve_snapshot(c: &Control, live: &DatasetName, field: &str, id: &str) -> Result<SnapshotName, ApiError> {
+    let (ds, short) = match id.split_once('@') {
+        Some((ds, short)) => (Some(ds), short),
+        None => (None, id),
+    };
+    check_snapshot_name(field, short)?;
+    if let Some(ds) = ds {
+        let named = c.root.join(ds).map_err(|e| ApiError::invalid(field, e.reason))?;
+        if &named != live {
+            return Err(ApiError::invalid(field, format!("{id:?} is not a snapshot of {live}")));
+        }
+    }
+    live.snapshot(short).map_err(|e| ApiError::invalid(field, e.reason))
+}
+
+fn busy(name: &str, ids: &[String]) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorKind::Busy,
+        format!(
+            "volume {name} is mounted by containers ({}); their mounts would keep the old data. Stop them, or force",
+            ids.join(", ")
+        ),
+    )
+}
+
+pub async fn restore_volume(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<VolumeRestoreResponse>, ApiError> {
+    let caller = c.caller(&headers);
+    let req: VolumeRestoreRequest = body(&bytes)?;
+    let live = c.volumes.dataset(&req.name).map_err(|e| rename_field(e, "name"))?;
+    let snap = resolve_snapshot(&c, &live, "snapshotId", &req.snapshot_id)?;
+    c.require_service(&caller, c.volumes.owner(&req.name).await?.as_deref())?;
+    let mounted = c.volumes.mount_ids(&req.name).await;
+    if !mounted.is_empty() && !req.force {
+        return Err(busy(&req.name, &mounted));
+    }
+    let kept = restore::restore(&c.zfs, &c.root, &snap).await?;
+    Ok(Json(VolumeRestoreResponse { name: req.name, snapshot_id: snapshot_id(&c, &snap), kept_as: kept.to_string() }))
+}
+
+async fn volume_for_restore_step(c: &Control, headers: &HeaderMap, bytes: &Bytes) -> Result<DatasetName, ApiError> {
+    let caller = c.caller(headers);
+    let req: VolumeName = body(bytes)?;
+    let live = c.volumes.dataset(&req.name).map_err(|e| rename_field(e, "name"))?;
+    c.require_service(&caller, c.volumes.owner(&req.name).await?.as_deref())?;
+    Ok(live)
+}
+
+pub async fn confirm_restore(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let live = volume_for_restore_step(&c, &headers, &bytes).await?;
+    restore::confirm(&c.zfs, &c.root, &live).await?;
+    Ok(Json(serde_json::json!({ "confirmed": live.to_string() })))
+}
+
+pub async fn undo_restore(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let live = volume_for_restore_step(&c, &headers, &bytes).await?;
+    restore::undo(&c.zfs, &c.root, &live).await?;
+    Ok(Json(serde_json::json!({ "undone": live.to_string() })))
+}
+
+/// The datasets of a service: its own (`filesystem`, resource `data`) when provisioned,
+/// and the volumes it owns (`volume`, resource = the volume's name).
+async fn service_resources(c: &Control, service: &str) -> Result<Vec<(DatasetName, &'static str, String)>, ApiError> {
+    let own = c.service_dataset(service)?;
+    let mut out = Vec::new();
+    if c.zfs.exists(&own).await? {
+        out.push((own, "filesystem", "data".to_owned()));
+    }
+    for v in c.volumes.owned_by(service).await? {
+        out.push((c.volumes.dataset(&v)?, "volume", v));
+    }
+    Ok(out)
+}
+
+pub async fn snapshot_resources(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<ResourcesSnapshotResponse>, ApiError> {
+    let caller = c.caller(&headers);
+    let req: ResourcesSnapshotRequest = body(&bytes)?;
+    check_name("serviceId", &req.service_id)?;
+    check_snapshot_name("snapshotName", &req.snapshot_name)?;
+    c.require_service(&caller, Some(&req.service_id))?;
+    let resources = service_resources(&c, &req.service_id).await?;
+    if resources.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
+            format!("service {} has no dataset and no volumes on this node", req.service_id),
+        ));
+    }
+    let snaps = resources
+        .iter()
+        .map(|(ds, _, _)| ds.snapshot(&req.snapshot_name).map_err(|e| ApiError::invalid("snapshotName", e.reason)))
+        .collect::<Result<Vec<_>, _>>()?;
+    // One command: ZFS takes all of them in one transaction group, so the service's
+    // datasets are captured at the same instant.
+    c.zfs.snapshot(&snaps, false, &[]).await?;
+    let mut out = Vec::new();
+    for ((_, capability, resource), snap) in resources.iter().zip(&snaps) {
+        out.push(describe(&c, snap, capability, resource).await?);
+    }
+    Ok(Json(ResourcesSnapshotResponse { service_id: req.service_id, snapshots: out }))
+}
+
+pub async fn restore_resources(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<ResourcesRestoreResponse>, ApiError> {
+    let caller = c.caller(&headers);
+    let req: ResourcesRestoreRequest = body(&bytes)?;
+    check_name("serviceId", &req.service_id)?;
+    c.require_service(&caller, Some(&req.service_id))?;
+    let resources = service_resources(&c, &req.service_id).await?;
+    // Every entry is checked before anything is restored.
+    let mut plan = Vec::new();
+    for (i, s) in req.snapshots.iter().enumerate() {
+        let field = format!("snapshots[{i}].snapshotId");
+        if let Ok(Capability::Database | Capability::Objectstorage) =
+            serde_json::from_value::<Capability>(serde_json::json!(s.capability))
+        {
+            return Err(unavailable(
+                &format!("snapshots[{i}].capability"),
+                format!("capability {} is not available on this node yet", s.capability),
+            ));
+        }
+        let Some((ds, _, name)) = resources.iter().find(|(ds, _, _)| {
+            s.snapshot_id.split_once('@').is_some_and(|(d, _)| c.root.join(d).ok().as_ref() == Some(ds))
+        }) else {
+            return Err(ApiError::invalid(
+                &field,
+                format!("{:?} is not a snapshot of a resource of service {}", s.snapshot_id, req.service_id),
+            ));
+        };
+        let snap = resolve_snapshot(&c, ds, &field, &s.snapshot_id)?;
+        if !c.zfs.exists(&snap).await? {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorKind::NotFound,
+                format!("{field}: no snapshot {snap}"),
+            ));
+        }
+        if restore::pending(&c.zfs, &c.root, ds).await?.is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorKind::Conflict,
+                format!("{ds} has a restore awaiting confirm or undo"),
+            ));
+        }
+        let mounted = c.volumes.mount_ids(name).await;
+        if !mounted.is_empty() && !req.force {
+            return Err(busy(name, &mounted));
+        }
+        plan.push((snap, name.clone()));
+    }
+    let mut restored = Vec::new();
+    for (snap, name) in &plan {
+        match restore::restore(&c.zfs, &c.root, snap).await {
+            Ok(kept) => restored.push(VolumeRestoreResponse {
+                name: name.clone(),
+                snapshot_id: snapshot_id(&c, snap),
+                kept_as: kept.to_string(),
+            }),
+            Err(e) => {
+                // All or nothing: put back what this call already restored.
+                for (done, _) in plan.iter().take(restored.len()) {
+                    if let Err(u) = restore::undo(&c.zfs, &c.root, &done.dataset()).await {
+                        tracing::error!(dataset = %done.dataset(), error = ?u.detail, "could not undo a partial resource restore");
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(Json(ResourcesRestoreResponse { service_id: req.service_id, restored }))
+}
