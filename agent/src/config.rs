@@ -11,6 +11,13 @@ use zfs_sys_shim::{DatasetName, PoolName};
 
 /// Where the config file is looked for when none is named.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/tankd/tankd.toml";
+/// corestore's environment names for settings tankd shares with it.
+pub const CORESTORE_ALIASES: &[(&str, &str)] = &[
+    ("TANKD_API_TOKEN", "CORESTORE_API_TOKEN"),
+    ("TANKD_PUBLIC_HOST", "CORESTORE_PUBLIC_HOST"),
+    ("TANKD_DOCKER_SOCKET", "CORESTORE_VOLUME_PLUGIN_SOCKET"),
+];
+
 /// The default name of the pool tankd creates on a sparse file when no pool is configured.
 pub const EMBEDDED_POOL: &str = "tankd";
 
@@ -76,6 +83,16 @@ pub struct Layer {
     /// Allow the `suid` and `dev` mount options (default false: mounts are nosuid,nodev).
     #[arg(long)]
     pub allow_suid_dev: Option<bool>,
+    /// Control API addresses (default 127.0.0.1:3000); repeat for several, "" for none.
+    #[arg(long = "control-listen")]
+    pub control_listen: Option<Vec<String>>,
+    /// Docker VolumeDriver socket (default /run/docker/plugins/tankd.sock); empty to disable.
+    #[arg(long)]
+    pub docker_socket: Option<PathBuf>,
+    /// Host name services reach the control API by, put in `TANKD_CONTROL_URL`
+    /// (default: this node's hostname).
+    #[arg(long)]
+    pub public_host: Option<String>,
 }
 
 impl Layer {
@@ -101,12 +118,22 @@ impl Layer {
             mount_root: other.mount_root.or(self.mount_root),
             image_roots: other.image_roots.or(self.image_roots),
             allow_suid_dev: other.allow_suid_dev.or(self.allow_suid_dev),
+            control_listen: other.control_listen.or(self.control_listen),
+            docker_socket: other.docker_socket.or(self.docker_socket),
+            public_host: other.public_host.or(self.public_host),
         }
     }
 
-    /// The `TANKD_*` variables. `env` is passed in so tests need not touch the process's.
+    /// The `TANKD_*` variables, and corestore's `CORESTORE_*` names for the settings both
+    /// have (the `TANKD_` name wins when both are set). `env` is passed in so tests need
+    /// not touch the process's.
     pub fn from_env(env: &HashMap<String, String>) -> Result<Layer, ConfigError> {
-        let get = |k: &str| env.get(k).cloned();
+        let get = |k: &str| {
+            env.get(k).cloned().or_else(|| {
+                let alias = CORESTORE_ALIASES.iter().find(|(t, _)| *t == k)?.1;
+                env.get(alias).cloned()
+            })
+        };
         Ok(Layer {
             pool: get("TANKD_POOL"),
             dataset_root: get("TANKD_DATASET_ROOT"),
@@ -131,6 +158,10 @@ impl Layer {
             image_roots: get("TANKD_IMAGE_ROOTS")
                 .map(|v| v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()),
             allow_suid_dev: boolean(env, "TANKD_ALLOW_SUID_DEV")?,
+            control_listen: get("TANKD_CONTROL_LISTEN")
+                .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()),
+            docker_socket: get("TANKD_DOCKER_SOCKET").map(PathBuf::from),
+            public_host: get("TANKD_PUBLIC_HOST"),
         })
     }
 
@@ -194,6 +225,9 @@ pub struct Config {
     pub mount_root: PathBuf,
     pub image_roots: Vec<PathBuf>,
     pub allow_suid_dev: bool,
+    pub control_listen: Vec<SocketAddr>,
+    pub docker_socket: Option<PathBuf>,
+    pub public_host: String,
 }
 
 // Hand-written so the token never reaches a log line.
@@ -218,6 +252,9 @@ impl std::fmt::Debug for Config {
             .field("mount_root", &self.mount_root)
             .field("image_roots", &self.image_roots)
             .field("allow_suid_dev", &self.allow_suid_dev)
+            .field("control_listen", &self.control_listen)
+            .field("docker_socket", &self.docker_socket)
+            .field("public_host", &self.public_host)
             .finish()
     }
 }
@@ -315,6 +352,31 @@ impl Config {
                 return Err(ConfigError::field("log_format", format!("{other:?} is not text or json")));
             }
         };
+        let control_listen = l
+            .control_listen
+            .unwrap_or_else(|| vec!["127.0.0.1:3000".to_owned()])
+            .iter()
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::field("control_listen", format!("{a:?} is not an address:port")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let docker_socket = match l.docker_socket {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) if !p.is_absolute() => return Err(ConfigError::field("docker_socket", "must be an absolute path")),
+            Some(p) => Some(p),
+            None => Some(PathBuf::from("/run/docker/plugins/tankd.sock")),
+        };
+        let public_host = match l.public_host {
+            Some(h) if h.is_empty() || h.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') => {
+                return Err(ConfigError::field("public_host", format!("{h:?} is not a host name")));
+            }
+            Some(h) => h,
+            None => {
+                nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+            }
+        };
         let mount_root = l.mount_root.unwrap_or_else(|| data_dir.join("mounts"));
         let image_roots = l.image_roots.unwrap_or_else(|| vec![data_dir.join("images")]);
         for (field, path) in
@@ -359,6 +421,9 @@ impl Config {
             mount_root,
             image_roots,
             allow_suid_dev: l.allow_suid_dev.unwrap_or(false),
+            control_listen,
+            docker_socket,
+            public_host,
         })
     }
 
@@ -387,6 +452,29 @@ mod tests {
         assert_eq!(c.socket, Some(PathBuf::from("/run/tankd/tankd.sock")));
         assert_eq!(c.embedded_pool_size, 8 << 30);
         assert_eq!(c.embedded_vdev(), PathBuf::from("/var/lib/tankd/pool/tankd.img"));
+        assert_eq!(c.control_listen, vec!["127.0.0.1:3000".parse().unwrap()]);
+        assert_eq!(c.docker_socket, Some(PathBuf::from("/run/docker/plugins/tankd.sock")));
+    }
+
+    #[test]
+    fn corestore_names_are_aliases_tankd_names_win() {
+        let c = Config::resolve(
+            Layer::default(),
+            env(&[("CORESTORE_API_TOKEN", "corestore-token-0123456789"), ("CORESTORE_PUBLIC_HOST", "node7")]),
+            Layer::default(),
+        )
+        .unwrap();
+        assert_eq!(c.api_token.as_deref(), Some("corestore-token-0123456789"));
+        assert_eq!(c.public_host, "node7");
+        let both = env(&[
+            ("CORESTORE_API_TOKEN", "corestore-token-0123456789"),
+            ("TANKD_API_TOKEN", "tankd-token-0123456789"),
+        ]);
+        let c = Config::resolve(Layer::default(), both, Layer::default()).unwrap();
+        assert_eq!(c.api_token.as_deref(), Some("tankd-token-0123456789"));
+        let off = env(&[("TANKD_CONTROL_LISTEN", ""), ("TANKD_DOCKER_SOCKET", "")]);
+        let c = Config::resolve(Layer::default(), off, Layer::default()).unwrap();
+        assert!(c.control_listen.is_empty() && c.docker_socket.is_none());
     }
 
     #[test]

@@ -6,17 +6,21 @@ mod attach;
 mod auth;
 mod config;
 mod containers;
+mod control;
+mod docker;
 mod guests;
 mod health;
 mod imageapi;
 mod images;
 mod imagestore;
+mod metrics;
 mod mounts;
 mod server;
 mod snapshots;
 mod startup;
 mod state;
 mod streams;
+mod systemd;
 mod volumes;
 
 use std::collections::HashMap;
@@ -52,7 +56,8 @@ fn load_config(cli: Cli) -> Result<Config, String> {
         }
         None => Layer::default(),
     };
-    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("TANKD_")).collect();
+    let env: HashMap<String, String> =
+        std::env::vars().filter(|(k, _)| k.starts_with("TANKD_") || k.starts_with("CORESTORE_")).collect();
     let env_layer = Layer::from_env(&env).map_err(|e| e.to_string())?;
     Config::resolve(file_layer, env_layer, cli.flags).map_err(|e| e.to_string())
 }
@@ -76,8 +81,10 @@ fn main() -> ExitCode {
             None => ExitCode::from(2),
         };
     }
+    // Socket activation is read (and its variables removed) while tankd is one thread.
+    let activated = systemd::listen_fds();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt.block_on(agent_main()),
+        Ok(rt) => rt.block_on(agent_main(activated)),
         Err(e) => {
             eprintln!("tankd: cannot start the async runtime: {e}");
             ExitCode::FAILURE
@@ -85,7 +92,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn agent_main() -> ExitCode {
+async fn agent_main(activated: Vec<(String, std::os::fd::OwnedFd)>) -> ExitCode {
     let config = match load_config(Cli::parse()) {
         Ok(c) => c,
         Err(e) => {
@@ -94,7 +101,7 @@ async fn agent_main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    match run(config).await {
+    match run(config, activated).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -104,7 +111,31 @@ async fn agent_main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+/// Docker volumes and the control API: the volume parents, interrupted restores
+/// finished or reverted, mount counts rebuilt, the master secret loaded or made.
+async fn start_control(
+    config: &Config,
+    zfs: &zfs_sys_shim::Zfs,
+) -> Result<control::Control, Box<dyn std::error::Error>> {
+    let root = config.dataset_root.clone();
+    docker::restore::recover(zfs, &root)
+        .await
+        .map_err(|e| format!("restores left by the last run: {}", e.detail.message))?;
+    let volumes = docker::VolumeStore::start(zfs.clone(), root.clone()).await?;
+    let from_env = std::env::var("TANKD_MASTER_SECRET").or_else(|_| std::env::var("CORESTORE_MASTER_SECRET")).ok();
+    let secret = control::MasterSecret::load_or_create(&config.data_dir, from_env.as_deref())?;
+    let port = config.control_listen.first().map_or(3000, |a| a.port());
+    Ok(control::Control {
+        zfs: zfs.clone(),
+        root,
+        volumes,
+        secret,
+        admin_token: config.api_token.as_deref().map(Arc::from),
+        public_url: format!("http://{}:{port}", config.public_host),
+    })
+}
+
+async fn run(config: Config, activated: Vec<(String, std::os::fd::OwnedFd)>) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(?config, "starting tankd {}", env!("CARGO_PKG_VERSION"));
     let zfs = if config.zfs {
         let probe = zfs_sys_shim::Zfs::new(zfs_sys_shim::Roots::default());
@@ -115,7 +146,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tracing::warn!("zfs = false: ImageStore, snapshot streams and ZFS-backed attachments are off on this node");
         zfs_sys_shim::Zfs::new(zfs_sys_shim::Roots::new(vec![config.dataset_root.clone()]))
     };
-    let listeners = server::bind(&config).await?;
+    let listeners = server::bind(&config, activated).await?;
     let shutdown = CancellationToken::new();
     server::cancel_on_signals(shutdown.clone())?;
     let grace = config.shutdown_timeout;
@@ -143,9 +174,31 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let containers = containers::Containers::start_service(&config.data_dir, imageapi.clone())
         .await
         .map_err(|e| format!("container state: {e}"))?;
-    let state = state::AppState { config: Arc::new(config), zfs, started: Instant::now(), store, imageapi, containers };
+    let control = if config.zfs { Some(start_control(&config, &zfs).await?) } else { None };
+    let streams = streams::Streams::new(zfs.clone(), config.dataset_root.clone(), config.max_streams);
+    let state = state::AppState {
+        config: Arc::new(config),
+        zfs,
+        started: Instant::now(),
+        store,
+        streams,
+        imageapi,
+        containers,
+        control,
+        http: metrics::HttpMetrics::default(),
+    };
+    let mut served: Vec<(server::Bound, axum::Router)> = Vec::new();
+    let main_app = server::app(state.clone());
+    served.extend(listeners.main.into_iter().map(|l| (l, main_app.clone())));
+    if let Some(control_app) = server::control_app(state.clone()) {
+        served.extend(listeners.control.into_iter().map(|l| (l, control_app.clone())));
+    }
+    if let (Some(docker_app), Some(l)) = (server::docker_app(state.clone()), listeners.docker) {
+        served.push((l, docker_app));
+    }
     tracing::info!("ready");
-    server::serve(listeners, server::app(state), shutdown, grace).await;
+    systemd::notify("READY=1");
+    server::serve(served, listeners.owned_paths, shutdown, grace).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -46,32 +46,88 @@ impl MakeRequestId for RequestIds {
     }
 }
 
-/// Every route of tankd, with request ids, tracing spans and the token check.
+/// Request ids, the tracing span and the request metrics: what every listener's router
+/// gets around its routes.
+fn observed(router: Router, state: &AppState, listener: &'static str) -> Router {
+    let trace = TraceLayer::new_for_http().make_span_with(move |req: &Request<_>| {
+        let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::info_span!("request", listener, id = %id, method = %req.method(), path = %req.uri().path())
+    });
+    let tracked = crate::metrics::Tracked { metrics: state.http.clone(), listener };
+    router
+        .layer(axum::middleware::from_fn_with_state(tracked, crate::metrics::track))
+        // Outermost first on the way in: set the id, open the span, then the rest.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
+}
+
+/// `/health` and `/metrics`, on every TCP listener.
+fn node_routes(state: &AppState) -> Router {
+    crate::health::routes().route("/metrics", axum::routing::get(metrics)).with_state(state.clone())
+}
+
+/// The main API: ImageStore, streams, imageapi and containers, with the token check.
 pub fn app(state: AppState) -> Router {
     let token = Token(state.config.api_token.as_deref().map(Arc::from));
-    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-        let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
-    });
-    let store = state.store.clone();
-    let streams =
-        crate::streams::Streams::new(state.zfs.clone(), state.config.dataset_root.clone(), state.config.max_streams);
     let zfs_routes = if state.config.zfs {
-        Router::new().merge(crate::imagestore::routes(store)).merge(crate::streams::routes(streams, token.clone()))
+        Router::new()
+            .merge(crate::imagestore::routes(state.store.clone()))
+            .merge(crate::streams::routes(state.streams.clone(), token.clone()))
     } else {
         zfs_disabled()
     };
     let imageapi =
         crate::imageapi::routes(state.imageapi.clone()).merge(crate::containers::routes(state.containers.clone()));
-    Router::new()
-        .merge(crate::health::routes().with_state(state))
+    let routes = Router::new()
+        .merge(node_routes(&state))
         .merge(zfs_routes)
         .merge(imageapi)
-        .layer(axum::middleware::from_fn_with_state(token, require_token_to_mutate))
-        // Outermost first on the way in: set the id, open the span, then the rest.
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(trace)
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
+        .layer(axum::middleware::from_fn_with_state(token, require_token_to_mutate));
+    observed(routes, &state, "api")
+}
+
+/// The control API (it checks tokens itself: service tokens are per route).
+pub fn control_app(state: AppState) -> Option<Router> {
+    let control = state.control.clone()?;
+    Some(observed(Router::new().merge(node_routes(&state)).merge(crate::control::routes(control)), &state, "control"))
+}
+
+/// The Docker VolumeDriver plugin.
+pub fn docker_app(state: AppState) -> Option<Router> {
+    let control = state.control.clone()?;
+    Some(observed(crate::docker::routes(control.volumes), &state, "docker"))
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl axum::response::IntoResponse {
+    let mut g = crate::metrics::Gauges {
+        fetches_in_flight: state.store.images.in_flight_ids().len(),
+        streams_active: state.streams.active(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        ..Default::default()
+    };
+    if state.config.zfs
+        && let Ok(p) = state.zfs.pool_info(&state.config.pool).await
+    {
+        let healthy = matches!(p.health.as_str(), "ONLINE" | "DEGRADED");
+        g.pool = Some((p.name, p.size, p.allocated, p.free, healthy));
+    }
+    for c in state.containers.list().await {
+        let st = serde_json::to_value(c.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into());
+        *g.containers_by_state.entry(st).or_insert(0) += 1;
+    }
+    if let Some(control) = &state.control
+        && let Ok(vs) = control.volumes.count().await
+    {
+        g.docker_volumes = Some((vs, control.volumes.mount_count().await));
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        crate::metrics::render(&state.http, &g),
+    )
 }
 
 /// On a node configured with `zfs = false`, the ZFS endpoints say so instead of 404.
@@ -121,55 +177,103 @@ pub struct BindError {
     source: std::io::Error,
 }
 
+/// A bound socket and what it serves.
+pub enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
 /// Bound listeners, ready to serve. Binding happens before serving so that a taken port
 /// is a startup error, not a background one.
 pub struct Listeners {
-    tcp: Vec<TcpListener>,
-    unix: Option<(UnixListener, std::path::PathBuf)>,
+    /// The main API (ImageStore, streams, imageapi, containers).
+    pub main: Vec<Bound>,
+    /// The control API.
+    pub control: Vec<Bound>,
+    /// The Docker VolumeDriver socket.
+    pub docker: Option<Bound>,
+    /// Socket files tankd made and removes on the way out (not systemd's).
+    pub owned_paths: Vec<std::path::PathBuf>,
 }
 
-pub async fn bind(config: &crate::config::Config) -> Result<Listeners, BindError> {
-    let mut tcp = Vec::new();
+async fn bind_tcp(addr: &std::net::SocketAddr, what: &str) -> Result<TcpListener, BindError> {
+    let l = TcpListener::bind(addr).await.map_err(|source| BindError { addr: addr.to_string(), source })?;
+    tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), what, "listening on TCP");
+    Ok(l)
+}
+
+/// Bind what the config asks for. `activated` are descriptors from systemd socket
+/// activation; the one named `docker-plugin` is used instead of binding the plugin socket.
+pub async fn bind(
+    config: &crate::config::Config,
+    activated: Vec<(String, std::os::fd::OwnedFd)>,
+) -> Result<Listeners, BindError> {
+    let mut ls = Listeners { main: Vec::new(), control: Vec::new(), docker: None, owned_paths: Vec::new() };
     for addr in &config.listen {
-        let l = TcpListener::bind(addr).await.map_err(|source| BindError { addr: addr.to_string(), source })?;
-        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening on TCP");
-        tcp.push(l);
+        ls.main.push(Bound::Tcp(bind_tcp(addr, "api").await?));
     }
-    let unix = match &config.socket {
-        Some(path) => {
-            let l = bind_unix(path).map_err(|source| BindError { addr: path.display().to_string(), source })?;
-            tracing::info!(path = %path.display(), "listening on unix socket");
-            Some((l, path.clone()))
-        }
-        None => None,
-    };
-    Ok(Listeners { tcp, unix })
+    if let Some(path) = &config.socket {
+        let l = bind_unix(path).map_err(|source| BindError { addr: path.display().to_string(), source })?;
+        tracing::info!(path = %path.display(), "listening on unix socket");
+        ls.main.push(Bound::Unix(l));
+        ls.owned_paths.push(path.clone());
+    }
+    if !config.zfs {
+        return Ok(ls);
+    }
+    for addr in &config.control_listen {
+        ls.control.push(Bound::Tcp(bind_tcp(addr, "control").await?));
+    }
+    let mut activated = activated;
+    if let Some(i) = activated.iter().position(|(name, _)| name == "docker-plugin") {
+        let (_, fd) = activated.swap_remove(i);
+        let std_listener = std::os::unix::net::UnixListener::from(fd);
+        let l = std_listener
+            .set_nonblocking(true)
+            .and_then(|()| UnixListener::from_std(std_listener))
+            .map_err(|source| BindError { addr: "systemd socket docker-plugin".into(), source })?;
+        tracing::info!("docker volume plugin on the socket systemd passed");
+        ls.docker = Some(Bound::Unix(l));
+    } else if let Some(path) = &config.docker_socket {
+        let l = bind_unix(path).map_err(|source| BindError { addr: path.display().to_string(), source })?;
+        tracing::info!(path = %path.display(), "docker volume plugin listening");
+        ls.docker = Some(Bound::Unix(l));
+        ls.owned_paths.push(path.clone());
+    }
+    for (name, _) in &activated {
+        tracing::warn!(name, "ignoring a socket systemd passed that tankd has no use for");
+    }
+    Ok(ls)
 }
 
-/// Serve until `shutdown` is cancelled, then stop accepting and give in-flight requests
-/// up to `grace` to finish.
-pub async fn serve(listeners: Listeners, app: Router, shutdown: CancellationToken, grace: Duration) {
+/// Serve every (listener, router) pair until `shutdown` is cancelled, then stop
+/// accepting and give in-flight requests up to `grace` to finish.
+pub async fn serve(
+    served: Vec<(Bound, Router)>,
+    owned_paths: Vec<std::path::PathBuf>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
     let mut tasks = tokio::task::JoinSet::new();
-    for l in listeners.tcp {
-        let (app, stop) = (app.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let _ = axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await;
-        });
-    }
-    let socket_path = listeners.unix.as_ref().map(|(_, p)| p.clone());
-    if let Some((l, _)) = listeners.unix {
-        let (app, stop) = (app.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let _ = axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await;
-        });
+    for (bound, app) in served {
+        let stop = shutdown.clone();
+        match bound {
+            Bound::Tcp(l) => tasks.spawn(async move {
+                let _ = axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+            }),
+            Bound::Unix(l) => tasks.spawn(async move {
+                let _ = axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+            }),
+        };
     }
     shutdown.cancelled().await;
+    crate::systemd::notify("STOPPING=1");
     tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new connections, finishing requests");
     if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
         tracing::warn!("requests still running after the grace period; cancelling them");
         tasks.abort_all();
     }
-    if let Some(p) = socket_path {
+    for p in owned_paths {
         let _ = std::fs::remove_file(p);
     }
 }

@@ -49,6 +49,11 @@ impl Streams {
         Streams { zfs, root, permits: Arc::new(Semaphore::new(max_streams)), max: max_streams }
     }
 
+    /// Streams running now.
+    pub fn active(&self) -> usize {
+        self.max - self.permits.available_permits()
+    }
+
     /// A slot for one stream, held until the stream ends; 429 when all are taken.
     fn slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.permits.clone().try_acquire_owned().map_err(|_| {
