@@ -209,6 +209,10 @@ pub async fn bind(
     activated: Vec<(String, std::os::fd::OwnedFd)>,
 ) -> Result<Listeners, BindError> {
     let mut ls = Listeners { main: Vec::new(), control: Vec::new(), docker: None, owned_paths: Vec::new() };
+    // The main API is bound last: whoever waits for its port finds the others ready too.
+    if config.zfs {
+        bind_control_and_plugin(config, activated, &mut ls).await?;
+    }
     for addr in &config.listen {
         ls.main.push(Bound::Tcp(bind_tcp(addr, "api").await?));
     }
@@ -218,9 +222,14 @@ pub async fn bind(
         ls.main.push(Bound::Unix(l));
         ls.owned_paths.push(path.clone());
     }
-    if !config.zfs {
-        return Ok(ls);
-    }
+    Ok(ls)
+}
+
+async fn bind_control_and_plugin(
+    config: &crate::config::Config,
+    activated: Vec<(String, std::os::fd::OwnedFd)>,
+    ls: &mut Listeners,
+) -> Result<(), BindError> {
     for addr in &config.control_listen {
         ls.control.push(Bound::Tcp(bind_tcp(addr, "control").await?));
     }
@@ -243,7 +252,7 @@ pub async fn bind(
     for (name, _) in &activated {
         tracing::warn!(name, "ignoring a socket systemd passed that tankd has no use for");
     }
-    Ok(ls)
+    Ok(())
 }
 
 /// Serve every (listener, router) pair until `shutdown` is cancelled, then stop
