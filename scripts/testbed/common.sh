@@ -60,6 +60,8 @@ ensure_host_packages() {
   command -v busybox >/dev/null || missing+=(busybox-static)
   dpkg -s udev >/dev/null 2>&1 || missing+=(udev)
   dpkg -s kmod >/dev/null 2>&1 || missing+=(kmod)
+  # The Docker volume-driver tests start their own dockerd inside the VM.
+  [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
   if [ ${#missing[@]} -gt 0 ]; then
     step "installing ${missing[*]}"
     apt_install -t bookworm-backports "${missing[@]}"

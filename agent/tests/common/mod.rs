@@ -95,6 +95,10 @@ pub struct Agent {
     pub port: u16,
     pub data_dir: PathBuf,
     pub socket: PathBuf,
+    /// The control API's port.
+    pub control_port: u16,
+    /// The Docker VolumeDriver socket.
+    pub docker_socket: PathBuf,
     pub pool: String,
     pub extra_env: Vec<(String, String)>,
     pub log: PathBuf,
@@ -109,6 +113,8 @@ impl Agent {
             child: None,
             port: free_port(),
             socket: data_dir.join("tankd.sock"),
+            control_port: free_port(),
+            docker_socket: data_dir.join("docker-plugin.sock"),
             log: data_dir.join("tankd.log"),
             data_dir,
             pool,
@@ -124,6 +130,10 @@ impl Agent {
             .env("TANKD_EMBEDDED_POOL_SIZE", "512M")
             .env("TANKD_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("TANKD_SOCKET", &self.socket)
+            .env("TANKD_CONTROL_LISTEN", format!("127.0.0.1:{}", self.control_port))
+            .env("TANKD_DOCKER_SOCKET", &self.docker_socket)
+            .env_remove("TANKD_API_TOKEN")
+            .env_remove("CORESTORE_API_TOKEN")
             .env("TANKD_LOG", "info,tankd=debug,zfs_sys_shim=debug")
             .args(["--config", "/dev/null"]);
         for (k, v) in &self.extra_env {
@@ -142,7 +152,12 @@ impl Agent {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("tankd exited early ({status}):\n{}", self.log_text());
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // A connect to a free port in the ephemeral range can connect to itself
+            // (source port == destination port) while tankd is still starting: only a
+            // connection to another socket counts.
+            if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", self.port))
+                && s.local_addr().ok() != s.peer_addr().ok()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -158,6 +173,20 @@ impl Agent {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
         http(&mut s, method, path, headers, body)
+    }
+
+    pub fn control(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.control_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        http(&mut s, method, path, headers, body)
+    }
+
+    /// A Docker VolumeDriver call, as Docker sends it (POST, JSON, no Content-Type).
+    pub fn plugin(&self, call: &str, body: serde_json::Value) -> Response {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.docker_socket).unwrap_or_else(|e| {
+            panic!("{}: {e}\ntankd log:\n{}", self.docker_socket.display(), self.log_text());
+        });
+        http(&mut s, "POST", &format!("/{call}"), &[], body.to_string().as_bytes())
     }
 
     pub fn unix(&self, method: &str, path: &str) -> Response {

@@ -1,0 +1,450 @@
+//! The control API and the Docker volume driver, on kernel ZFS with a real Docker engine
+//! (Debian's docker.io): dockerd is started here with a private data root, an image is
+//! made with `docker import` of a busybox rootfs, and Docker finds tankd's plugin by
+//! its socket in /run/docker/plugins.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Agent, NEEDS_ZFS, Response, sh};
+use serde_json::json;
+
+const TOKEN: &str = "control-test-token-0123456789";
+
+fn zfs(args: &[&str]) -> String {
+    sh("zfs", args).trim().to_owned()
+}
+
+fn exists(name: &str) -> bool {
+    Command::new("zfs")
+        .args(["list", "-H", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// A dockerd of our own: private data root, exec root and API socket; no bridge, no
+/// iptables (containers run with `--network none`). Its containerd is started first,
+/// by us: dockerd gives the one it would start 60 s, too little under TCG.
+struct Dockerd {
+    child: Child,
+    containerd: Child,
+    dir: PathBuf,
+}
+
+fn wait_for_socket(path: &Path, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while std::os::unix::net::UnixStream::connect(path).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+impl Dockerd {
+    fn start(dir: &Path) -> Dockerd {
+        std::fs::create_dir_all(dir.join("containerd")).unwrap();
+        let config = dir.join("containerd.toml");
+        std::fs::write(
+            &config,
+            "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.aufs\", \
+             \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \
+             \"io.containerd.snapshotter.v1.devmapper\"]\n",
+        )
+        .unwrap();
+        let csock = dir.join("containerd/containerd.sock");
+        let clog = dir.join("containerd.log");
+        let containerd = Command::new("/usr/bin/containerd")
+            .args(["--config", &config.display().to_string()])
+            .args(["--root", &dir.join("containerd/root").display().to_string()])
+            .args(["--state", &dir.join("containerd/state").display().to_string()])
+            .args(["--address", &csock.display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&clog).unwrap())
+            .spawn()
+            .expect("containerd (apt-get install docker.io)");
+        wait_for_socket(&csock, "containerd", &clog);
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new("/usr/sbin/dockerd")
+            .args(["--containerd", &csock.display().to_string()])
+            .args(["--data-root", &dir.join("data").display().to_string()])
+            .args(["--exec-root", &dir.join("exec").display().to_string()])
+            .args(["--pidfile", &dir.join("dockerd.pid").display().to_string()])
+            .args(["-H", &format!("unix://{}", dir.join("docker.sock").display())])
+            .args(["--iptables=false", "--ip6tables=false", "--ip-masq=false", "--bridge=none"])
+            .args(["--storage-driver=vfs"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd (apt-get install docker.io)");
+        let d = Dockerd { child, containerd, dir: dir.to_owned() };
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while !d.docker(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "dockerd did not answer:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("/usr/bin/docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.dir.join("docker.sock").display()))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Must succeed; stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A busybox image from a tarball: `docker import`, no registry.
+    fn import_busybox(&self, name: &str) {
+        let root = self.dir.join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+        for tool in ["sh", "cat", "echo", "dd", "ls", "sync", "rm"] {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(tool));
+        }
+        let tar = self.dir.join("rootfs.tar");
+        sh("tar", &["-C", &root.display().to_string(), "-cf", &tar.display().to_string(), "."]);
+        self.ok(&["import", "--change", "ENV PATH=/bin", &tar.display().to_string(), name]);
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["run", "--rm", "--network", "none"];
+        all.extend_from_slice(args);
+        self.docker(&all)
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.containerd.kill();
+        let _ = self.containerd.wait();
+        // vfs layers and the exec root hold mounts; take them down before removing.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("grep -o ' {}[^ ]*' /proc/self/mounts | sort -r | xargs -r -n1 umount -l", self.dir.display()))
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+fn control(agent: &Agent, path: &str, body: serde_json::Value) -> Response {
+    let auth = bearer();
+    agent.control(
+        "POST",
+        path,
+        &[("authorization", &auth), ("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+fn control_ok(agent: &Agent, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let r = control(agent, path, body.clone());
+    assert_eq!(r.status, 200, "{path} {body}: {}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+/// The driver's name is its socket's file name: one per test agent.
+fn agent(tag: &str) -> (Agent, String) {
+    let mut a = Agent::new(tag);
+    let driver = format!("tankd-{}", a.pool);
+    std::fs::create_dir_all("/run/docker/plugins").unwrap();
+    a.docker_socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
+    a.extra_env.push(("TANKD_API_TOKEN".into(), TOKEN.into()));
+    a.start();
+    (a, driver)
+}
+
+fn read_file(docker: &Dockerd, vol: &str, path: &str) -> String {
+    let out = docker.run(&["-v", &format!("{vol}:/data"), "tkbusybox", "cat", path]);
+    assert!(out.status.success(), "cat {path}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn write_file(docker: &Dockerd, vol: &str, text: &str) {
+    let script = format!("echo {text} > /data/f && sync");
+    let out = docker.run(&["-v", &format!("{vol}:/data"), "tkbusybox", "sh", "-c", &script]);
+    assert!(out.status.success(), "write: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+#[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
+fn docker_volumes_on_zfs_with_quota_snapshot_restore_and_clone() {
+    let _ = NEEDS_ZFS;
+    let (agent, driver) = agent("dkr");
+    let docker = Dockerd::start(&agent.data_dir.join("docker"));
+    docker.import_busybox("tkbusybox");
+    let root = format!("{}/tankd", agent.pool);
+
+    // Create with a size: a dataset with that refquota.
+    docker.ok(&["volume", "create", "-d", &driver, "--opt", "size=64M", "v1"]);
+    let ds = format!("{root}/volumes/v1");
+    assert_eq!(zfs(&["get", "-H", "-p", "-o", "value", "refquota", &ds]), (64u64 << 20).to_string());
+    let inspect: serde_json::Value = serde_json::from_str(&docker.ok(&["volume", "inspect", "v1"])).unwrap();
+    let mountpoint = zfs(&["get", "-H", "-o", "value", "mountpoint", &ds]);
+    assert_eq!(inspect[0]["Mountpoint"], mountpoint.as_str(), "{inspect}");
+    assert_eq!(inspect[0]["Driver"], driver.as_str());
+
+    // One container writes, a second reads.
+    write_file(&docker, "v1", "x");
+    assert_eq!(read_file(&docker, "v1", "/data/f"), "x");
+    assert_eq!(std::fs::read_to_string(Path::new(&mountpoint).join("f")).unwrap().trim(), "x");
+
+    // The quota holds: 100 MiB of incompressible data into a 64 MiB volume fails.
+    let out = docker.run(&[
+        "-v",
+        "v1:/data",
+        "tkbusybox",
+        "sh",
+        "-c",
+        "dd if=/dev/urandom of=/data/big bs=1M count=100 && sync",
+    ]);
+    assert!(!out.status.success(), "writing past the quota must fail");
+    let out = docker.run(&["-v", "v1:/data", "tkbusybox", "rm", "-f", "/data/big"]);
+    assert!(out.status.success());
+
+    // Docker's mounts are all released once its containers are gone.
+    let vols = control_ok(&agent, "/volumes/snapshot", json!({"name": "v1", "snapshotName": "s1"}));
+    assert_eq!(vols["snapshotId"], "volumes/v1@s1");
+    let listed = agent.control("GET", "/volumes", &[("authorization", &bearer())], b"").json();
+    let v1 = listed["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "v1").unwrap().clone();
+    assert_eq!(v1["mounts"], json!([]), "{v1}");
+    assert_eq!(v1["snapshots"], json!(["volumes/v1@s1"]));
+
+    // Restore: the data goes back; the state before is kept until confirm or undo.
+    write_file(&docker, "v1", "y");
+    let r = control_ok(&agent, "/volumes/restore", json!({"name": "v1", "snapshotId": "volumes/v1@s1"}));
+    assert_eq!(r["keptAs"], format!("{root}/prerestore/kept/volumes/v1"));
+    assert_eq!(read_file(&docker, "v1", "/data/f"), "x");
+    assert_eq!(zfs(&["get", "-H", "-p", "-o", "value", "refquota", &ds]), (64u64 << 20).to_string(), "size kept");
+    let again = control(&agent, "/volumes/restore", json!({"name": "v1", "snapshotId": "s1"}));
+    assert_eq!(again.status, 409, "a second restore before confirm/undo is refused");
+    let listed = agent.control("GET", "/volumes", &[("authorization", &bearer())], b"").json();
+    let v1 = listed["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "v1").unwrap().clone();
+    assert_eq!(v1["pendingRestore"]["snapshotId"], "volumes/v1@s1", "{v1}");
+    // Undo: the written state comes back.
+    control_ok(&agent, "/volumes/restore/undo", json!({"name": "v1"}));
+    assert_eq!(read_file(&docker, "v1", "/data/f"), "y");
+    assert!(!exists(&format!("{root}/prerestore/kept/volumes/v1")));
+    assert!(exists(&format!("{ds}@s1")), "the snapshot survives an undo");
+    // Restore and confirm: the kept state is gone, the snapshot stays.
+    control_ok(&agent, "/volumes/restore", json!({"name": "v1", "snapshotId": "volumes/v1@s1"}));
+    control_ok(&agent, "/volumes/restore/confirm", json!({"name": "v1"}));
+    assert_eq!(read_file(&docker, "v1", "/data/f"), "x");
+    assert!(!exists(&format!("{root}/prerestore/kept/volumes/v1")));
+    assert!(exists(&format!("{ds}@s1")));
+
+    // A volume from a snapshot is a clone of it.
+    docker.ok(&["volume", "create", "-d", &driver, "--opt", "from_snapshot=v1@s1", "v2"]);
+    assert_eq!(zfs(&["get", "-H", "-o", "value", "origin", &format!("{root}/volumes/v2")]), format!("{ds}@s1"));
+    assert_eq!(read_file(&docker, "v2", "/data/f"), "x");
+    // v1 cannot go while v2 depends on it; the error says why.
+    let out = docker.docker(&["volume", "rm", "v1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cloned from"), "{}", String::from_utf8_lossy(&out.stderr));
+    docker.ok(&["volume", "rm", "v2"]);
+    docker.ok(&["volume", "rm", "v1"]);
+    assert!(!exists(&ds) && !exists(&format!("{root}/volumes/v2")));
+
+    // Bad options name themselves and make nothing.
+    let out = docker.docker(&["volume", "create", "-d", &driver, "--opt", "mountpoint=/etc", "v3"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Opts.mountpoint"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!exists(&format!("{root}/volumes/v3")));
+
+    // Every call went through the plugin socket and shows in the metrics.
+    let metrics = String::from_utf8(agent.control("GET", "/metrics", &[], b"").body).unwrap();
+    assert!(
+        metrics.contains("tankd_http_requests_total{listener=\"docker\",route=\"/VolumeDriver.Mount\""),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tankd_zfs_commands_total{program=\"zfs\",command=\"clone\",result=\"ok\"}"));
+    assert!(metrics.contains("tankd_pool_free_bytes{pool="));
+}
+
+#[test]
+#[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
+fn mounts_are_counted_per_id_and_survive_a_restart() {
+    let (mut agent, _driver) = agent("cnt");
+    let r = agent.plugin("Plugin.Activate", json!({}));
+    assert_eq!(r.json(), json!({"Implements": ["VolumeDriver"]}));
+    assert_eq!(r.header("content-type"), Some("application/vnd.docker.plugins.v1.1+json"));
+    assert_eq!(agent.plugin("VolumeDriver.Capabilities", json!({})).json()["Capabilities"]["Scope"], "local");
+    assert_eq!(
+        agent.plugin("VolumeDriver.Create", json!({"Name": "c1", "Opts": {"service": "svc-a"}})).json()["Err"],
+        ""
+    );
+    let m = agent.plugin("VolumeDriver.Mount", json!({"Name": "c1", "ID": "aaa"})).json();
+    let mountpoint = m["Mountpoint"].as_str().unwrap().to_owned();
+    assert!(Path::new(&mountpoint).is_dir(), "{m}");
+    // The same id twice (docker cp does this), then another id.
+    agent.plugin("VolumeDriver.Mount", json!({"Name": "c1", "ID": "aaa"}));
+    agent.plugin("VolumeDriver.Mount", json!({"Name": "c1", "ID": "bbb"}));
+    agent.plugin("VolumeDriver.Unmount", json!({"Name": "c1", "ID": "aaa"}));
+    let refused = agent.plugin("VolumeDriver.Remove", json!({"Name": "c1"}));
+    assert_eq!(refused.status, 500);
+    assert!(refused.json()["Err"].as_str().unwrap().contains("mounted"), "{}", refused.json());
+
+    // kill -9 and start again: the counts come back from ZFS.
+    let mut child = agent.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    agent.start();
+    assert_eq!(agent.plugin("VolumeDriver.Remove", json!({"Name": "c1"})).status, 500, "still mounted after a restart");
+    let got = agent.plugin("VolumeDriver.Get", json!({"Name": "c1"})).json();
+    assert_eq!(got["Volume"]["Status"]["mounts"], 2, "{got}");
+    assert_eq!(got["Volume"]["Mountpoint"], mountpoint.as_str());
+    assert_eq!(agent.plugin("VolumeDriver.Path", json!({"Name": "c1"})).json()["Mountpoint"], mountpoint.as_str());
+    let listed = agent.plugin("VolumeDriver.List", json!({})).json();
+    assert_eq!(listed["Volumes"].as_array().unwrap().len(), 1, "{listed}");
+
+    // Deprovisioning the owner refuses while mounted, unless forced.
+    let r = control(&agent, "/resources/deprovision", json!({"serviceId": "svc-a"}));
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    agent.plugin("VolumeDriver.Unmount", json!({"Name": "c1", "ID": "aaa"}));
+    agent.plugin("VolumeDriver.Unmount", json!({"Name": "c1", "ID": "bbb"}));
+    assert_eq!(
+        agent.plugin("VolumeDriver.Unmount", json!({"Name": "c1", "ID": "bbb"})).status,
+        500,
+        "not mounted by bbb"
+    );
+    let done = control_ok(&agent, "/resources/deprovision", json!({"serviceId": "svc-a"}));
+    assert_eq!(done["removed"], json!([format!("{}/tankd/volumes/c1", agent.pool)]));
+    assert_eq!(agent.plugin("VolumeDriver.Get", json!({"Name": "c1"})).status, 500);
+}
+
+#[test]
+#[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
+fn provisioning_is_authenticated_idempotent_and_derives_credentials() {
+    let (mut agent, _driver) = agent("prov");
+    let body = json!({"serviceId": "svc-123", "serviceName": "api", "quota": "1G"});
+    // No token, a wrong token: 401 and nothing made.
+    let r = agent.control("POST", "/resources/provision", &[], body.to_string().as_bytes());
+    assert_eq!(r.status, 401);
+    let r = agent.control(
+        "POST",
+        "/resources/provision",
+        &[("authorization", "Bearer nope-nope-nope-nope")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(agent.control("GET", "/volumes", &[], b"").status, 401, "listing volumes needs the token");
+    assert_eq!(agent.control("GET", "/health", &[], b"").status, 200, "health is open");
+    let svc = format!("{}/tankd/services/svc-123", agent.pool);
+    assert!(!exists(&svc));
+
+    let first = control_ok(&agent, "/resources/provision", body.clone());
+    assert_eq!(first["created"], true);
+    assert_eq!(zfs(&["get", "-H", "-p", "-o", "value", "quota", &svc]), (1u64 << 30).to_string());
+    let token = first["env"]["TANKD_SERVICE_TOKEN"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 64);
+    // Again, and after a restart: the same values, nothing stored per tenant.
+    let second = control_ok(&agent, "/resources/provision", body.clone());
+    assert_eq!(second["created"], false);
+    assert_eq!(second["env"], first["env"]);
+    agent.stop();
+    agent.start();
+    assert_eq!(control_ok(&agent, "/resources/provision", body.clone())["env"], first["env"]);
+    let other = control_ok(&agent, "/resources/provision", json!({"serviceId": "svc-456"}));
+    assert_ne!(other["env"]["TANKD_SERVICE_TOKEN"], first["env"]["TANKD_SERVICE_TOKEN"]);
+    let key = agent.data_dir.join("master.key");
+    assert_eq!(
+        std::fs::metadata(&key).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).unwrap(),
+        0o600
+    );
+    let log = agent.log_text();
+    assert!(
+        !log.contains(&token) && !log.contains(std::fs::read_to_string(&key).unwrap().trim()),
+        "no secret in the log"
+    );
+
+    // Bad bodies name the field and change nothing.
+    for (bad, field) in [
+        (json!({"serviceId": "../etc"}), "serviceId"),
+        (json!({"serviceId": "-x"}), "serviceId"),
+        (json!({"serviceId": "svc-9", "quota": "lots"}), "quota"),
+        (json!({"serviceId": "svc-9", "bogus": 1}), "bogus"),
+        (json!({"serviceName": "no id"}), "serviceId"),
+        (json!({"serviceId": "svc-9", "capabilities": ["database"]}), "capabilities[0]"),
+        (json!({"serviceId": "svc-9", "capabilities": ["teleport"]}), "capabilities[0]"),
+    ] {
+        let r = control(&agent, "/resources/provision", bad.clone());
+        assert!(r.status == 400 || r.status == 503, "{bad}: {}", r.status);
+        assert_eq!(r.json()["error"]["field"], field, "{bad}");
+    }
+    assert!(!exists(&format!("{}/tankd/services/svc-9", agent.pool)));
+
+    // The service's own token may snapshot and restore its resources, nothing else.
+    let svc_auth = format!("Bearer {token}");
+    let snap_body = json!({"serviceId": "svc-123", "snapshotName": "b1"});
+    let r =
+        agent.control("POST", "/resources/snapshot", &[("authorization", &svc_auth)], snap_body.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let snaps = r.json()["snapshots"].clone();
+    assert_eq!(snaps[0]["capability"], "filesystem");
+    assert_eq!(snaps[0]["snapshotId"], "services/svc-123@b1");
+    let mountpoint = first["mountpoint"].as_str().unwrap().to_owned();
+    std::fs::write(Path::new(&mountpoint).join("after"), "later").unwrap();
+    let r = agent.control(
+        "POST",
+        "/resources/restore",
+        &[("authorization", &svc_auth)],
+        json!({"serviceId": "svc-123", "snapshots": snaps}).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!Path::new(&mountpoint).join("after").exists(), "restored to before the write");
+    let other_svc = json!({"serviceId": "svc-456", "snapshotName": "b1"});
+    let r =
+        agent.control("POST", "/resources/snapshot", &[("authorization", &svc_auth)], other_svc.to_string().as_bytes());
+    assert_eq!(r.status, 401, "a service token is for its own service only");
+    let r = agent.control("POST", "/resources/provision", &[("authorization", &svc_auth)], body.to_string().as_bytes());
+    assert_eq!(r.status, 401, "a service token cannot provision");
+
+    // Deprovision twice: the second finds nothing and still succeeds.
+    let gone = control_ok(&agent, "/resources/deprovision", json!({"serviceId": "svc-123"}));
+    assert_eq!(gone["removed"], json!([svc.clone()]));
+    assert!(!exists(&svc) && !exists(&format!("{}/tankd/prerestore/kept/services/svc-123", agent.pool)));
+    assert_eq!(control_ok(&agent, "/resources/deprovision", json!({"serviceId": "svc-123"}))["removed"], json!([]));
+}
