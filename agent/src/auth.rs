@@ -20,17 +20,18 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
 #[derive(Clone)]
 pub struct Token(pub Option<Arc<str>>);
 
 impl Token {
     pub fn admits(&self, req: &Request) -> bool {
         let Some(expected) = &self.0 else { return true };
-        req.headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), expected.as_bytes()))
+        bearer(req.headers()).is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
     }
 }
 

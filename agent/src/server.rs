@@ -29,14 +29,9 @@ struct RequestIds {
 impl RequestIds {
     fn new() -> Self {
         let mut seed = [0u8; 4];
-        let _ = getrandom_fill(&mut seed);
+        let _ = crate::control::secret::getrandom(&mut seed);
         RequestIds { prefix: format!("{:08x}", u32::from_le_bytes(seed)).into(), next: Arc::new(AtomicU64::new(1)) }
     }
-}
-
-fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
 impl MakeRequestId for RequestIds {
@@ -109,7 +104,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     if state.config.zfs
         && let Ok(p) = state.zfs.pool_info(&state.config.pool).await
     {
-        let healthy = matches!(p.health.as_str(), "ONLINE" | "DEGRADED");
+        let healthy = rpc_schema::HealthStatus::from_pool_health(&p.health) != rpc_schema::HealthStatus::Down;
         g.pool = Some((p.name, p.size, p.allocated, p.free, healthy));
     }
     for c in state.containers.list().await {

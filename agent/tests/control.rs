@@ -19,13 +19,7 @@ fn zfs(args: &[&str]) -> String {
 }
 
 fn exists(name: &str) -> bool {
-    Command::new("zfs")
-        .args(["list", "-H", name])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
+    common::zfs_exists(name)
 }
 
 /// A dockerd of our own: private data root, exec root and API socket; no bridge, no

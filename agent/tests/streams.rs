@@ -19,7 +19,7 @@ fn zfs(args: &[&str]) -> String {
 }
 
 fn exists(name: &str) -> bool {
-    Command::new("zfs").args(["list", name]).output().unwrap().status.success()
+    common::zfs_exists(name)
 }
 
 fn prop(name: &str, props: &str) -> String {

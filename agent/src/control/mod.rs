@@ -16,14 +16,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use rpc_schema::ErrorKind;
 use serde::de::DeserializeOwned;
 use zfs_sys_shim::{DatasetName, Zfs};
 
 use crate::api_error::{ApiError, refused_field};
-use crate::auth::constant_time_eq;
+use crate::auth::{bearer, constant_time_eq};
 use crate::docker::VolumeStore;
 pub use secret::MasterSecret;
 
@@ -51,12 +51,7 @@ pub enum Caller {
 impl Control {
     pub fn caller(&self, headers: &HeaderMap) -> Caller {
         let Some(admin) = &self.admin_token else { return Caller::Admin };
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match bearer {
+        match bearer(headers) {
             Some(b) if constant_time_eq(b.as_bytes(), admin.as_bytes()) => Caller::Admin,
             Some(b) => Caller::Bearer(b.to_owned()),
             None => Caller::Anonymous,
@@ -85,6 +80,21 @@ impl Control {
             }
             _ => Err(ApiError::unauthorized()),
         }
+    }
+
+    /// The dataset of a volume named by a request's `name`.
+    fn volume(&self, name: &str) -> Result<DatasetName, ApiError> {
+        self.volumes.dataset(name).map_err(|mut e| {
+            if e.detail.field.is_some() {
+                e.detail.field = Some("name".to_owned());
+            }
+            e
+        })
+    }
+
+    /// The node's token, or the token of the service owning volume `name`.
+    async fn require_volume_access(&self, caller: &Caller, name: &str) -> Result<(), ApiError> {
+        self.require_service(caller, self.volumes.owner(name).await?.as_deref())
     }
 
     pub fn service_dataset(&self, service: &str) -> Result<DatasetName, ApiError> {

@@ -12,6 +12,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::images::checksum::hex;
+
 /// The key file's name under the data dir.
 pub const FILE: &str = "master.key";
 /// Label of the per-service control token (`TANKD_SERVICE_TOKEN`).
@@ -125,7 +127,8 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
 }
 
-fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+/// Fill `buf` from the kernel's RNG (getrandom(2), blocking only before it is seeded).
+pub fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
         // SAFETY: the pointer and length describe the unfilled tail of `buf`.
@@ -140,10 +143,6 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
         filled += n as usize;
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {

@@ -62,19 +62,12 @@ pub async fn snapshot_volume(
 ) -> Result<Json<ResourceSnapshot>, ApiError> {
     let caller = c.caller(&headers);
     let req: VolumeSnapshotRequest = body(&bytes)?;
-    let ds = c.volumes.dataset(&req.name).map_err(|e| rename_field(e, "name"))?;
+    let ds = c.volume(&req.name)?;
     check_snapshot_name("snapshotName", &req.snapshot_name)?;
-    c.require_service(&caller, c.volumes.owner(&req.name).await?.as_deref())?;
+    c.require_volume_access(&caller, &req.name).await?;
     let snap = ds.snapshot(&req.snapshot_name).map_err(|e| ApiError::invalid("snapshotName", e.reason))?;
     c.zfs.snapshot(std::slice::from_ref(&snap), false, &[]).await?;
     Ok(Json(describe(&c, &snap, "volume", &req.name).await?))
-}
-
-fn rename_field(mut e: ApiError, field: &str) -> ApiError {
-    if e.detail.field.is_some() {
-        e.detail.field = Some(field.to_owned());
-    }
-    e
 }
 
 /// A snapshot id for `live`: its full relative id, or just the part after `@`.
@@ -111,9 +104,9 @@ pub async fn restore_volume(
 ) -> Result<Json<VolumeRestoreResponse>, ApiError> {
     let caller = c.caller(&headers);
     let req: VolumeRestoreRequest = body(&bytes)?;
-    let live = c.volumes.dataset(&req.name).map_err(|e| rename_field(e, "name"))?;
+    let live = c.volume(&req.name)?;
     let snap = resolve_snapshot(&c, &live, "snapshotId", &req.snapshot_id)?;
-    c.require_service(&caller, c.volumes.owner(&req.name).await?.as_deref())?;
+    c.require_volume_access(&caller, &req.name).await?;
     let mounted = c.volumes.mount_ids(&req.name).await;
     if !mounted.is_empty() && !req.force {
         return Err(busy(&req.name, &mounted));
@@ -125,8 +118,8 @@ pub async fn restore_volume(
 async fn volume_for_restore_step(c: &Control, headers: &HeaderMap, bytes: &Bytes) -> Result<DatasetName, ApiError> {
     let caller = c.caller(headers);
     let req: VolumeName = body(bytes)?;
-    let live = c.volumes.dataset(&req.name).map_err(|e| rename_field(e, "name"))?;
-    c.require_service(&caller, c.volumes.owner(&req.name).await?.as_deref())?;
+    let live = c.volume(&req.name)?;
+    c.require_volume_access(&caller, &req.name).await?;
     Ok(live)
 }
 

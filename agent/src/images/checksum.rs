@@ -4,7 +4,7 @@
 
 use base64::Engine;
 
-/// Lowercase hex of a 32-byte digest.
+/// Lowercase hex of bytes (digests, keys).
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

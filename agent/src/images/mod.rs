@@ -15,7 +15,7 @@
 //! and `zpool export/import`; there is no side database.
 
 mod catalog;
-mod checksum;
+pub(crate) mod checksum;
 pub mod decode;
 mod fetch;
 

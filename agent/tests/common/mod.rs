@@ -226,6 +226,17 @@ pub fn run_to_exit(mut cmd: Command) -> (Option<i32>, String) {
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Whether a dataset or snapshot exists.
+pub fn zfs_exists(name: &str) -> bool {
+    Command::new("zfs")
+        .args(["list", "-H", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
 /// Run a command that must succeed; its standard output.
 pub fn sh(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
