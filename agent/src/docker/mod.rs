@@ -102,7 +102,7 @@ async fn unmount(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
 }
 
 async fn path(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
-    let run = async { store.info(&parse(&body)?.name).await };
+    let run = async { store.brief(&parse(&body)?.name).await };
     run.await.map_or_else(err, |v| ok(Reply { mountpoint: Some(v.mountpoint), ..Default::default() }))
 }
 
@@ -121,7 +121,7 @@ fn docker_volume(v: rpc_schema::control::VolumeInfo) -> Volume {
 }
 
 async fn get(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
-    let run = async { store.info(&parse(&body)?.name).await };
+    let run = async { store.brief(&parse(&body)?.name).await };
     run.await.map_or_else(err, |v| ok(Reply { volume: Some(docker_volume(v)), ..Default::default() }))
 }
 

@@ -395,17 +395,19 @@ impl VolumeStore {
         self.mounts.lock().await.values().map(|m| m.values().sum::<u32>() as usize).sum()
     }
 
-    pub async fn info(&self, name: &str) -> Result<VolumeInfo, ApiError> {
+    /// One volume as Docker's Get and Path see it: a single `zfs get`. Docker asks for it
+    /// several times per `docker run`; its snapshots and a pending restore (two more
+    /// commands) are the control API's to show, so they are left empty here.
+    pub async fn brief(&self, name: &str) -> Result<VolumeInfo, ApiError> {
         let d = self.find(name).await?;
-        let snaps = self.snapshots().await?;
-        self.describe(d, &snaps).await
+        self.describe(d, None).await
     }
 
     pub async fn list(&self) -> Result<Vec<VolumeInfo>, ApiError> {
         let snaps = self.snapshots().await?;
         let mut out = Vec::new();
         for d in self.list_datasets().await? {
-            out.push(self.describe(d, &snaps).await?);
+            out.push(self.describe(d, Some(&snaps)).await?);
         }
         Ok(out)
     }
@@ -423,14 +425,26 @@ impl VolumeStore {
         Ok(by_volume)
     }
 
-    async fn describe(&self, d: Dataset, snaps: &HashMap<String, Vec<String>>) -> Result<VolumeInfo, ApiError> {
+    /// `history`: the snapshots of every volume, when the caller wants each volume's
+    /// snapshots and pending restore filled in.
+    async fn describe(
+        &self,
+        d: Dataset,
+        history: Option<&HashMap<String, Vec<String>>>,
+    ) -> Result<VolumeInfo, ApiError> {
         let name = self.short(&d.name).to_owned();
         let ds: DatasetName =
             d.name.parse().map_err(|e: zfs_sys_shim::NameError| ApiError::invalid("name", e.reason))?;
-        let pending = super::restore::pending(&self.zfs, &self.root, &ds).await?;
+        let (snapshots, pending) = match history {
+            Some(snaps) => (
+                snaps.get(&d.name).cloned().unwrap_or_default(),
+                super::restore::pending(&self.zfs, &self.root, &ds).await?,
+            ),
+            None => (Vec::new(), None),
+        };
         Ok(VolumeInfo {
             mounts: self.mount_ids(&name).await,
-            snapshots: snaps.get(&d.name).cloned().unwrap_or_default(),
+            snapshots,
             pending_restore: pending.map(|(snapshot_id, kept_as)| PendingRestore { snapshot_id, kept_as }),
             name,
             dataset: d.name,
