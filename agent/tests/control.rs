@@ -313,6 +313,11 @@ fn mounts_are_counted_per_id_and_survive_a_restart() {
     let m = agent.plugin("VolumeDriver.Mount", json!({"Name": "c1", "ID": "aaa"})).json();
     let mountpoint = m["Mountpoint"].as_str().unwrap().to_owned();
     assert!(Path::new(&mountpoint).is_dir(), "{m}");
+    let c1 = format!("{}/tankd/volumes/c1", agent.pool);
+    assert_eq!(zfs(&["get", "-H", "-o", "value", "mountpoint", &c1]), mountpoint);
+    let again = agent.plugin("VolumeDriver.Create", json!({"Name": "c1", "Opts": {"size": "8M"}}));
+    assert_eq!(again.json()["Err"], "", "creating an existing volume is success");
+    assert_eq!(zfs(&["get", "-H", "-o", "value", "refquota", &c1]), "none", "and leaves it as it was");
     // The same id twice (docker cp does this), then another id.
     agent.plugin("VolumeDriver.Mount", json!({"Name": "c1", "ID": "aaa"}));
     agent.plugin("VolumeDriver.Mount", json!({"Name": "c1", "ID": "bbb"}));
@@ -347,6 +352,28 @@ fn mounts_are_counted_per_id_and_survive_a_restart() {
     let done = control_ok(&agent, "/resources/deprovision", json!({"serviceId": "svc-a"}));
     assert_eq!(done["removed"], json!([format!("{}/tankd/volumes/c1", agent.pool)]));
     assert_eq!(agent.plugin("VolumeDriver.Get", json!({"Name": "c1"})).status, 500);
+
+    // Get answers from memory; a dataset made behind tankd's back (as `zfs receive`
+    // would) is found on the first Get, one destroyed behind its back is dropped when
+    // Docker next mounts it.
+    let oob = format!("{}/tankd/volumes/oob", agent.pool);
+    zfs(&["create", "-o", "refquota=16M", &oob]);
+    let got = agent.plugin("VolumeDriver.Get", json!({"Name": "oob"})).json();
+    assert_eq!(got["Volume"]["Status"]["dataset"], oob.as_str(), "{got}");
+    assert_eq!(got["Volume"]["Status"]["size"], 16 << 20, "{got}");
+    let place = zfs(&["get", "-H", "-o", "value", "mountpoint", &oob]);
+    assert_eq!(got["Volume"]["Mountpoint"], place.as_str());
+    assert_eq!(agent.plugin("VolumeDriver.Mount", json!({"Name": "oob", "ID": "ccc"})).json()["Mountpoint"], place);
+    agent.plugin("VolumeDriver.Unmount", json!({"Name": "oob", "ID": "ccc"}));
+    zfs(&["destroy", &oob]);
+    let gone = agent.plugin("VolumeDriver.Mount", json!({"Name": "oob", "ID": "ddd"}));
+    assert_eq!(gone.status, 500);
+    assert!(gone.json()["Err"].as_str().unwrap().contains("no volume named"), "{}", gone.json());
+    assert_eq!(agent.plugin("VolumeDriver.Get", json!({"Name": "oob"})).status, 500, "forgotten");
+    // List reads ZFS afresh.
+    zfs(&["create", &format!("{}/tankd/volumes/oob2", agent.pool)]);
+    let listed = agent.plugin("VolumeDriver.List", json!({})).json();
+    assert_eq!(listed["Volumes"][0]["Name"], "oob2", "{listed}");
 }
 
 #[test]

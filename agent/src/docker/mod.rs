@@ -5,6 +5,7 @@
 //! are HTTP 500 with the message in `Err`, as Docker's plugin helpers do. The socket is
 //! served without the API token: it is root-only (0600) and Docker cannot send one.
 
+pub mod known;
 pub mod restore;
 pub mod store;
 
@@ -19,6 +20,7 @@ use axum::routing::post;
 use rpc_schema::control::docker::{CONTENT_TYPE, Reply, Request, Volume};
 
 use crate::api_error::ApiError;
+use known::KnownVolume;
 pub use store::{VolumeOpts, VolumeStore};
 
 /// What the plugin socket answers with.
@@ -102,32 +104,37 @@ async fn unmount(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
 }
 
 async fn path(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
-    let run = async { store.brief(&parse(&body)?.name).await };
+    let run = async { store.known(&parse(&body)?.name).await };
     run.await.map_or_else(err, |v| ok(Reply { mountpoint: Some(v.mountpoint), ..Default::default() }))
 }
 
-fn docker_volume(v: rpc_schema::control::VolumeInfo) -> Volume {
+/// Docker's view of a volume. `Status` holds what stays true between calls (usage does
+/// not: `GET /volumes` on the control API and `zfs list` show it).
+fn docker_volume(name: String, v: KnownVolume) -> Volume {
     let mut status = BTreeMap::new();
-    status.insert("dataset".to_owned(), serde_json::json!(v.dataset));
-    status.insert("used".to_owned(), serde_json::json!(v.used));
-    status.insert("mounts".to_owned(), serde_json::json!(v.mounts.len()));
+    status.insert("mounts".to_owned(), serde_json::json!(v.mount_count()));
     if let Some(s) = v.size {
         status.insert("size".to_owned(), serde_json::json!(s));
     }
     if let Some(s) = &v.service {
         status.insert("service".to_owned(), serde_json::json!(s));
     }
-    Volume { name: v.name, mountpoint: v.mountpoint, created_at: rfc3339(v.created_at), status }
+    status.insert("dataset".to_owned(), serde_json::json!(v.dataset));
+    Volume { name, mountpoint: v.mountpoint, created_at: rfc3339(v.created_at), status }
 }
 
 async fn get(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
-    let run = async { store.brief(&parse(&body)?.name).await };
-    run.await.map_or_else(err, |v| ok(Reply { volume: Some(docker_volume(v)), ..Default::default() }))
+    let run = async {
+        let name = parse(&body)?.name;
+        store.known(&name).await.map(|v| docker_volume(name, v))
+    };
+    run.await.map_or_else(err, |v| ok(Reply { volume: Some(v), ..Default::default() }))
 }
 
 async fn list(State(store): State<VolumeStore>) -> PluginReply {
-    store.list().await.map_or_else(err, |vs| {
-        ok(Reply { volumes: Some(vs.into_iter().map(docker_volume).collect()), ..Default::default() })
+    store.known_all().await.map_or_else(err, |vs| {
+        let volumes = vs.into_iter().map(|(name, v)| docker_volume(name, v)).collect();
+        ok(Reply { volumes: Some(volumes), ..Default::default() })
     })
 }
 

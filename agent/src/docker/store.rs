@@ -3,7 +3,7 @@
 //!
 //! Everything about a volume lives on its dataset: the owner (`tankd:service`), the size
 //! (`refquota`) and the Docker mount ids holding it (`tankd:docker-mounts`), so a
-//! restarted tankd rebuilds its mount counts from one `zfs list`.
+//! restarted tankd rebuilds what it knows ([`KnownVolume`]) from one `zfs list`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -14,7 +14,9 @@ use rpc_schema::control::{PendingRestore, VolumeInfo};
 use tokio::sync::Mutex;
 use zfs_sys_shim::{Dataset, DatasetName, DatasetType, Depth, DestroyOptions, ListQuery, Prop, Zfs};
 
+use super::known::{KnownVolume, format_mounts};
 use crate::api_error::ApiError;
+use crate::mounts::sys::MountEntry;
 
 pub const OWNER_PROP: &str = "tankd:service";
 pub const MOUNTS_PROP: &str = "tankd:docker-mounts";
@@ -142,8 +144,9 @@ fn check_mount_id(id: &str) -> Result<(), ApiError> {
 pub struct VolumeStore {
     pub zfs: Zfs,
     pub root: DatasetName,
-    /// Volume name → Docker mount id → how many times that id mounted it.
-    mounts: Arc<Mutex<HashMap<String, BTreeMap<String, u32>>>>,
+    /// Volume name → what tankd knows of it. The lock also serializes the changes that
+    /// keep it true (create, remove, mount, unmount).
+    known: Arc<Mutex<HashMap<String, KnownVolume>>>,
 }
 
 const PROPS: [Prop; 8] = [
@@ -168,23 +171,22 @@ fn not_found(name: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("no volume named {name:?}"))
 }
 
-fn parse_mounts(text: &str) -> BTreeMap<String, u32> {
-    let mut m = BTreeMap::new();
-    for id in text.split(',').filter(|s| !s.is_empty()) {
-        *m.entry(id.to_owned()).or_insert(0) += 1;
-    }
-    m
-}
-
-fn format_mounts(m: &BTreeMap<String, u32>) -> String {
-    m.iter().flat_map(|(id, n)| std::iter::repeat_n(id.as_str(), *n as usize)).collect::<Vec<_>>().join(",")
+/// Where the kernel has `dataset` mounted, preferring `expected` when it is one of the
+/// places. Read from the mount table, so an already mounted volume costs no `zfs` command.
+fn mounted_at(table: &[MountEntry], dataset: &str, expected: &str) -> Option<String> {
+    let places: Vec<String> = table
+        .iter()
+        .filter(|m| m.fs_type == "zfs" && m.source == dataset)
+        .map(|m| m.mountpoint.display().to_string())
+        .collect();
+    places.iter().find(|p| *p == expected).or(places.first()).cloned()
 }
 
 impl VolumeStore {
-    /// Make the parents (`volumes`, `services`, `prerestore`) and rebuild the mount counts
-    /// from the datasets.
+    /// Make the parents (`volumes`, `services`, `prerestore`) and learn the volumes, with
+    /// their mount counts, from the datasets.
     pub async fn start(zfs: Zfs, root: DatasetName) -> Result<VolumeStore, zfs_sys_shim::Error> {
-        let store = VolumeStore { zfs, root, mounts: Arc::default() };
+        let store = VolumeStore { zfs, root, known: Arc::default() };
         for parent in [store.parent("volumes"), store.parent("services")] {
             if !store.zfs.exists(&parent).await? {
                 store.zfs.create_filesystem(&parent, true, &[]).await?;
@@ -196,16 +198,16 @@ impl VolumeStore {
             let props = [("mountpoint".to_owned(), "none".to_owned()), ("canmount".to_owned(), "off".to_owned())];
             store.zfs.create_filesystem(&pre, true, &props).await?;
         }
-        let mut counts = HashMap::new();
-        for ds in store.list_datasets().await? {
-            let m = parse_mounts(ds.user.get(MOUNTS_PROP).map(String::as_str).unwrap_or(""));
-            if !m.is_empty() {
-                counts.insert(store.short(&ds.name).to_owned(), m);
-            }
-        }
-        let held: usize = counts.values().map(|m| m.values().sum::<u32>() as usize).sum();
-        tracing::info!(volumes_mounted = counts.len(), mounts = held, "docker volume mounts rebuilt from ZFS");
-        *store.mounts.lock().await = counts;
+        let known = store.index(&store.list_datasets().await?);
+        let mounted = known.values().filter(|k| !k.mounts.is_empty()).count();
+        let held: usize = known.values().map(KnownVolume::mount_count).sum();
+        tracing::info!(
+            volumes = known.len(),
+            volumes_mounted = mounted,
+            mounts = held,
+            "docker volume mounts rebuilt from ZFS"
+        );
+        *store.known.lock().await = known;
         Ok(store)
     }
 
@@ -230,6 +232,19 @@ impl VolumeStore {
         Ok(all.into_iter().filter(|d| d.name != parent.as_str()).collect())
     }
 
+    /// The volumes as ZFS lists them now, which also makes that what tankd knows: a
+    /// volume made or destroyed behind its back shows up or goes.
+    async fn listed(&self) -> Result<Vec<Dataset>, ApiError> {
+        let mut known = self.known.lock().await;
+        let all = self.list_datasets().await?;
+        *known = self.index(&all);
+        Ok(all)
+    }
+
+    fn index(&self, datasets: &[Dataset]) -> HashMap<String, KnownVolume> {
+        datasets.iter().map(|d| (self.short(&d.name).to_owned(), KnownVolume::from_dataset(d))).collect()
+    }
+
     async fn find(&self, name: &str) -> Result<Dataset, ApiError> {
         let ds = self.dataset(name)?;
         match self.zfs.get(&ds, &list_props()).await {
@@ -243,13 +258,20 @@ impl VolumeStore {
     /// daemons' worth of retries must not fail), and its options are left as they are.
     pub async fn create(&self, name: &str, opts: &VolumeOpts) -> Result<(), ApiError> {
         let ds = self.dataset(name)?;
-        let _serial = self.mounts.lock().await;
-        if self.zfs.exists(&ds).await? {
-            tracing::info!(volume = name, "create of an existing volume: left as it is");
+        let mut known = self.known.lock().await;
+        let existing = || tracing::info!(volume = name, "create of an existing volume: left as it is");
+        if known.contains_key(name) {
+            existing();
             return Ok(());
         }
         match &opts.from_snapshot {
-            None => self.zfs.create_filesystem(&ds, false, &opts.props()).await?,
+            // ZFS says whether it exists: no separate question first.
+            None => match self.zfs.create_filesystem(&ds, false, &opts.props()).await {
+                Ok(()) => tracing::info!(volume = name, dataset = %ds, "volume created"),
+                Err(e) if e.kind() == zfs_sys_shim::ErrorKind::AlreadyExists => existing(),
+                Err(e) => return Err(e.into()),
+            },
+            Some(_) if self.zfs.exists(&ds).await? => existing(),
             Some((vol, snap)) => {
                 let source =
                     self.dataset(vol)?.snapshot(snap).map_err(|e| ApiError::invalid("Opts.from_snapshot", e.reason))?;
@@ -261,9 +283,10 @@ impl VolumeStore {
                     ));
                 }
                 self.zfs.clone_snapshot(&source, &ds, false, &opts.props()).await?;
+                tracing::info!(volume = name, dataset = %ds, origin = %source, "volume created");
             }
         }
-        tracing::info!(volume = name, dataset = %ds, "volume created");
+        known.insert(name.to_owned(), KnownVolume::from_dataset(&self.find(name).await?));
         Ok(())
     }
 
@@ -271,18 +294,25 @@ impl VolumeStore {
     /// while mounted, or while another volume is a clone of one of its snapshots.
     pub async fn remove(&self, name: &str) -> Result<(), ApiError> {
         let ds = self.dataset(name)?;
-        let mounts = self.mounts.lock().await;
-        if let Some(m) = mounts.get(name).filter(|m| !m.is_empty()) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorKind::Busy,
-                format!("volume {name} is mounted (mount ids: {})", m.keys().cloned().collect::<Vec<_>>().join(", ")),
-            ));
+        let mut known = self.known.lock().await;
+        match known.get(name) {
+            Some(k) if !k.mounts.is_empty() => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    ErrorKind::Busy,
+                    format!(
+                        "volume {name} is mounted (mount ids: {})",
+                        k.mounts.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None if !self.zfs.exists(&ds).await? => return Err(not_found(name)),
+            None => {}
         }
-        if !self.zfs.exists(&ds).await? {
-            return Err(not_found(name));
-        }
-        self.destroy_unlocked(&ds).await
+        self.destroy_unlocked(&ds).await?;
+        known.remove(name);
+        Ok(())
     }
 
     async fn destroy_unlocked(&self, ds: &DatasetName) -> Result<(), ApiError> {
@@ -307,16 +337,16 @@ impl VolumeStore {
     /// records go with them). Returns the datasets destroyed.
     pub async fn remove_owned(&self, service: &str, force: bool) -> Result<Vec<String>, ApiError> {
         let owned: Vec<Dataset> = self
-            .list_datasets()
+            .listed()
             .await?
             .into_iter()
             .filter(|d| d.user.get(OWNER_PROP).map(String::as_str) == Some(service))
             .collect();
-        let mut mounts = self.mounts.lock().await;
+        let mut known = self.known.lock().await;
         let busy: Vec<&str> = owned
             .iter()
             .map(|d| self.short(&d.name))
-            .filter(|n| mounts.get(*n).is_some_and(|m| !m.is_empty()))
+            .filter(|n| known.get(*n).is_some_and(|k| !k.mounts.is_empty()))
             .collect();
         if !busy.is_empty() && !force {
             return Err(ApiError::new(
@@ -330,35 +360,54 @@ impl VolumeStore {
             let ds: DatasetName =
                 d.name.parse().map_err(|e: zfs_sys_shim::NameError| ApiError::invalid("name", e.reason))?;
             self.destroy_unlocked(&ds).await?;
-            mounts.remove(self.short(&d.name));
+            known.remove(self.short(&d.name));
             removed.push(d.name.clone());
         }
         Ok(removed)
     }
 
-    /// Count a mount by `id` and make sure the dataset is mounted; returns the path.
+    /// Count a mount by `id` and make sure the dataset is mounted; returns the path, as
+    /// the kernel's mount table has it.
     pub async fn mount(&self, name: &str, id: &str) -> Result<String, ApiError> {
         check_mount_id(id)?;
-        let found = self.find(name).await?;
         let ds = self.dataset(name)?;
-        if found.mounted != Some(true) {
-            self.zfs.mount(&ds).await?;
-        }
-        let mut mounts = self.mounts.lock().await;
-        let mut next = mounts.get(name).cloned().unwrap_or_default();
-        *next.entry(id.to_owned()).or_insert(0) += 1;
+        let mut known = self.known.lock().await;
+        let mut vol = match known.get(name) {
+            Some(k) => k.clone(),
+            None => KnownVolume::from_dataset(&self.find(name).await?),
+        };
+        let table = crate::mounts::sys::mountinfo();
+        vol.mountpoint = match mounted_at(&table, ds.as_str(), &vol.mountpoint) {
+            Some(place) => place,
+            None => {
+                if let Err(e) = self.zfs.mount(&ds).await {
+                    if e.is_not_found() {
+                        known.remove(name);
+                        return Err(not_found(name));
+                    }
+                    return Err(e.into());
+                }
+                let table = crate::mounts::sys::mountinfo();
+                match mounted_at(&table, ds.as_str(), &vol.mountpoint) {
+                    Some(place) => place,
+                    None => self.find(name).await?.mountpoint.unwrap_or_default(),
+                }
+            }
+        };
+        *vol.mounts.entry(id.to_owned()).or_insert(0) += 1;
         // Recorded on the dataset before it counts here, so a crash never forgets a mount.
-        self.zfs.set(&ds, &[(MOUNTS_PROP.to_owned(), format_mounts(&next))]).await?;
-        mounts.insert(name.to_owned(), next);
-        Ok(found.mountpoint.unwrap_or_default())
+        self.zfs.set(&ds, &[(MOUNTS_PROP.to_owned(), format_mounts(&vol.mounts))]).await?;
+        let place = vol.mountpoint.clone();
+        known.insert(name.to_owned(), vol);
+        Ok(place)
     }
 
     /// Undo one `mount` by `id`. An id that holds no mount is an error Docker logs.
     pub async fn unmount(&self, name: &str, id: &str) -> Result<(), ApiError> {
         check_mount_id(id)?;
         let ds = self.dataset(name)?;
-        let mut mounts = self.mounts.lock().await;
-        let mut next = mounts.get(name).cloned().unwrap_or_default();
+        let mut known = self.known.lock().await;
+        let mut next = known.get(name).map(|k| k.mounts.clone()).unwrap_or_default();
         match next.get_mut(id) {
             Some(n) if *n > 1 => *n -= 1,
             Some(_) => {
@@ -373,41 +422,53 @@ impl VolumeStore {
             }
         }
         self.zfs.set(&ds, &[(MOUNTS_PROP.to_owned(), format_mounts(&next))]).await?;
-        if next.is_empty() {
-            mounts.remove(name);
-        } else {
-            mounts.insert(name.to_owned(), next);
+        if let Some(k) = known.get_mut(name) {
+            k.mounts = next;
         }
         Ok(())
     }
 
     pub async fn mount_ids(&self, name: &str) -> Vec<String> {
-        self.mounts.lock().await.get(name).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        self.known.lock().await.get(name).map(|k| k.mounts.keys().cloned().collect()).unwrap_or_default()
     }
 
     /// Number of volumes, for the metrics.
     pub async fn count(&self) -> Result<usize, ApiError> {
-        Ok(self.list_datasets().await?.len())
+        Ok(self.listed().await?.len())
     }
 
     /// Total mounts held, for the metrics.
     pub async fn mount_count(&self) -> usize {
-        self.mounts.lock().await.values().map(|m| m.values().sum::<u32>() as usize).sum()
+        self.known.lock().await.values().map(KnownVolume::mount_count).sum()
     }
 
-    /// One volume as Docker's Get and Path see it: a single `zfs get`. Docker asks for it
-    /// several times per `docker run`; its snapshots and a pending restore (two more
-    /// commands) are the control API's to show, so they are left empty here.
-    pub async fn brief(&self, name: &str) -> Result<VolumeInfo, ApiError> {
-        let d = self.find(name).await?;
-        self.describe(d, None).await
+    /// One volume as Docker's Get and Path see it, from memory; a name tankd does not
+    /// know costs one `zfs get` (and is known from then on if ZFS has it).
+    pub async fn known(&self, name: &str) -> Result<KnownVolume, ApiError> {
+        self.dataset(name)?;
+        let mut known = self.known.lock().await;
+        if let Some(k) = known.get(name) {
+            return Ok(k.clone());
+        }
+        let k = KnownVolume::from_dataset(&self.find(name).await?);
+        known.insert(name.to_owned(), k.clone());
+        Ok(k)
     }
 
+    /// Every volume, fresh from ZFS (one `zfs list`), for Docker's `List`.
+    pub async fn known_all(&self) -> Result<Vec<(String, KnownVolume)>, ApiError> {
+        self.listed().await?;
+        let mut all: Vec<_> = self.known.lock().await.iter().map(|(n, k)| (n.clone(), k.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all)
+    }
+
+    /// Every volume with its usage, snapshots and pending restore, for the control API.
     pub async fn list(&self) -> Result<Vec<VolumeInfo>, ApiError> {
         let snaps = self.snapshots().await?;
         let mut out = Vec::new();
-        for d in self.list_datasets().await? {
-            out.push(self.describe(d, Some(&snaps)).await?);
+        for d in self.listed().await? {
+            out.push(self.describe(d, &snaps).await?);
         }
         Ok(out)
     }
@@ -425,23 +486,13 @@ impl VolumeStore {
         Ok(by_volume)
     }
 
-    /// `history`: the snapshots of every volume, when the caller wants each volume's
-    /// snapshots and pending restore filled in.
-    async fn describe(
-        &self,
-        d: Dataset,
-        history: Option<&HashMap<String, Vec<String>>>,
-    ) -> Result<VolumeInfo, ApiError> {
+    /// `history`: the snapshots of every volume.
+    async fn describe(&self, d: Dataset, history: &HashMap<String, Vec<String>>) -> Result<VolumeInfo, ApiError> {
         let name = self.short(&d.name).to_owned();
         let ds: DatasetName =
             d.name.parse().map_err(|e: zfs_sys_shim::NameError| ApiError::invalid("name", e.reason))?;
-        let (snapshots, pending) = match history {
-            Some(snaps) => (
-                snaps.get(&d.name).cloned().unwrap_or_default(),
-                super::restore::pending(&self.zfs, &self.root, &ds).await?,
-            ),
-            None => (Vec::new(), None),
-        };
+        let snapshots = history.get(&d.name).cloned().unwrap_or_default();
+        let pending = super::restore::pending(&self.zfs, &self.root, &ds).await?;
         Ok(VolumeInfo {
             mounts: self.mount_ids(&name).await,
             snapshots,
@@ -531,10 +582,17 @@ mod tests {
     }
 
     #[test]
-    fn mount_lists_round_trip_with_repeats() {
-        let m = parse_mounts("b,a,b");
-        assert_eq!(m.get("b"), Some(&2));
-        assert_eq!(format_mounts(&m), "a,b,b");
-        assert!(parse_mounts("").is_empty());
+    fn mounted_at_reads_the_mount_table() {
+        let table = crate::mounts::sys::parse_mountinfo(
+            "36 25 0:40 / /srv/tank/volumes/v1 rw,relatime shared:20 - zfs tank/tankd/volumes/v1 rw,xattr\n\
+             37 25 0:40 / /mnt/elsewhere rw,relatime shared:20 - zfs tank/tankd/volumes/v1 rw,xattr\n\
+             38 25 0:41 / /srv/tank/volumes/v10 rw,relatime shared:21 - zfs tank/tankd/volumes/v10 rw,xattr\n\
+             39 25 0:42 / /srv/tank/volumes/v2 rw,relatime - ext4 tank/tankd/volumes/v2 rw\n",
+        );
+        let at = |ds: &str, expected: &str| mounted_at(&table, ds, expected);
+        assert_eq!(at("tank/tankd/volumes/v1", "/mnt/elsewhere").as_deref(), Some("/mnt/elsewhere"));
+        assert_eq!(at("tank/tankd/volumes/v1", "/old/place").as_deref(), Some("/srv/tank/volumes/v1"));
+        assert_eq!(at("tank/tankd/volumes/v2", "/srv/tank/volumes/v2"), None, "only zfs mounts count");
+        assert_eq!(at("tank/tankd/volumes/v3", ""), None);
     }
 }
