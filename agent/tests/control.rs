@@ -22,6 +22,11 @@ fn exists(name: &str) -> bool {
     common::zfs_exists(name)
 }
 
+/// Seconds since the epoch as Docker's `CreatedAt` shows them.
+fn utc(secs: i64) -> String {
+    sh("date", &["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"]).trim().to_owned()
+}
+
 /// A dockerd of our own: private data root, exec root and API socket; no bridge, no
 /// iptables (containers run with `--network none`). Its containerd is started first,
 /// by us: dockerd gives the one it would start 60 s, too little under TCG.
@@ -315,6 +320,12 @@ fn mounts_are_counted_per_id_and_survive_a_restart() {
     assert!(Path::new(&mountpoint).is_dir(), "{m}");
     let c1 = format!("{}/tankd/volumes/c1", agent.pool);
     assert_eq!(zfs(&["get", "-H", "-o", "value", "mountpoint", &c1]), mountpoint);
+    let got = agent.plugin("VolumeDriver.Get", json!({"Name": "c1"})).json();
+    let created: i64 = zfs(&["get", "-H", "-p", "-o", "value", "creation", &c1]).parse().unwrap();
+    let said = got["Volume"]["CreatedAt"].as_str().unwrap().to_owned();
+    let near: Vec<String> = (created - 1..=created + 1).map(utc).collect();
+    assert!(near.contains(&said), "CreatedAt {said} is not ZFS's creation {created}: {got}");
+    assert_eq!(got["Volume"]["Status"]["service"], "svc-a", "{got}");
     let again = agent.plugin("VolumeDriver.Create", json!({"Name": "c1", "Opts": {"size": "8M"}}));
     assert_eq!(again.json()["Err"], "", "creating an existing volume is success");
     assert_eq!(zfs(&["get", "-H", "-o", "value", "refquota", &c1]), "none", "and leaves it as it was");
@@ -370,10 +381,22 @@ fn mounts_are_counted_per_id_and_survive_a_restart() {
     assert_eq!(gone.status, 500);
     assert!(gone.json()["Err"].as_str().unwrap().contains("no volume named"), "{}", gone.json());
     assert_eq!(agent.plugin("VolumeDriver.Get", json!({"Name": "oob"})).status, 500, "forgotten");
-    // List reads ZFS afresh.
-    zfs(&["create", &format!("{}/tankd/volumes/oob2", agent.pool)]);
+    // An unmounted stranger is not asked about on Get; List reads ZFS afresh, and a
+    // create of its name adopts it as it is.
+    zfs(&["create", "-o", "canmount=noauto", &format!("{}/tankd/volumes/oob2", agent.pool)]);
+    zfs(&["create", "-o", "canmount=noauto", "-o", "refquota=16M", &format!("{}/tankd/volumes/oob3", agent.pool)]);
+    assert_eq!(agent.plugin("VolumeDriver.Get", json!({"Name": "oob2"})).status, 500);
     let listed = agent.plugin("VolumeDriver.List", json!({})).json();
     assert_eq!(listed["Volumes"][0]["Name"], "oob2", "{listed}");
+    assert_eq!(agent.plugin("VolumeDriver.Get", json!({"Name": "oob2"})).status, 200, "known since List");
+    assert_eq!(agent.plugin("VolumeDriver.Create", json!({"Name": "oob3", "Opts": {"size": "8M"}})).json()["Err"], "");
+    let got = agent.plugin("VolumeDriver.Get", json!({"Name": "oob3"})).json();
+    assert_eq!(got["Volume"]["Status"]["size"], 16 << 20, "adopted as it was: {got}");
+    let m = agent.plugin("VolumeDriver.Mount", json!({"Name": "oob3", "ID": "eee"})).json();
+    assert!(Path::new(m["Mountpoint"].as_str().unwrap()).is_dir(), "mounted on demand: {m}");
+    agent.plugin("VolumeDriver.Unmount", json!({"Name": "oob3", "ID": "eee"}));
+    assert_eq!(agent.plugin("VolumeDriver.Remove", json!({"Name": "oob3"})).json()["Err"], "");
+    assert!(!exists(&format!("{}/tankd/volumes/oob3", agent.pool)));
 }
 
 #[test]

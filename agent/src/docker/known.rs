@@ -10,14 +10,16 @@
 //! by the second and is not kept; `List` and the control API read it fresh.
 //!
 //! Filled from one `zfs list` at start and on every `List`, by every create, and by a
-//! `zfs get` when asked about a name it does not hold (a dataset `zfs receive` put there).
-//! A volume destroyed behind tankd's back is dropped when mounting it fails.
+//! `zfs get` when asked about a name it does not hold that the kernel has mounted (a
+//! dataset `zfs receive` put there). A volume destroyed behind tankd's back is dropped
+//! when mounting it fails.
 
 use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use zfs_sys_shim::Dataset;
+use zfs_sys_shim::{Dataset, DatasetName};
 
-use super::store::{MOUNTS_PROP, OWNER_PROP};
+use super::store::{MOUNTS_PROP, OWNER_PROP, VolumeOpts};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnownVolume {
@@ -42,6 +44,20 @@ impl KnownVolume {
             size: d.refquota,
             service: d.user.get(OWNER_PROP).cloned(),
             mounts: parse_mounts(d.user.get(MOUNTS_PROP).map(String::as_str).unwrap_or("")),
+        }
+    }
+
+    /// A volume just made with `opts`, mounted at `mountpoint`: what ZFS would say, but
+    /// the creation time is tankd's clock (ZFS's is the same second, or the next).
+    pub fn made(dataset: &DatasetName, mountpoint: String, opts: &VolumeOpts) -> KnownVolume {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        KnownVolume {
+            dataset: dataset.to_string(),
+            mountpoint,
+            created_at: now,
+            size: opts.size,
+            service: opts.service.clone(),
+            mounts: BTreeMap::new(),
         }
     }
 
@@ -89,5 +105,15 @@ mod tests {
         assert_eq!(k.mount_count(), 3);
         let bare = KnownVolume::from_dataset(&Dataset { name: "tank/v".into(), ..Default::default() });
         assert_eq!((bare.size, bare.mount_count()), (None, 0));
+    }
+
+    #[test]
+    fn a_new_volume_is_what_it_was_made_with() {
+        let opts = VolumeOpts { size: Some(8 << 20), service: Some("svc-2".into()), ..Default::default() };
+        let ds: DatasetName = "tank/tankd/volumes/v2".parse().unwrap();
+        let k = KnownVolume::made(&ds, "/srv/v2".into(), &opts);
+        assert_eq!((k.dataset.as_str(), k.mountpoint.as_str()), ("tank/tankd/volumes/v2", "/srv/v2"));
+        assert_eq!((k.size, k.service.as_deref(), k.mount_count()), (Some(8 << 20), Some("svc-2"), 0));
+        assert!(k.created_at > 1_790_000_000, "{}", k.created_at);
     }
 }

@@ -267,7 +267,15 @@ impl VolumeStore {
         match &opts.from_snapshot {
             // ZFS says whether it exists: no separate question first.
             None => match self.zfs.create_filesystem(&ds, false, &opts.props()).await {
-                Ok(()) => tracing::info!(volume = name, dataset = %ds, "volume created"),
+                Ok(()) => {
+                    tracing::info!(volume = name, dataset = %ds, "volume created");
+                    // What it was made with, and where ZFS mounted it: no `zfs get` needed.
+                    let table = crate::mounts::sys::mountinfo();
+                    if let Some(place) = mounted_at(&table, ds.as_str(), "") {
+                        known.insert(name.to_owned(), KnownVolume::made(&ds, place, opts));
+                        return Ok(());
+                    }
+                }
                 Err(e) if e.kind() == zfs_sys_shim::ErrorKind::AlreadyExists => existing(),
                 Err(e) => return Err(e.into()),
             },
@@ -442,13 +450,19 @@ impl VolumeStore {
         self.known.lock().await.values().map(KnownVolume::mount_count).sum()
     }
 
-    /// One volume as Docker's Get and Path see it, from memory; a name tankd does not
-    /// know costs one `zfs get` (and is known from then on if ZFS has it).
+    /// One volume as Docker's Get and Path see it, from memory. A name tankd does not
+    /// know is asked of ZFS only if the kernel has such a dataset mounted (one `zfs
+    /// receive` put there): Docker asks `Get` before every create, and a name that is
+    /// nowhere then costs no command. An unmounted stranger is found by `List` or adopted
+    /// by a create of its name.
     pub async fn known(&self, name: &str) -> Result<KnownVolume, ApiError> {
-        self.dataset(name)?;
+        let ds = self.dataset(name)?;
         let mut known = self.known.lock().await;
         if let Some(k) = known.get(name) {
             return Ok(k.clone());
+        }
+        if mounted_at(&crate::mounts::sys::mountinfo(), ds.as_str(), "").is_none() {
+            return Err(not_found(name));
         }
         let k = KnownVolume::from_dataset(&self.find(name).await?);
         known.insert(name.to_owned(), k.clone());
