@@ -112,6 +112,7 @@ async fn path(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
 /// not: `GET /volumes` on the control API and `zfs list` show it).
 fn docker_volume(name: String, v: KnownVolume) -> Volume {
     let mut status = BTreeMap::new();
+    status.insert("dataset".to_owned(), serde_json::json!(v.dataset));
     status.insert("mounts".to_owned(), serde_json::json!(v.mount_count()));
     if let Some(s) = v.size {
         status.insert("size".to_owned(), serde_json::json!(s));
@@ -119,7 +120,6 @@ fn docker_volume(name: String, v: KnownVolume) -> Volume {
     if let Some(s) = &v.service {
         status.insert("service".to_owned(), serde_json::json!(s));
     }
-    status.insert("dataset".to_owned(), serde_json::json!(v.dataset));
     Volume { name, mountpoint: v.mountpoint, created_at: rfc3339(v.created_at), status }
 }
 

@@ -345,7 +345,7 @@ impl VolumeStore {
     /// records go with them). Returns the datasets destroyed.
     pub async fn remove_owned(&self, service: &str, force: bool) -> Result<Vec<String>, ApiError> {
         let owned: Vec<Dataset> = self
-            .listed()
+            .list_datasets()
             .await?
             .into_iter()
             .filter(|d| d.user.get(OWNER_PROP).map(String::as_str) == Some(service))
@@ -440,9 +440,10 @@ impl VolumeStore {
         self.known.lock().await.get(name).map(|k| k.mounts.keys().cloned().collect()).unwrap_or_default()
     }
 
-    /// Number of volumes, for the metrics.
+    /// Number of volumes, for the metrics: listed without taking the lock, so a scrape
+    /// never holds up Docker's calls.
     pub async fn count(&self) -> Result<usize, ApiError> {
-        Ok(self.listed().await?.len())
+        Ok(self.list_datasets().await?.len())
     }
 
     /// Total mounts held, for the metrics.
@@ -471,10 +472,11 @@ impl VolumeStore {
 
     /// Every volume, fresh from ZFS (one `zfs list`), for Docker's `List`.
     pub async fn known_all(&self) -> Result<Vec<(String, KnownVolume)>, ApiError> {
-        self.listed().await?;
-        let mut all: Vec<_> = self.known.lock().await.iter().map(|(n, k)| (n.clone(), k.clone())).collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(all)
+        let all = self.listed().await?;
+        let mut volumes: Vec<_> =
+            all.iter().map(|d| (self.short(&d.name).to_owned(), KnownVolume::from_dataset(d))).collect();
+        volumes.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(volumes)
     }
 
     /// Every volume with its usage, snapshots and pending restore, for the control API.
@@ -500,16 +502,14 @@ impl VolumeStore {
         Ok(by_volume)
     }
 
-    /// `history`: the snapshots of every volume.
-    async fn describe(&self, d: Dataset, history: &HashMap<String, Vec<String>>) -> Result<VolumeInfo, ApiError> {
+    async fn describe(&self, d: Dataset, snaps: &HashMap<String, Vec<String>>) -> Result<VolumeInfo, ApiError> {
         let name = self.short(&d.name).to_owned();
         let ds: DatasetName =
             d.name.parse().map_err(|e: zfs_sys_shim::NameError| ApiError::invalid("name", e.reason))?;
-        let snapshots = history.get(&d.name).cloned().unwrap_or_default();
         let pending = super::restore::pending(&self.zfs, &self.root, &ds).await?;
         Ok(VolumeInfo {
             mounts: self.mount_ids(&name).await,
-            snapshots,
+            snapshots: snaps.get(&d.name).cloned().unwrap_or_default(),
             pending_restore: pending.map(|(snapshot_id, kept_as)| PendingRestore { snapshot_id, kept_as }),
             name,
             dataset: d.name,
