@@ -2,7 +2,9 @@
 # shellcheck shell=bash
 
 CACHE_ROOT=${TANKD_CACHE:-$HOME/.cache/tankd}
-VENV="$CACHE_ROOT/venv"
+# virtme-ng boots the test VM; pinned, and its venv keyed by the version.
+VIRTME_NG_VERSION=1.42
+VENV="$CACHE_ROOT/venv-virtme-ng-$VIRTME_NG_VERSION"
 
 log() { printf '[testbed] %s\n' "$*" >&2; }
 step() { printf '[testbed] ... %s\n' "$*" >&2; }
@@ -49,26 +51,57 @@ apt_install() {
     || die "apt-get install $* failed"
 }
 
-# What the test bed needs on the host: QEMU (backports: bookworm's 7.2 conflicts with the
-# qemu-utils 10 machines here carry), a compiler for the module, and virtme-ng to boot the
-# kernel with the host's own userland as its root.
+# The project's own directory of test-bed scripts (common.sh is sourced from elsewhere too).
+TESTBED_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# Installs the packages of the given groups in $TESTBED_DIR/packages that are not installed.
+# One apt-get run per release; dpkg keeps a locally edited conffile (ceph-osd pulls in sudo).
+ensure_packages() {
+  local pkg group release _ want=" $* "
+  local -A missing=()
+  while read -r pkg group release _; do
+    case $pkg in '' | '#'*) continue ;; esac
+    [[ $want == *" $group "* ]] || continue
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' && continue
+    missing[$release]+=" $pkg"
+  done <"$TESTBED_DIR/packages"
+  [ ${#missing[@]} -gt 0 ] || return 0
+  ensure_apt_sources
+  for release in "${!missing[@]}"; do
+    step "installing${missing[$release]} (from $release)"
+    # Plain bookworm takes no -t: that would pin it above bookworm-security's updates.
+    local target=()
+    [ "$release" = bookworm ] || target=(-t "$release")
+    # shellcheck disable=SC2086
+    apt_install "${target[@]}" -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+      ${missing[$release]}
+  done
+}
+
+# What booting the test VM needs on the host: the vm packages and virtme-ng, which boots
+# the kernel with the host's own userland as its root.
 ensure_host_packages() {
-  local missing=()
-  command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
-  command -v make >/dev/null || missing+=(make)
-  command -v gcc >/dev/null || missing+=(gcc)
-  command -v busybox >/dev/null || missing+=(busybox-static)
-  dpkg -s udev >/dev/null 2>&1 || missing+=(udev)
-  dpkg -s kmod >/dev/null 2>&1 || missing+=(kmod)
-  # The Docker volume-driver tests start their own dockerd inside the VM.
-  [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
-  if [ ${#missing[@]} -gt 0 ]; then
-    step "installing ${missing[*]}"
-    apt_install -t bookworm-backports "${missing[@]}"
-  fi
+  ensure_packages vm
   if [ ! -x "$VENV/bin/vng" ]; then
     step "installing virtme-ng into $VENV"
     python3 -m venv "$VENV" || die "python3 -m venv failed"
-    "$VENV/bin/pip" install -q virtme-ng >/dev/null || die "pip install virtme-ng failed"
+    "$VENV/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION" >/dev/null || die "pip install virtme-ng failed"
   fi
+}
+
+# Rust (the toolchain this project builds with), clippy and rustfmt, installed with rustup
+# when the machine has none.
+ensure_rust() {
+  if ! command -v cargo >/dev/null; then
+    [ -x "$HOME/.cargo/bin/cargo" ] || {
+      step "installing Rust 1.95 with rustup"
+      command -v curl >/dev/null || apt_install curl ca-certificates
+      curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain 1.95 \
+        || die "rustup install failed"
+    }
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  cargo clippy --version >/dev/null 2>&1 && cargo fmt --version >/dev/null 2>&1 \
+    || rustup component add clippy rustfmt >/dev/null 2>&1 || die "need clippy and rustfmt"
+  command -v gcc >/dev/null || apt_install gcc libc6-dev
 }
