@@ -38,12 +38,20 @@ pub struct Layer {
     #[arg(long = "listen")]
     pub listen: Option<Vec<String>>,
     /// Unix socket path (default /run/tankd/tankd.sock); empty to disable.
-    #[arg(long)]
+    #[arg(long, value_parser = path_or_empty())]
     pub socket: Option<PathBuf>,
-    /// API token for mutating requests. Prefer `api_token_file`: flags show in `ps`.
+    /// Group that may use the unix socket besides root (default: root only).
+    #[arg(long)]
+    pub socket_group: Option<String>,
+    /// `token` (default): TCP requests need the API token, tankd makes one if none is set.
+    /// `none`: no token at all, for a closed legacy network (logged at every start).
+    #[arg(long)]
+    pub auth: Option<String>,
+    /// API token. Prefer `api_token_file`: flags show in `ps`. Default: one tankd makes
+    /// in `<data_dir>/api-token`.
     #[arg(long)]
     pub api_token: Option<String>,
-    /// File holding the API token (first line).
+    /// File holding the API token (first line); must not be readable by group or others.
     #[arg(long)]
     pub api_token_file: Option<PathBuf>,
     /// Name of the embedded pool (default `tankd`); used only when `pool` is unset.
@@ -87,7 +95,7 @@ pub struct Layer {
     #[arg(long = "control-listen")]
     pub control_listen: Option<Vec<String>>,
     /// Docker VolumeDriver socket (default /run/docker/plugins/tankd.sock); empty to disable.
-    #[arg(long)]
+    #[arg(long, value_parser = path_or_empty())]
     pub docker_socket: Option<PathBuf>,
     /// Host name services reach the control API by, put in `TANKD_CONTROL_URL`
     /// (default: this node's hostname).
@@ -104,6 +112,8 @@ impl Layer {
             data_dir: other.data_dir.or(self.data_dir),
             listen: other.listen.or(self.listen),
             socket: other.socket.or(self.socket),
+            socket_group: other.socket_group.or(self.socket_group),
+            auth: other.auth.or(self.auth),
             api_token: other.api_token.or(self.api_token),
             api_token_file: other.api_token_file.or(self.api_token_file),
             embedded_pool_name: other.embedded_pool_name.or(self.embedded_pool_name),
@@ -141,6 +151,8 @@ impl Layer {
             listen: get("TANKD_LISTEN")
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()),
             socket: get("TANKD_SOCKET").map(PathBuf::from),
+            socket_group: get("TANKD_SOCKET_GROUP"),
+            auth: get("TANKD_AUTH"),
             api_token: get("TANKD_API_TOKEN"),
             api_token_file: get("TANKD_API_TOKEN_FILE").map(PathBuf::from),
             embedded_pool_name: get("TANKD_EMBEDDED_POOL_NAME"),
@@ -197,6 +209,20 @@ impl ConfigError {
     }
 }
 
+/// How the TCP listeners authenticate (`auth::` has the rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Token,
+    None,
+}
+
+/// A path flag that may be given empty ("" turns the listener off); clap's own path
+/// parser refuses empty values.
+fn path_or_empty() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -213,6 +239,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: Vec<SocketAddr>,
     pub socket: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub auth: AuthMode,
+    /// The configured token; with `auth = "token"` and none configured, tankd makes one
+    /// at start (`auth::node_token`) and puts it here.
     pub api_token: Option<String>,
     pub embedded_pool_size: u64,
     pub log_format: LogFormat,
@@ -240,6 +270,8 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
             .field("socket", &self.socket)
+            .field("socket_group", &self.socket_group)
+            .field("auth", &self.auth)
             .field("api_token", &self.api_token.as_ref().map(|_| "<set>"))
             .field("embedded_pool_size", &self.embedded_pool_size)
             .field("log_format", &self.log_format)
@@ -331,12 +363,25 @@ impl Config {
                 return Err(ConfigError::field("api_token", "set api_token or api_token_file, not both"));
             }
             (Some(t), None) => Some(t),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| ConfigError::field("api_token_file", format!("{}: {e}", path.display())))?;
-                Some(text.lines().next().unwrap_or_default().trim().to_owned())
-            }
+            (None, Some(path)) => Some(
+                crate::secrets::read_private(&path).map_err(|e| ConfigError::field("api_token_file", e.to_string()))?,
+            ),
             (None, None) => None,
+        };
+        let auth = match l.auth.as_deref() {
+            None | Some("token") => AuthMode::Token,
+            Some("none") if api_token.is_some() => {
+                return Err(ConfigError::field("auth", "auth = \"none\" and an API token: set one or the other"));
+            }
+            Some("none") => AuthMode::None,
+            Some(other) => return Err(ConfigError::field("auth", format!("{other:?} is not token or none"))),
+        };
+        let socket_group = match l.socket_group {
+            Some(g) if g.is_empty() => None,
+            Some(g) if g.starts_with('-') || !g.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) => {
+                return Err(ConfigError::field("socket_group", format!("{g:?} is not a group name")));
+            }
+            other => other,
         };
         if api_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::field("api_token", "must be at least 16 characters"));
@@ -397,6 +442,8 @@ impl Config {
             data_dir,
             listen,
             socket,
+            socket_group,
+            auth,
             api_token,
             embedded_pool_size,
             log_format,
@@ -519,15 +566,54 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
-        let c = Config::resolve(
-            Layer { api_token_file: Some(path), ..Default::default() },
-            Layer::default(),
-            Layer::default(),
-        )
-        .unwrap();
+        let from_file = || {
+            Config::resolve(
+                Layer { api_token_file: Some(path.clone()), ..Default::default() },
+                Layer::default(),
+                Layer::default(),
+            )
+        };
+        // A token file others can read is refused, without the token in the message.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = from_file().unwrap_err();
+        assert_eq!(err.field, "api_token_file");
+        assert!(err.reason.contains("chmod 600") && !err.reason.contains("0123456789abcdef"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = from_file().unwrap();
         assert_eq!(c.api_token.as_deref(), Some("0123456789abcdef0123"));
         let shown = format!("{c:?}");
         assert!(!shown.contains("0123456789abcdef") && shown.contains("<set>"), "{shown}");
+    }
+
+    #[test]
+    fn auth_modes() {
+        let with = |auth: &str, token: Option<&str>| {
+            let l = Layer { auth: Some(auth.into()), api_token: token.map(Into::into), ..Default::default() };
+            Config::resolve(Layer::default(), Layer::default(), l)
+        };
+        assert_eq!(
+            Config::resolve(Layer::default(), Layer::default(), Layer::default()).unwrap().auth,
+            AuthMode::Token
+        );
+        assert_eq!(with("token", None).unwrap().auth, AuthMode::Token);
+        assert_eq!(with("none", None).unwrap().auth, AuthMode::None);
+        assert_eq!(with("none", Some("0123456789abcdef0123")).unwrap_err().field, "auth");
+        assert_eq!(with("open", None).unwrap_err().field, "auth");
+    }
+
+    #[test]
+    fn empty_flags_turn_listeners_off() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: Layer,
+        }
+        let cli = Cli::try_parse_from(["tankd", "--socket", "", "--docker-socket", "", "--control-listen", ""])
+            .expect("empty values are accepted");
+        let c = Config::resolve(Layer::default(), Layer::default(), cli.flags).unwrap();
+        assert_eq!((c.socket, c.docker_socket, c.control_listen), (None, None, vec![]));
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod images;
 mod imagestore;
 mod metrics;
 mod mounts;
+mod secrets;
 mod server;
 mod snapshots;
 mod startup;
@@ -44,7 +45,24 @@ struct Cli {
     flags: Layer,
 }
 
-fn load_config(cli: Cli) -> Result<Config, String> {
+/// Environment variables that hold secrets: read once at start, then removed from the
+/// environment so that no child process (zfs, rbd-fuse, the container shim) inherits them.
+const SECRET_VARS: &[&str] =
+    &["TANKD_API_TOKEN", "CORESTORE_API_TOKEN", "TANKD_MASTER_SECRET", "CORESTORE_MASTER_SECRET"];
+
+/// tankd's and corestore's variables, with the secret ones taken out of the environment.
+/// Called while the process has one thread (changing the environment is not thread-safe).
+fn take_environment() -> HashMap<String, String> {
+    let env: HashMap<String, String> =
+        std::env::vars().filter(|(k, _)| k.starts_with("TANKD_") || k.starts_with("CORESTORE_")).collect();
+    for var in SECRET_VARS {
+        // SAFETY: main() calls this before any other thread exists.
+        unsafe { std::env::remove_var(var) };
+    }
+    env
+}
+
+fn load_config(cli: Cli, env: &HashMap<String, String>) -> Result<Config, String> {
     let file = match &cli.config {
         Some(path) => Some(path.clone()),
         None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
@@ -56,9 +74,7 @@ fn load_config(cli: Cli) -> Result<Config, String> {
         }
         None => Layer::default(),
     };
-    let env: HashMap<String, String> =
-        std::env::vars().filter(|(k, _)| k.starts_with("TANKD_") || k.starts_with("CORESTORE_")).collect();
-    let env_layer = Layer::from_env(&env).map_err(|e| e.to_string())?;
+    let env_layer = Layer::from_env(env).map_err(|e| e.to_string())?;
     Config::resolve(file_layer, env_layer, cli.flags).map_err(|e| e.to_string())
 }
 
@@ -83,8 +99,9 @@ fn main() -> ExitCode {
     }
     // Socket activation is read (and its variables removed) while tankd is one thread.
     let activated = systemd::listen_fds();
+    let env = take_environment();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt.block_on(agent_main(activated)),
+        Ok(rt) => rt.block_on(agent_main(activated, env)),
         Err(e) => {
             eprintln!("tankd: cannot start the async runtime: {e}");
             ExitCode::FAILURE
@@ -92,8 +109,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn agent_main(activated: Vec<(String, std::os::fd::OwnedFd)>) -> ExitCode {
-    let config = match load_config(Cli::parse()) {
+async fn agent_main(activated: Vec<(String, std::os::fd::OwnedFd)>, env: HashMap<String, String>) -> ExitCode {
+    let config = match load_config(Cli::parse(), &env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tankd: {e}");
@@ -101,7 +118,8 @@ async fn agent_main(activated: Vec<(String, std::os::fd::OwnedFd)>) -> ExitCode 
         }
     };
     init_logging(config.log_format);
-    match run(config, activated).await {
+    let master_secret = env.get("TANKD_MASTER_SECRET").or_else(|| env.get("CORESTORE_MASTER_SECRET")).cloned();
+    match run(config, activated, master_secret).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -116,14 +134,14 @@ async fn agent_main(activated: Vec<(String, std::os::fd::OwnedFd)>) -> ExitCode 
 async fn start_control(
     config: &Config,
     zfs: &zfs_sys_shim::Zfs,
+    master_secret: Option<String>,
 ) -> Result<control::Control, Box<dyn std::error::Error>> {
     let root = config.dataset_root.clone();
     docker::restore::recover(zfs, &root)
         .await
         .map_err(|e| format!("restores left by the last run: {}", e.detail.message))?;
     let volumes = docker::VolumeStore::start(zfs.clone(), root.clone()).await?;
-    let from_env = std::env::var("TANKD_MASTER_SECRET").or_else(|_| std::env::var("CORESTORE_MASTER_SECRET")).ok();
-    let secret = control::MasterSecret::load_or_create(&config.data_dir, from_env.as_deref())?;
+    let secret = control::MasterSecret::load_or_create(&config.data_dir, master_secret.as_deref())?;
     let port = config.control_listen.first().map_or(3000, |a| a.port());
     Ok(control::Control {
         zfs: zfs.clone(),
@@ -135,8 +153,13 @@ async fn start_control(
     })
 }
 
-async fn run(config: Config, activated: Vec<(String, std::os::fd::OwnedFd)>) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    mut config: Config,
+    activated: Vec<(String, std::os::fd::OwnedFd)>,
+    master_secret: Option<String>,
+) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(?config, "starting tankd {}", env!("CARGO_PKG_VERSION"));
+    config.api_token = auth::node_token(&config).map_err(|e| format!("API token: {e}"))?;
     let zfs = if config.zfs {
         let probe = zfs_sys_shim::Zfs::new(zfs_sys_shim::Roots::default());
         startup::check_host(&probe, Path::new("/dev/zfs")).await?;
@@ -174,7 +197,7 @@ async fn run(config: Config, activated: Vec<(String, std::os::fd::OwnedFd)>) -> 
     let containers = containers::Containers::start_service(&config.data_dir, imageapi.clone())
         .await
         .map_err(|e| format!("container state: {e}"))?;
-    let control = if config.zfs { Some(start_control(&config, &zfs).await?) } else { None };
+    let control = if config.zfs { Some(start_control(&config, &zfs, master_secret).await?) } else { None };
     let streams = streams::Streams::new(zfs.clone(), config.dataset_root.clone(), config.max_streams);
     let state = state::AppState {
         config: Arc::new(config),
@@ -188,8 +211,11 @@ async fn run(config: Config, activated: Vec<(String, std::os::fd::OwnedFd)>) -> 
         http: metrics::HttpMetrics::default(),
     };
     let mut served: Vec<(server::Bound, axum::Router)> = Vec::new();
-    let main_app = server::app(state.clone());
-    served.extend(listeners.main.into_iter().map(|l| (l, main_app.clone())));
+    let (tcp_app, unix_app) = (server::app(state.clone()), server::unix_app(state.clone()));
+    served.extend(listeners.main.into_iter().map(|l| {
+        let app = if matches!(l, server::Bound::Unix(_)) { unix_app.clone() } else { tcp_app.clone() };
+        (l, app)
+    }));
     if let Some(control_app) = server::control_app(state.clone()) {
         served.extend(listeners.control.into_iter().map(|l| (l, control_app.clone())));
     }

@@ -48,12 +48,30 @@ pub struct Tracked {
 pub async fn track(State(t): State<Tracked>, req: Request, next: Next) -> Response {
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let started = Instant::now();
     let response = next.run(req).await;
     let secs = started.elapsed().as_secs_f64();
     t.metrics.observe(t.listener, &route, &method, response.status().as_u16(), secs);
     response
+}
+
+/// The method as a label: the standard ones by name, anything a client made up as
+/// `other`, so that made-up methods cannot add series without end.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    const KNOWN: [(M, &str); 9] = [
+        (M::GET, "GET"),
+        (M::HEAD, "HEAD"),
+        (M::POST, "POST"),
+        (M::PUT, "PUT"),
+        (M::DELETE, "DELETE"),
+        (M::PATCH, "PATCH"),
+        (M::OPTIONS, "OPTIONS"),
+        (M::CONNECT, "CONNECT"),
+        (M::TRACE, "TRACE"),
+    ];
+    KNOWN.iter().find(|(m, _)| m == method).map_or("other", |(_, name)| name)
 }
 
 impl HttpMetrics {
@@ -178,6 +196,13 @@ pub fn render(http: &HttpMetrics, g: &Gauges) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let m = |s: &str| method_label(&axum::http::Method::from_bytes(s.as_bytes()).unwrap());
+        assert_eq!((m("GET"), m("DELETE"), m("PATCH")), ("GET", "DELETE", "PATCH"));
+        assert_eq!((m("FOO01"), m("FOO02"), m("get")), ("other", "other", "other"));
+    }
 
     #[test]
     fn exposition_has_counters_histograms_and_gauges() {

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{Token, require_token_to_mutate};
+use crate::auth::{Token, refuse_forgery, require_token};
+use crate::config::AuthMode;
 use crate::state::AppState;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -28,8 +29,7 @@ struct RequestIds {
 
 impl RequestIds {
     fn new() -> Self {
-        let mut seed = [0u8; 4];
-        let _ = crate::control::secret::getrandom(&mut seed);
+        let seed = crate::secrets::random_bytes::<4>().unwrap_or_default();
         RequestIds { prefix: format!("{:08x}", u32::from_le_bytes(seed)).into(), next: Arc::new(AtomicU64::new(1)) }
     }
 }
@@ -62,24 +62,39 @@ fn node_routes(state: &AppState) -> Router {
     crate::health::routes().route("/metrics", axum::routing::get(metrics)).with_state(state.clone())
 }
 
-/// The main API: ImageStore, streams, imageapi and containers, with the token check.
-pub fn app(state: AppState) -> Router {
-    let token = Token(state.config.api_token.as_deref().map(Arc::from));
+/// The main API's own routes: ImageStore, streams, imageapi and containers.
+fn api_routes(state: &AppState) -> Router {
     let zfs_routes = if state.config.zfs {
         Router::new()
             .merge(crate::imagestore::routes(state.store.clone()))
-            .merge(crate::streams::routes(state.streams.clone(), token.clone()))
+            .merge(crate::streams::routes(state.streams.clone()))
     } else {
         zfs_disabled()
     };
     let imageapi =
         crate::imageapi::routes(state.imageapi.clone()).merge(crate::containers::routes(state.containers.clone()));
-    let routes = Router::new()
-        .merge(node_routes(&state))
-        .merge(zfs_routes)
-        .merge(imageapi)
-        .layer(axum::middleware::from_fn_with_state(token, require_token_to_mutate));
-    observed(routes, &state, "api")
+    zfs_routes.merge(imageapi)
+}
+
+/// The main API on TCP: every route but `/health` and `/metrics` needs the token; under
+/// `auth = "none"`, requests a web page could forge are refused instead (`auth`).
+pub fn app(state: AppState) -> Router {
+    let guarded = match state.config.auth {
+        AuthMode::Token => {
+            let token = Token(Some(Arc::from(
+                state.config.api_token.as_deref().expect("auth = token: node_token set the token at start"),
+            )));
+            api_routes(&state).layer(axum::middleware::from_fn_with_state(token, require_token))
+        }
+        AuthMode::None => api_routes(&state).layer(axum::middleware::from_fn(refuse_forgery)),
+    };
+    observed(node_routes(&state).merge(guarded), &state, "api")
+}
+
+/// The main API on the unix socket: the socket's file mode (root and `socket_group`) is
+/// the authorization, as for Docker's socket, so no token is asked for.
+pub fn unix_app(state: AppState) -> Router {
+    observed(node_routes(&state).merge(api_routes(&state)), &state, "unix")
 }
 
 /// The control API (it checks tokens itself: service tokens are per route).
@@ -144,7 +159,8 @@ fn zfs_disabled() -> Router {
 }
 
 /// Bind a unix socket, replacing a stale one from a previous run (only if it is a socket).
-fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
+/// Mode 0660: root, and `group` when given, may connect.
+fn bind_unix(path: &Path, group: Option<&str>) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -160,8 +176,15 @@ fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
         Err(_) => {}
     }
     let listener = UnixListener::bind(path)?;
-    // Owner and group only: the socket is as powerful as the token-less TCP API.
+    // Owner and group only: the socket needs no token, so its mode is its authorization.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(name) = group {
+        let gid = nix::unistd::Group::from_name(name)
+            .map_err(std::io::Error::from)?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no group named {name:?}")))?
+            .gid;
+        nix::unistd::chown(path, None, Some(gid)).map_err(std::io::Error::from)?;
+    }
     Ok(listener)
 }
 
@@ -212,8 +235,9 @@ pub async fn bind(
         ls.main.push(Bound::Tcp(bind_tcp(addr, "api").await?));
     }
     if let Some(path) = &config.socket {
-        let l = bind_unix(path).map_err(|source| BindError { addr: path.display().to_string(), source })?;
-        tracing::info!(path = %path.display(), "listening on unix socket");
+        let l = bind_unix(path, config.socket_group.as_deref())
+            .map_err(|source| BindError { addr: path.display().to_string(), source })?;
+        tracing::info!(path = %path.display(), group = ?config.socket_group, "listening on unix socket");
         ls.main.push(Bound::Unix(l));
         ls.owned_paths.push(path.clone());
     }
@@ -239,7 +263,7 @@ async fn bind_control_and_plugin(
         tracing::info!("docker volume plugin on the socket systemd passed");
         ls.docker = Some(Bound::Unix(l));
     } else if let Some(path) = &config.docker_socket {
-        let l = bind_unix(path).map_err(|source| BindError { addr: path.display().to_string(), source })?;
+        let l = bind_unix(path, None).map_err(|source| BindError { addr: path.display().to_string(), source })?;
         tracing::info!(path = %path.display(), "docker volume plugin listening");
         ls.docker = Some(Bound::Unix(l));
         ls.owned_paths.push(path.clone());

@@ -7,36 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::imageapi_client::{call, host_agent as agent, ok, refused};
+use common::imageapi_client::{call, host_agent as agent, ok, refused, rootfs};
 use common::{Agent, sh};
 use serde_json::{Value, json};
-
-/// A busybox rootfs as squashfs, mounted and overlaid; returns the overlay's mount id.
-fn rootfs(agent: &Agent) -> u64 {
-    let images = agent.data_dir.join("images");
-    let src = agent.data_dir.join("rootfs");
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
-        std::fs::create_dir_all(src.join(d)).unwrap();
-    }
-    let busybox =
-        ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists()).expect("busybox-static");
-    std::fs::copy(busybox, src.join("bin/busybox")).unwrap();
-    sh("chroot", &[src.to_str().unwrap(), "/bin/busybox", "--install", "-s", "/bin"]);
-    std::fs::write(src.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::create_dir_all(&images).unwrap();
-    let img = images.join("busybox.sqfs");
-    sh("mksquashfs", &[src.to_str().unwrap(), img.to_str().unwrap(), "-noappend", "-quiet", "-all-root"]);
-    let m = ok(
-        agent,
-        "POST",
-        "/imageapi/v1/mount",
-        Some(
-            json!({"kind": "attach", "attach": {"attach": {"kind": "loop", "read_only": true, "loop": {"path": img}}, "fs_type": "squashfs"}}),
-        ),
-    );
-    let o = ok(agent, "POST", "/imageapi/v1/mount", Some(json!({"kind": "overlay", "overlay": {"lower": [m["id"]]}})));
-    o["id"].as_u64().unwrap()
-}
 
 fn wait_log(agent: &Agent, id: u64, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);

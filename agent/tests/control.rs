@@ -187,7 +187,7 @@ fn agent(tag: &str) -> (Agent, String) {
     let driver = format!("tankd-{}", a.pool);
     std::fs::create_dir_all("/run/docker/plugins").unwrap();
     a.docker_socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
-    a.extra_env.push(("TANKD_API_TOKEN".into(), TOKEN.into()));
+    a.token = TOKEN.into();
     a.start();
     (a, driver)
 }

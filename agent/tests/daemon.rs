@@ -107,19 +107,19 @@ fn missing_or_foreign_pool_is_a_clear_start_up_error() {
 
 #[test]
 #[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
-fn mutations_need_the_token_when_configured() {
+fn a_configured_token_is_the_one_the_imagestore_asks_for() {
     let mut agent = Agent::new("tok");
     let token = "s3cret-token-0123456789";
-    agent.extra_env.push(("TANKD_API_TOKEN".into(), token.into()));
+    agent.token = token.into();
     agent.start();
-    // Reads stay open; a mutating method is refused before routing without the token.
-    assert_eq!(agent.tcp("GET", "/health", &[], b"").status, 200);
-    let r = agent.tcp("POST", "/health", &[], b"");
+    assert_eq!(agent.tcp_anon("GET", "/health", &[], b"").status, 200, "health is open");
+    let list = serde_json::json!({"method": "ImageStore.ListImages", "params": [{}], "id": 1}).to_string();
+    let r = agent.tcp_anon("POST", "/_mistify_RPC_", &[], list.as_bytes());
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"]["kind"], "unauthorized");
-    let auth = format!("Bearer {token}");
-    let r = agent.tcp("POST", "/health", &[("authorization", &auth)], b"");
-    assert_eq!(r.status, 405, "with the token the request reaches routing");
+    let r = agent.tcp("POST", "/_mistify_RPC_", &[], list.as_bytes());
+    assert_eq!(r.status, 200, "with the token: {}", String::from_utf8_lossy(&r.body));
+    assert!(!agent.data_dir.join("api-token").exists(), "a configured token: none is made");
     assert!(!agent.log_text().contains(token), "the token is never logged");
     assert_eq!(agent.stop(), Some(0));
 }

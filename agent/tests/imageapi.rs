@@ -261,7 +261,7 @@ fn bad_input_names_the_field_and_makes_nothing() {
     refused(&agent, "GET", "/imageapi/v1/mount?kind=nfs", None, 400);
     refused(&agent, "DELETE", "/imageapi/v1/mount", None, 400);
     refused(&agent, "DELETE", "/imageapi/v1/attach?id=777", None, 404);
-    let unauth = agent.tcp(
+    let unauth = agent.tcp_anon(
         "POST",
         "/imageapi/v1/attach",
         &[],
@@ -449,7 +449,7 @@ fn rbd_image_through_ceph_v01_routes() {
 fn zvol_ext4_overlay_with_upper_on_a_dataset() {
     let _ = NEEDS_ZFS;
     let mut agent = Agent::new("ia5");
-    agent.extra_env.push(("TANKD_API_TOKEN".into(), TOKEN.into()));
+    agent.token = TOKEN.into();
     agent.start();
     let root = format!("{}/tankd", agent.pool);
     sh("zfs", &["create", "-V", "64M", &format!("{root}/vol")]);
@@ -490,7 +490,7 @@ fn rbd_image_through_kernel_rbd() {
     let (mon, conf) = ceph();
     assert!(Path::new("/sys/bus/rbd/add_single_major").exists(), "no kernel rbd here (modprobe rbd)");
     let mut agent = Agent::new("ia6");
-    agent.extra_env.push(("TANKD_API_TOKEN".into(), TOKEN.into()));
+    agent.token = TOKEN.into();
     agent.start();
     let img = squashfs(&agent.data_dir, "krbdsrc");
     let name = format!("tankd-krbd-{}", std::process::id());

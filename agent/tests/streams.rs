@@ -85,7 +85,7 @@ fn upload_ok(agent: &Agent, query: &str, stream: &[u8]) -> serde_json::Value {
 
 fn agent(tag: &str) -> Agent {
     let mut a = Agent::new(tag);
-    a.extra_env.push(("TANKD_API_TOKEN".into(), TOKEN.into()));
+    a.token = TOKEN.into();
     a.start();
     a
 }
@@ -285,7 +285,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
 fn disconnects_bad_input_limits_and_auth() {
     let mut agent = Agent::new("strd");
-    agent.extra_env.push(("TANKD_API_TOKEN".into(), TOKEN.into()));
+    agent.token = TOKEN.into();
     agent.extra_env.push(("TANKD_MAX_STREAMS".into(), "1".into()));
     agent.start();
     let (src, mnt) = filesystem(&agent, "src", &[]);
@@ -294,9 +294,9 @@ fn disconnects_bad_input_limits_and_auth() {
     let snap = format!("{src}@s1");
 
     // The token is needed both ways, reads included.
-    assert_eq!(agent.tcp("GET", "/snapshots/download?id=src@s1", &[], b"").status, 401);
-    assert_eq!(agent.tcp("POST", "/snapshots/upload?dest=x", &[], b"x").status, 401);
-    assert_eq!(agent.tcp("GET", "/snapshots/resume-token?dest=x", &[], b"").status, 401);
+    assert_eq!(agent.tcp_anon("GET", "/snapshots/download?id=src@s1", &[], b"").status, 401);
+    assert_eq!(agent.tcp_anon("POST", "/snapshots/upload?dest=x", &[], b"x").status, 401);
+    assert_eq!(agent.tcp_anon("GET", "/snapshots/resume-token?dest=x", &[], b"").status, 401);
 
     // A download in progress holds the snapshot and the only slot.
     let open = open_download(&agent, "src@s1");

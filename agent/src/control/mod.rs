@@ -23,8 +23,9 @@ use serde::de::DeserializeOwned;
 use zfs_sys_shim::{DatasetName, Zfs};
 
 use crate::api_error::{ApiError, refused_field};
-use crate::auth::{bearer, constant_time_eq};
+use crate::auth::bearer;
 use crate::docker::VolumeStore;
+use crate::secrets::constant_time_eq;
 pub use secret::MasterSecret;
 
 #[derive(Clone)]
@@ -33,7 +34,7 @@ pub struct Control {
     pub root: DatasetName,
     pub volumes: VolumeStore,
     pub secret: MasterSecret,
-    /// The node's API token; `None` leaves the API open (as the rest of tankd).
+    /// The node's API token; `None` only under `auth = "none"` (as the rest of tankd).
     pub admin_token: Option<Arc<str>>,
     /// Base URL services reach this API on (`TANKD_CONTROL_URL`).
     pub public_url: String,

@@ -6,13 +6,12 @@
 //! with a versioned label, so re-provisioning gives the same values and nothing secret
 //! is stored per tenant; a new label version rotates every tenant at once.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
-use crate::images::checksum::hex;
+use crate::secrets::{self, SecretFileError};
 
 /// The key file's name under the data dir.
 pub const FILE: &str = "master.key";
@@ -31,60 +30,32 @@ impl std::fmt::Debug for MasterSecret {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("master secret file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("master secret file: {0}")]
+    File(#[from] SecretFileError),
     #[error("master secret {origin}: {reason}")]
     Invalid { origin: String, reason: &'static str },
 }
 
 impl MasterSecret {
-    /// From the environment when given there, else the key file, made on first start.
+    /// From the environment when given there, else the key file, made on first start
+    /// (refused, like the API token's, when group or others can read it).
     pub fn load_or_create(data_dir: &Path, from_env: Option<&str>) -> Result<MasterSecret, SecretError> {
         if let Some(text) = from_env {
             return Self::parse(text.trim(), "from the environment");
         }
         let path = data_dir.join(FILE);
-        let io = |source| SecretError::Io { path: path.display().to_string(), source };
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "master secret is readable by others; setting 0600");
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-                }
-                Self::parse(text.trim(), &path.display().to_string())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = [0u8; 32];
-                getrandom(&mut bytes).map_err(io)?;
-                std::fs::create_dir_all(data_dir).map_err(io)?;
-                // Written to a temporary file and renamed, so a crash never leaves a
-                // half key that a restart would then use for every tenant.
-                let tmp = data_dir.join(format!("{FILE}.new"));
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(io)?;
-                f.write_all(hex(&bytes).as_bytes())
-                    .and_then(|_| f.write_all(b"\n"))
-                    .and_then(|_| f.sync_all())
-                    .map_err(io)?;
-                std::fs::rename(&tmp, &path).map_err(io)?;
-                tracing::info!(path = %path.display(), "generated the master secret");
-                Ok(MasterSecret(bytes.to_vec()))
-            }
-            Err(e) => Err(io(e)),
+        let (text, made) = secrets::load_or_create(&path, || Ok(hex::encode(secrets::random_bytes::<32>()?)))?;
+        if made {
+            tracing::info!(path = %path.display(), "generated the master secret");
         }
+        Self::parse(&text, &path.display().to_string())
     }
 
     /// 64 hex digits (what tankd writes), or any other text of at least 32 bytes, used
     /// as is (what an operator may put in the environment).
     fn parse(text: &str, origin: &str) -> Result<MasterSecret, SecretError> {
         if text.len() == 64
-            && let Some(bytes) = unhex(text)
+            && let Ok(bytes) = hex::decode(text)
         {
             return Ok(MasterSecret(bytes));
         }
@@ -103,7 +74,7 @@ impl MasterSecret {
         msg.extend_from_slice(label.as_bytes());
         msg.push(0);
         msg.extend_from_slice(subject.as_bytes());
-        hex(&hmac_sha256(&self.0, &msg))
+        hex::encode(hmac_sha256(&self.0, &msg))
     }
 
     /// Test-only constructor.
@@ -113,40 +84,11 @@ impl MasterSecret {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104): ten lines, so no crate for it.
+/// HMAC-SHA256 (RFC 2104), RustCrypto's.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| k.map(|b| b ^ byte);
-    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(msg).finalize();
-    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
-}
-
-/// Fill `buf` from the kernel's RNG (getrandom(2), blocking only before it is seeded).
-pub fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        filled += n as usize;
-    }
-    Ok(())
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
 }
 
 #[cfg(test)]
@@ -157,14 +99,16 @@ mod tests {
     fn hmac_matches_rfc_4231() {
         // Test case 2 ("Jefe") and test case 6 (a key longer than the block).
         assert_eq!(
-            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         assert_eq!(
-            hex(&hmac_sha256(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First")),
+            hex::encode(hmac_sha256(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First")),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
     }
+
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn generated_once_then_reused_with_mode_0600() {

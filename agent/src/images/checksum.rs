@@ -4,11 +4,6 @@
 
 use base64::Engine;
 
-/// Lowercase hex of bytes (digests, keys).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn valid_hex(s: &str) -> Option<String> {
     let s = s.trim().to_ascii_lowercase();
     (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then_some(s)
@@ -16,7 +11,7 @@ fn valid_hex(s: &str) -> Option<String> {
 
 fn from_base64(s: &str) -> Option<String> {
     let raw = base64::engine::general_purpose::STANDARD.decode(s.trim().trim_matches(':')).ok()?;
-    (raw.len() == 32).then(|| hex(&raw))
+    (raw.len() == 32).then(|| hex::encode(&raw))
 }
 
 /// From response headers, given as (lowercase name, value) pairs.

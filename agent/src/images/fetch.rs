@@ -369,7 +369,7 @@ async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Send
     if let Some(expected) = &expected_sha {
         let (actual, total) = {
             let h = hashed.lock().expect("lock");
-            (checksum::hex(&h.hasher.clone().expect("hashing").finalize()), h.count)
+            (hex::encode(h.hasher.clone().expect("hashing").finalize()), h.count)
         };
         if *expected != actual {
             return Err(StoreError::invalid(

@@ -2,9 +2,11 @@
 //! without ZFS (`zfs = false`) with an API token, and calls that check upstream's
 //! `{code, message}` error shape.
 
-use serde_json::Value;
+use std::path::Path;
 
-use super::{Agent, Response};
+use serde_json::{Value, json};
+
+use super::{Agent, Response, sh};
 
 pub const TOKEN: &str = "imageapi-test-token-0123456789";
 
@@ -12,15 +14,15 @@ pub const TOKEN: &str = "imageapi-test-token-0123456789";
 pub fn host_agent(tag: &str) -> Agent {
     let mut a = Agent::new(tag);
     a.extra_env.push(("TANKD_ZFS".into(), "false".into()));
-    a.extra_env.push(("TANKD_API_TOKEN".into(), TOKEN.into()));
+    a.token = TOKEN.into();
     a.start();
     a
 }
 
+/// A call with the agent's token.
 pub fn call(agent: &Agent, method: &str, path: &str, body: Option<Value>) -> Response {
-    let auth = format!("Bearer {TOKEN}");
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    agent.tcp(method, path, &[("Authorization", &auth), ("Content-Type", "application/json")], body.as_bytes())
+    agent.tcp(method, path, &[("Content-Type", "application/json")], body.as_bytes())
 }
 
 /// A call that must answer 200 or 201; its JSON.
@@ -38,4 +40,31 @@ pub fn refused(agent: &Agent, method: &str, path: &str, body: Option<Value>, sta
     assert_eq!(v["code"], status, "upstream's {{code, message}}: {v}");
     assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
     v
+}
+
+/// A busybox rootfs as squashfs, mounted and overlaid; returns the overlay's mount id.
+pub fn rootfs(agent: &Agent) -> u64 {
+    let images = agent.data_dir.join("images");
+    let src = agent.data_dir.join("rootfs");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    let busybox =
+        ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists()).expect("busybox-static");
+    std::fs::copy(busybox, src.join("bin/busybox")).unwrap();
+    sh("chroot", &[src.to_str().unwrap(), "/bin/busybox", "--install", "-s", "/bin"]);
+    std::fs::write(src.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::create_dir_all(&images).unwrap();
+    let img = images.join("busybox.sqfs");
+    sh("mksquashfs", &[src.to_str().unwrap(), img.to_str().unwrap(), "-noappend", "-quiet", "-all-root"]);
+    let m = ok(
+        agent,
+        "POST",
+        "/imageapi/v1/mount",
+        Some(
+            json!({"kind": "attach", "attach": {"attach": {"kind": "loop", "read_only": true, "loop": {"path": img}}, "fs_type": "squashfs"}}),
+        ),
+    );
+    let o = ok(agent, "POST", "/imageapi/v1/mount", Some(json!({"kind": "overlay", "overlay": {"lower": [m["id"]]}})));
+    o["id"].as_u64().unwrap()
 }

@@ -100,7 +100,11 @@ pub struct Agent {
     /// The Docker VolumeDriver socket.
     pub docker_socket: PathBuf,
     pub pool: String,
+    /// The API token tankd is started with (empty: none configured, tankd makes its
+    /// own); [`Agent::tcp`] sends it unless told otherwise.
+    pub token: String,
     pub extra_env: Vec<(String, String)>,
+    pub extra_args: Vec<String>,
     pub log: PathBuf,
 }
 
@@ -117,8 +121,10 @@ impl Agent {
             docker_socket: data_dir.join("docker-plugin.sock"),
             log: data_dir.join("tankd.log"),
             data_dir,
+            token: format!("test-token-{pool}-0123456789"),
             pool,
             extra_env: Vec::new(),
+            extra_args: Vec::new(),
         }
     }
 
@@ -134,11 +140,16 @@ impl Agent {
             .env("TANKD_DOCKER_SOCKET", &self.docker_socket)
             .env_remove("TANKD_API_TOKEN")
             .env_remove("CORESTORE_API_TOKEN")
+            .env_remove("TANKD_AUTH")
             .env("TANKD_LOG", "info,tankd=debug,zfs_sys_shim=debug")
             .args(["--config", "/dev/null"]);
+        if !self.token.is_empty() {
+            cmd.env("TANKD_API_TOKEN", &self.token);
+        }
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
+        cmd.args(&self.extra_args);
         cmd
     }
 
@@ -169,7 +180,19 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// A request on the TCP API with the agent's token, unless `headers` has an
+    /// Authorization of its own.
     pub fn tcp(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let auth = format!("Bearer {}", self.token);
+        let mut with_token = headers.to_vec();
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+            with_token.push(("Authorization", &auth));
+        }
+        self.tcp_anon(method, path, &with_token, body)
+    }
+
+    /// A request on the TCP API with only the given headers (no token added).
+    pub fn tcp_anon(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
         http(&mut s, method, path, headers, body)

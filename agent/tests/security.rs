@@ -1,0 +1,200 @@
+//! Secure by default, black-box on the host tier (tankd with zfs = false): which routes a
+//! listener serves to whom, the token tankd makes when none is configured, the explicit
+//! opt-out and what it still refuses, and secrets that stay secret.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+use common::imageapi_client::{ok, rootfs};
+use common::{Agent, run_to_exit};
+use serde_json::json;
+
+/// A tankd on this host without ZFS, not yet started.
+fn host(tag: &str) -> Agent {
+    let mut a = Agent::new(tag);
+    a.extra_env.push(("TANKD_ZFS".into(), "false".into()));
+    a
+}
+
+/// Every route of the main API that changes, starts or reveals something (with
+/// `zfs = false` the ImageStore and stream routes still answer, with 503, behind the token).
+const GUARDED: &[(&str, &str)] = &[
+    ("GET", "/imageapi/v1/attach"),
+    ("POST", "/imageapi/v1/attach"),
+    ("DELETE", "/imageapi/v1/attach?id=1"),
+    ("GET", "/imageapi/v1/mount"),
+    ("POST", "/imageapi/v1/mount"),
+    ("GET", "/imageapi/v1/unknown"),
+    ("GET", "/imageapi/v1/container"),
+    ("POST", "/imageapi/v1/container"),
+    ("GET", "/imageapi/v1/container/1"),
+    ("GET", "/imageapi/v1/container/1/log"),
+    ("GET", "/imageapi/v1/container/1/running"),
+    ("HEAD", "/imageapi/v1/container/1/running"),
+    ("GET", "/imageapi/v1/container/1/exited"),
+    ("GET", "/imageapi/v1/container/byname/c1/running"),
+    ("PATCH", "/imageapi/v1/container/1"),
+    ("DELETE", "/imageapi/v1/container/1"),
+    ("POST", "/imageapi/v1/attach/rbd"),
+    ("POST", "/_mistify_RPC_"),
+    ("POST", "/rpc"),
+    ("GET", "/snapshots/download?id=a@b"),
+    ("POST", "/snapshots/upload?dest=a"),
+    ("GET", "/snapshots/resume-token?dest=a"),
+];
+
+#[test]
+fn with_no_token_configured_tankd_makes_one_and_every_guarded_route_asks_for_it() {
+    let mut agent = host("sec1");
+    agent.token.clear();
+    agent.start();
+    let file = agent.data_dir.join("api-token");
+    let made = std::fs::read_to_string(&file).expect("tankd wrote <data_dir>/api-token");
+    let token = made.trim().to_owned();
+    assert!(token.len() == 64 && token.bytes().all(|c| c.is_ascii_hexdigit()), "{token:?}");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // Open: health and metrics only.
+    assert_eq!(agent.tcp_anon("GET", "/health", &[], b"").status, 200);
+    assert_eq!(agent.tcp_anon("GET", "/metrics", &[], b"").status, 200);
+    for (method, path) in GUARDED {
+        let r = agent.tcp_anon(method, path, &[], b"{}");
+        assert_eq!(r.status, 401, "{method} {path} without a token");
+        if *method != "HEAD" {
+            assert_eq!(r.json()["error"]["kind"], "unauthorized", "{method} {path}");
+        }
+        let wrong = agent.tcp_anon(method, path, &[("authorization", "Bearer 0000000000000000000000000000")], b"{}");
+        assert_eq!(wrong.status, 401, "{method} {path} with a wrong token");
+    }
+    // The token admits: a read answers, and nothing was made by the refused calls.
+    agent.token = token.clone();
+    assert_eq!(ok(&agent, "GET", "/imageapi/v1/attach", None), json!([]));
+    assert_eq!(ok(&agent, "GET", "/imageapi/v1/container", None), json!([]));
+    for (method, path) in GUARDED {
+        assert_ne!(agent.tcp(method, path, &[], b"{}").status, 401, "{method} {path} with the token");
+    }
+
+    // A restart keeps the token; it never reaches the log.
+    assert_eq!(agent.stop(), Some(0));
+    agent.start();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), made, "the token is made once");
+    assert_eq!(agent.tcp("GET", "/imageapi/v1/attach", &[], b"").status, 200);
+    assert!(!agent.log_text().contains(&token), "the token is never logged");
+}
+
+#[test]
+fn the_unix_socket_needs_no_token_and_only_root_and_its_group_reach_it() {
+    let mut agent = host("sec2");
+    // gid 1 (`daemon`) is on every Debian system.
+    agent.extra_env.push(("TANKD_SOCKET_GROUP".into(), "daemon".into()));
+    agent.start();
+    let meta = std::fs::metadata(&agent.socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660, "owner and group only");
+    assert_eq!(meta.gid(), 1, "the socket belongs to socket_group");
+    let r = agent.unix("GET", "/imageapi/v1/attach");
+    assert_eq!((r.status, r.json()), (200, json!([])), "the file mode is the authorization");
+    assert_eq!(agent.tcp_anon("GET", "/imageapi/v1/attach", &[], b"").status, 401, "TCP still asks");
+}
+
+#[test]
+fn the_opt_out_is_loud_serves_programs_and_refuses_what_a_web_page_sends() {
+    let mut agent = host("sec3");
+    agent.token.clear();
+    agent.extra_env.push(("TANKD_AUTH".into(), "none".into()));
+    agent.start();
+    assert!(agent.log_text().contains("auth = \"none\""), "the opt-out is logged:\n{}", agent.log_text());
+    assert!(!agent.data_dir.join("api-token").exists(), "no token is made when none is wanted");
+    // A program (curl, a mistify client) is served without a token.
+    assert_eq!(agent.tcp_anon("GET", "/imageapi/v1/attach", &[], b"").status, 200);
+    let body = json!({"kind": "loop", "loop": {"path": "/nonexistent.img"}}).to_string();
+    let plain = agent.tcp_anon("POST", "/imageapi/v1/attach", &[("content-type", "application/json")], body.as_bytes());
+    assert_ne!(plain.status, 403, "a JSON POST from a program is not refused as forged");
+    // What a foreign web page makes a browser send is refused, naming what gave it away.
+    for (header, value) in [
+        ("origin", "http://evil.example"),
+        ("content-type", "text/plain"),
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let r = agent.tcp_anon("POST", "/imageapi/v1/attach", &[(header, value)], body.as_bytes());
+        assert_eq!(r.status, 403, "{header}: {value}");
+        let field = r.json()["error"]["field"].as_str().unwrap().to_ascii_lowercase();
+        assert_eq!(field, header, "the refusal names {header}");
+    }
+    let r = agent.tcp_anon("GET", "/imageapi/v1/container/1/running", &[("sec-fetch-site", "cross-site")], b"");
+    assert_eq!(r.status, 403, "a cross-site GET cannot start a container");
+    assert_eq!(agent.tcp_anon("GET", "/imageapi/v1/attach", &[], b"").json(), json!([]), "nothing was made");
+}
+
+#[test]
+fn a_token_file_others_can_read_is_refused_at_start() {
+    let agent = host("sec4");
+    let file = agent.data_dir.join("token");
+    std::fs::write(&file, "a-token-others-can-read-0123456789\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = agent.command();
+    cmd.env_remove("TANKD_API_TOKEN").env("TANKD_API_TOKEN_FILE", &file);
+    let (code, stderr) = run_to_exit(cmd);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("api_token_file") && stderr.contains("chmod 600"), "{stderr}");
+    assert!(!stderr.contains("a-token-others-can-read"), "the token is not in the message: {stderr}");
+}
+
+#[test]
+fn secrets_in_the_environment_do_not_reach_child_processes() {
+    let mut agent = host("sec5");
+    let master = "master-secret-from-the-environment-0123456789abcdef";
+    agent.extra_env.push(("TANKD_MASTER_SECRET".into(), master.into()));
+    agent.start();
+    let root = rootfs(&agent);
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"name": "env", "mount": {"id": root, "kind": "overlay"}, "command": "/bin/sleep",
+                    "args": ["600"], "state": "running"})),
+    );
+    let pid = c["pid"].as_u64().expect("a running container has a pid");
+    // The container's shim is a child tankd starts; the container's pid 1 is the shim's.
+    let shim = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let shim_pid = shim.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().to_owned();
+    let shim_cmd = std::fs::read(format!("/proc/{shim_pid}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&shim_cmd).contains("__container-shim"), "pid {shim_pid} is the shim");
+    for p in [shim_pid, pid.to_string()] {
+        let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{p}/environ")).unwrap()).into_owned();
+        for secret in [agent.token.as_str(), master, "TANKD_API_TOKEN", "TANKD_MASTER_SECRET"] {
+            assert!(!environ.contains(secret), "process {p} inherited {secret}");
+        }
+    }
+    ok(&agent, "DELETE", &format!("/imageapi/v1/container/{}?force=true", c["id"]), None);
+}
+
+#[test]
+fn made_up_methods_add_no_metric_series() {
+    let mut agent = host("sec6");
+    agent.start();
+    let series = |agent: &Agent| {
+        let text = String::from_utf8(agent.tcp_anon("GET", "/metrics", &[], b"").body).unwrap();
+        text.lines().filter(|l| l.starts_with("tankd_http_requests_total{")).map(str::to_owned).collect::<Vec<_>>()
+    };
+    for i in 0..30 {
+        agent.tcp(&format!("FOO{i:02}"), "/imageapi/v1/attach", &[], b"");
+    }
+    let after = series(&agent);
+    assert!(after.iter().all(|l| !l.contains("FOO")), "{after:#?}");
+    let other: Vec<_> = after.iter().filter(|l| l.contains("method=\"other\"")).collect();
+    assert_eq!(other.len(), 1, "30 made-up methods are one series: {after:#?}");
+    assert!(other[0].ends_with(" 30"), "{}", other[0]);
+}
+
+#[test]
+fn empty_flags_turn_listeners_off() {
+    let mut agent = host("sec7");
+    agent.extra_args = ["--socket", "", "--control-listen", "", "--docker-socket", ""].map(String::from).to_vec();
+    agent.start();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!agent.socket.exists(), "--socket \"\" serves no unix socket");
+    assert_eq!(agent.tcp("GET", "/imageapi/v1/attach", &[], b"").status, 200, "TCP still serves");
+}
