@@ -88,6 +88,10 @@ pub struct Layer {
     /// Directories whose files may be attached as loop devices (default `<data_dir>/images`).
     #[arg(long = "image-root")]
     pub image_roots: Option<Vec<PathBuf>>,
+    /// Block devices (by path) that `local` attachments may name; repeat for several.
+    /// Default: none, so `local` attachments are refused.
+    #[arg(long = "local-device")]
+    pub local_devices: Option<Vec<PathBuf>>,
     /// Allow the `suid` and `dev` mount options (default false: mounts are nosuid,nodev).
     #[arg(long)]
     pub allow_suid_dev: Option<bool>,
@@ -127,6 +131,7 @@ impl Layer {
             zfs: other.zfs.or(self.zfs),
             mount_root: other.mount_root.or(self.mount_root),
             image_roots: other.image_roots.or(self.image_roots),
+            local_devices: other.local_devices.or(self.local_devices),
             allow_suid_dev: other.allow_suid_dev.or(self.allow_suid_dev),
             control_listen: other.control_listen.or(self.control_listen),
             docker_socket: other.docker_socket.or(self.docker_socket),
@@ -168,6 +173,8 @@ impl Layer {
             zfs: boolean(env, "TANKD_ZFS")?,
             mount_root: get("TANKD_MOUNT_ROOT").map(PathBuf::from),
             image_roots: get("TANKD_IMAGE_ROOTS")
+                .map(|v| v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()),
+            local_devices: get("TANKD_LOCAL_DEVICES")
                 .map(|v| v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()),
             allow_suid_dev: boolean(env, "TANKD_ALLOW_SUID_DEV")?,
             control_listen: get("TANKD_CONTROL_LISTEN")
@@ -254,6 +261,7 @@ pub struct Config {
     pub zfs: bool,
     pub mount_root: PathBuf,
     pub image_roots: Vec<PathBuf>,
+    pub local_devices: Vec<PathBuf>,
     pub allow_suid_dev: bool,
     pub control_listen: Vec<SocketAddr>,
     pub docker_socket: Option<PathBuf>,
@@ -283,6 +291,7 @@ impl std::fmt::Debug for Config {
             .field("zfs", &self.zfs)
             .field("mount_root", &self.mount_root)
             .field("image_roots", &self.image_roots)
+            .field("local_devices", &self.local_devices)
             .field("allow_suid_dev", &self.allow_suid_dev)
             .field("control_listen", &self.control_listen)
             .field("docker_socket", &self.docker_socket)
@@ -424,8 +433,10 @@ impl Config {
         };
         let mount_root = l.mount_root.unwrap_or_else(|| data_dir.join("mounts"));
         let image_roots = l.image_roots.unwrap_or_else(|| vec![data_dir.join("images")]);
-        for (field, path) in
-            std::iter::once(("mount_root", &mount_root)).chain(image_roots.iter().map(|p| ("image_roots", p)))
+        let local_devices = l.local_devices.unwrap_or_default();
+        for (field, path) in std::iter::once(("mount_root", &mount_root))
+            .chain(image_roots.iter().map(|p| ("image_roots", p)))
+            .chain(local_devices.iter().map(|p| ("local_devices", p)))
         {
             let plain = path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
             if !path.is_absolute() || !plain || path == Path::new("/") {
@@ -467,6 +478,7 @@ impl Config {
             zfs: l.zfs.unwrap_or(true),
             mount_root,
             image_roots,
+            local_devices,
             allow_suid_dev: l.allow_suid_dev.unwrap_or(false),
             control_listen,
             docker_socket,

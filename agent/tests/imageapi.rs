@@ -78,7 +78,7 @@ fn write_through_overlay(overlay: &Path, lower: &Path, upper: &Path) {
 
 #[test]
 fn loop_squashfs_overlay_refcounts_and_teardown() {
-    let agent = host_agent("ia1");
+    let mut agent = host_agent("ia1");
     let images = agent.data_dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
     let img = squashfs(&images, "base");
@@ -152,13 +152,14 @@ fn loop_squashfs_overlay_refcounts_and_teardown() {
     assert_eq!(ok(&agent, "GET", "/imageapi/v1/attach", None), json!([]));
 
     // A local block device (here one the operator set up) is mounted but never detached.
+    // It must be listed in local_devices: without the list, local attachments are off.
     let own = sh("losetup", &["-r", "-f", "--show", img.to_str().unwrap()]).trim().to_owned();
-    let l = ok(
-        &agent,
-        "POST",
-        "/imageapi/v1/attach",
-        Some(json!({"kind": "local", "read_only": true, "local": {"path": own}})),
-    );
+    let local = json!({"kind": "local", "read_only": true, "local": {"path": own}});
+    assert_eq!(refused(&agent, "POST", "/imageapi/v1/attach", Some(local.clone()), 400)["field"], "local.path");
+    assert_eq!(agent.stop(), Some(0));
+    agent.extra_env.push(("TANKD_LOCAL_DEVICES".into(), own.clone()));
+    agent.start();
+    let l = ok(&agent, "POST", "/imageapi/v1/attach", Some(local));
     assert_eq!(l["device_file"], own.as_str());
     let lm = ok(
         &agent,

@@ -198,3 +198,51 @@ fn empty_flags_turn_listeners_off() {
     assert!(!agent.socket.exists(), "--socket \"\" serves no unix socket");
     assert_eq!(agent.tcp("GET", "/imageapi/v1/attach", &[], b"").status, 200, "TCP still serves");
 }
+
+/// A block device the host has mounted (on a normal host, the one under `/`).
+fn a_mounted_block_device() -> String {
+    use std::os::unix::fs::FileTypeExt;
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    table
+        .lines()
+        .filter_map(|l| l.split(" - ").nth(1)?.split(' ').nth(1).map(str::to_owned))
+        .find(|src| src.starts_with("/dev/") && std::fs::metadata(src).is_ok_and(|m| m.file_type().is_block_device()))
+        .expect("this host has a mounted block device")
+}
+
+#[test]
+fn local_attachments_take_only_listed_devices_the_host_does_not_use() {
+    let disk = a_mounted_block_device();
+    let mut agent = host("sec8");
+    agent.extra_env.push(("TANKD_LOCAL_DEVICES".into(), disk.clone()));
+    agent.start();
+    let attach = |path: &str| {
+        let body = json!({"kind": "local", "local": {"path": path}}).to_string();
+        agent.tcp("POST", "/imageapi/v1/attach", &[], body.as_bytes())
+    };
+    let r = attach(&disk);
+    assert_eq!(r.status, 400, "{disk} is mounted by the host");
+    let v = r.json();
+    assert_eq!(v["field"], "local.path");
+    assert!(v["message"].as_str().unwrap().contains("in use by the host"), "{v}");
+    let r = attach("/dev/null");
+    assert_eq!((r.status, r.json()["field"].as_str()), (400, Some("local.path")), "not listed");
+    assert_eq!(ok(&agent, "GET", "/imageapi/v1/attach", None), json!([]), "nothing was attached");
+}
+
+#[test]
+fn filesystem_options_outside_the_allowlist_are_refused_by_name() {
+    let mut agent = host("sec9");
+    agent.start();
+    let img = agent.data_dir.join("images/none.img");
+    for (fs, opt) in [("ext4", "errors=panic"), ("xfs", "logdev=/dev/sda"), ("ext4", "journal_path=/dev/sda")] {
+        let body = json!({"kind": "attach", "attach": {"attach": {"kind": "loop", "loop": {"path": img}},
+                          "fs_type": fs, "mount_options": [opt]}});
+        let r = agent.tcp("POST", "/imageapi/v1/mount", &[], body.to_string().as_bytes());
+        assert_eq!(r.status, 400, "{fs} {opt}");
+        let v = r.json();
+        assert_eq!(v["field"], "attach.mount_options");
+        assert!(v["message"].as_str().unwrap().contains(opt), "{v}");
+    }
+    assert_eq!(ok(&agent, "GET", "/imageapi/v1/mount", None), json!([]), "nothing was mounted");
+}

@@ -3,10 +3,10 @@
 //! checks whether it still exists; the registry, refcounts and routes are in
 //! `crate::imageapi`.
 
+pub mod local;
 pub mod loopdev;
 pub mod rbd;
 
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ pub struct Env {
     pub data_dir: PathBuf,
     pub mount_root: PathBuf,
     pub image_roots: Vec<PathBuf>,
+    /// The block devices `local` attachments may name (config `local_devices`).
+    pub local_devices: Vec<PathBuf>,
     pub allow_suid_dev: bool,
     pub sys_block: PathBuf,
     pub sys_rbd: PathBuf,
@@ -181,11 +183,7 @@ pub async fn attach(env: &Env, rec: &mut AttachRec) -> Result<KeepOpen> {
         }
         AttachKind::Local => {
             let path = &rec.spec.local.as_ref().expect("validated").path;
-            let real = path_under("local.path", path, &[PathBuf::from("/dev")])?;
-            let meta = std::fs::metadata(&real).map_err(|e| Error::invalid("local.path", format!("{path}: {e}")))?;
-            if !meta.file_type().is_block_device() {
-                return Err(Error::invalid("local.path", format!("{path} is not a block device")));
-            }
+            let real = local::allowed(path, &env.local_devices, &local::Host::real())?;
             rec.device = Some(real.display().to_string());
         }
         AttachKind::Rbd => keep = attach_rbd(env, rec, ro, autoclear).await?,

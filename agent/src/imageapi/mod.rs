@@ -253,6 +253,7 @@ pub fn env(config: &crate::config::Config, zfs: Option<zfs_sys_shim::Zfs>) -> En
         data_dir: config.data_dir.clone(),
         mount_root: config.mount_root.clone(),
         image_roots: config.image_roots.clone(),
+        local_devices: config.local_devices.clone(),
         allow_suid_dev: config.allow_suid_dev,
         sys_block: Path::new("/sys/block").to_path_buf(),
         sys_rbd: Path::new(crate::attach::rbd::SYS_RBD).to_path_buf(),

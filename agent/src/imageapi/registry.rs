@@ -296,7 +296,7 @@ impl Registry {
         // Check the options against the attachment's read-only-ness before making anything.
         let inline_ro = a.attach.as_ref().map(|s| attach::read_only(s)).unwrap_or(false);
         let ro = rec.spec.read_only || existing.as_ref().map_or(inline_ro, |r| r.spec.read_only);
-        let parsed = options::parse(&a.mount_options, ro, self.env.allow_suid_dev)
+        let parsed = options::parse(&a.mount_options, &a.fs_type, ro, self.env.allow_suid_dev)
             .map_err(|m| Error::invalid("attach.mount_options", m))?;
         if let Some(inline) = &a.attach {
             attach::validate(inline)?;

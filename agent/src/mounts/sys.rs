@@ -8,6 +8,8 @@ use nix::mount::{MntFlags, MsFlags};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
     pub mountpoint: PathBuf,
+    /// The device (major, minor) the mounted filesystem is on.
+    pub dev: (u32, u32),
     pub fs_type: String,
     pub source: String,
     pub options: String,
@@ -39,7 +41,9 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let fs_type = right.next()?.to_owned();
             let source = unescape(right.next()?);
             let options = right.next().unwrap_or_default().to_owned();
-            Some(MountEntry { mountpoint: PathBuf::from(unescape(left.get(4)?)), fs_type, source, options })
+            let (major, minor) = left.get(2)?.split_once(':')?;
+            let dev = (major.parse().ok()?, minor.parse().ok()?);
+            Some(MountEntry { mountpoint: PathBuf::from(unescape(left.get(4)?)), dev, fs_type, source, options })
         })
         .collect()
 }
@@ -90,6 +94,7 @@ mod tests {
         let t = parse_mountinfo(text);
         assert_eq!(t[0].mountpoint, PathBuf::from("/mnt/a b"));
         assert_eq!((t[0].fs_type.as_str(), t[0].source.as_str()), ("ext3", "/dev/root"));
+        assert_eq!((t[0].dev, t[1].dev), ((98, 0), (0, 5)));
         assert_eq!(t[1].fs_type, "overlay");
         assert!(is_mounted(&t, Path::new("/var/lib/tankd/mounts/4")));
         assert!(!is_mounted(&t, Path::new("/var/lib/tankd/mounts")));
