@@ -19,6 +19,14 @@ use crate::state::AppState;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The largest JSON (or JSON-RPC) request body any route takes; larger ones get 413.
+/// Snapshot uploads stream their body and are bounded by the pool, not by this.
+pub const MAX_JSON_BODY: usize = 1 << 20;
+
+fn bounded(router: Router) -> Router {
+    router.layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY))
+}
+
 /// Request ids: a per-process random prefix and a counter, so ids are unique across
 /// restarts without a uuid dependency. A client-sent `x-request-id` is kept.
 #[derive(Clone)]
@@ -73,7 +81,7 @@ fn api_routes(state: &AppState) -> Router {
     };
     let imageapi =
         crate::imageapi::routes(state.imageapi.clone()).merge(crate::containers::routes(state.containers.clone()));
-    zfs_routes.merge(imageapi)
+    bounded(zfs_routes.merge(imageapi))
 }
 
 /// The main API on TCP: every route but `/health` and `/metrics` needs the token; under
@@ -100,13 +108,14 @@ pub fn unix_app(state: AppState) -> Router {
 /// The control API (it checks tokens itself: service tokens are per route).
 pub fn control_app(state: AppState) -> Option<Router> {
     let control = state.control.clone()?;
-    Some(observed(Router::new().merge(node_routes(&state)).merge(crate::control::routes(control)), &state, "control"))
+    let routes = Router::new().merge(node_routes(&state)).merge(bounded(crate::control::routes(control)));
+    Some(observed(routes, &state, "control"))
 }
 
 /// The Docker VolumeDriver plugin.
 pub fn docker_app(state: AppState) -> Option<Router> {
     let control = state.control.clone()?;
-    Some(observed(crate::docker::routes(control.volumes), &state, "docker"))
+    Some(observed(bounded(crate::docker::routes(control.volumes)), &state, "docker"))
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl axum::response::IntoResponse {

@@ -246,3 +246,15 @@ fn filesystem_options_outside_the_allowlist_are_refused_by_name() {
     }
     assert_eq!(ok(&agent, "GET", "/imageapi/v1/mount", None), json!([]), "nothing was mounted");
 }
+
+#[test]
+fn request_bodies_are_bounded() {
+    let mut agent = host("sec10");
+    agent.start();
+    let huge = format!("{{\"kind\":\"loop\",\"loop\":{{\"path\":\"{}\"}}}}", "a".repeat(2 << 20));
+    let r = agent.tcp("POST", "/imageapi/v1/attach", &[("content-type", "application/json")], huge.as_bytes());
+    assert_eq!(r.status, 413, "a 2 MiB body");
+    let r = agent.tcp("POST", "/imageapi/v1/container", &[], huge.as_bytes());
+    assert_eq!(r.status, 413, "a 2 MiB container spec");
+    assert_eq!(ok(&agent, "GET", "/imageapi/v1/attach", None), json!([]), "nothing was made");
+}

@@ -55,6 +55,9 @@ pub fn module(store: Store) -> RpcModule<Store> {
     module
 }
 
+/// Calls in one batch: each may run ZFS commands, so a batch is bounded like a body.
+pub const MAX_BATCH: u32 = 64;
+
 /// The tower service jsonrpsee builds, driven from an axum handler.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -66,14 +69,73 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn new(store: Store) -> Self {
         let (stop, handle) = jsonrpsee::server::stop_channel();
-        let service = jsonrpsee::server::Server::builder().to_service_builder().build(module(store), stop);
+        let config = jsonrpsee::server::ServerConfig::builder()
+            .max_request_body_size(crate::server::MAX_JSON_BODY as u32)
+            .set_batch_request_config(jsonrpsee::server::BatchRequestConfig::Limit(MAX_BATCH))
+            .build();
+        let service =
+            jsonrpsee::server::Server::builder().set_config(config).to_service_builder().build(module(store), stop);
         Endpoint { service, _handle: std::sync::Arc::new(handle) }
     }
 
     pub async fn handle(self, req: Request) -> Response {
+        // Read whole here, bounded: jsonrpsee answers an oversized body with a bare 500.
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, crate::server::MAX_JSON_BODY).await else {
+            let message = format!("request body over {} bytes", crate::server::MAX_JSON_BODY);
+            let error = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32007, "message": message,
+                "data": {"kind": "invalid", "field": "body"}}});
+            return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, axum::Json(error)).into_response();
+        };
+        let req = Request::from_parts(parts, Body::from(bytes));
         match self.service.oneshot(req).await {
             Ok(resp) => resp.map(Body::new).into_response(),
             Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::images::{FetchConfig, Fetcher};
+
+    /// An endpoint whose store never runs a command: these requests are refused first.
+    fn endpoint() -> Endpoint {
+        let root: zfs_sys_shim::DatasetName = "tank/tankd".parse().unwrap();
+        let zfs = zfs_sys_shim::Zfs::new(zfs_sys_shim::Roots::new(vec![root.clone()]));
+        let config = FetchConfig { image_server: None, num_fetchers: 1, max_pending: 1 };
+        let images = Arc::new(Fetcher::new(config, std::env::temp_dir().join("tankd-unit-spool")));
+        Endpoint::new(Store { zfs, root, images })
+    }
+
+    async fn post(body: String) -> (u16, Value) {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/rpc")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let resp = endpoint().handle(req).await;
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn batches_and_bodies_are_bounded() {
+        let call = |id: u32| serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "ImageStore.Nope", "params": {}});
+        let (status, v) = post(Value::Array((0..MAX_BATCH).map(call).collect()).to_string()).await;
+        assert_eq!((status, v.as_array().map(Vec::len)), (200, Some(MAX_BATCH as usize)), "a full batch is served");
+        let (_, v) = post(Value::Array((0..=MAX_BATCH).map(call).collect()).to_string()).await;
+        assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("atch")), "one call too many: {v}");
+        let huge = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ImageStore.Nope\",\"params\":{{\"x\":\"{}\"}}}}",
+            "a".repeat(crate::server::MAX_JSON_BODY)
+        );
+        let (status, v) = post(huge).await;
+        assert_eq!((status, &v["error"]["code"]), (413, &serde_json::json!(-32007)), "a body over the limit: {v}");
     }
 }
