@@ -258,3 +258,40 @@ fn request_bodies_are_bounded() {
     assert_eq!(r.status, 413, "a 2 MiB container spec");
     assert_eq!(ok(&agent, "GET", "/imageapi/v1/attach", None), json!([]), "nothing was made");
 }
+
+#[test]
+fn container_logs_are_read_in_bounded_pages() {
+    let mut agent = host("sec11");
+    agent.start();
+    let root = rootfs(&agent);
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"name": "logs", "mount": {"id": root, "kind": "overlay"}, "command": "/bin/sh",
+                    "args": ["-c", "echo one; echo two; echo three"], "state": "running"})),
+    );
+    let log = |q: &str| agent.tcp("GET", &format!("/imageapi/v1/container/{}/log?{q}", c["id"]), &[], b"");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Read once the container has exited and tankd has written its last line about it.
+    while ok(&agent, "GET", &format!("/imageapi/v1/container/{}", c["id"]), None)["state"] != "exited" {
+        assert!(std::time::Instant::now() < deadline, "the container never exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(String::from_utf8_lossy(&log("").body).contains("one\ntwo\nthree\n"));
+    let whole = log("");
+    let size: usize = whole.header("x-log-size").unwrap().parse().unwrap();
+    assert_eq!(whole.header("x-log-next-offset"), Some(size.to_string().as_str()), "one page holds it all");
+    let page = log("offset=0&limit=4");
+    assert_eq!((page.body.as_slice(), page.header("x-log-next-offset")), (&whole.body[..4], Some("4")));
+    let next = log("offset=4&limit=4");
+    assert_eq!(next.body.as_slice(), &whole.body[4..8], "the next page starts where the last ended");
+    let text = String::from_utf8(whole.body.clone()).unwrap();
+    let last = text.lines().last().unwrap();
+    assert_eq!(String::from_utf8_lossy(&log("tail=1").body), format!("{last}\n"), "tail=1 is the last line");
+    assert_eq!(log(&format!("tail={}", text.lines().count())).body, whole.body);
+    let r = log("limit=99999999999");
+    assert_eq!((r.status, r.json()["field"].as_str()), (400, Some("limit")), "a read is at most 4 MiB");
+    assert_eq!(log("tail=1&offset=0").status, 400);
+}

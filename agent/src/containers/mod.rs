@@ -10,6 +10,7 @@
 mod cgroup;
 pub mod init;
 mod lifecycle;
+mod logread;
 mod net;
 mod routes;
 pub mod shim;

@@ -11,6 +11,7 @@ use axum::routing::get;
 use rpc_schema::containers::{Container, ContainerState, StateChange};
 use serde::Deserialize;
 
+use super::logread;
 use super::store::Containers;
 use crate::imageapi::error::{Error, Result};
 use crate::imageapi::json;
@@ -22,6 +23,11 @@ struct Query {
     force: Option<bool>,
     #[serde(default)]
     tail: Option<usize>,
+    /// Log paging: where to start (bytes) and how much to read.
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default)]
+    limit: Option<u64>,
     /// Keep the answer open and send what the container writes until it has exited.
     #[serde(default)]
     follow: Option<bool>,
@@ -100,29 +106,26 @@ async fn log(c: &Containers, key: &str, by_name: bool, q: Option<String>) -> Res
     let q = query(q)?;
     let rec = c.find(id).await?;
     let path = super::shim::log_file(&rec.dir);
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let head = match q.tail {
-        Some(n) => {
-            let lines: Vec<&str> = text.lines().collect();
-            let mut out = lines[lines.len().saturating_sub(n)..].join("\n");
-            out.push('\n');
-            out
-        }
-        None => text.clone(),
+    let page = match (q.tail, q.offset) {
+        (Some(_), Some(_)) => return Err(Error::invalid("tail", "give tail or offset, not both")),
+        (Some(n), None) => logread::tail(&path, n)?,
+        (None, offset) => logread::range(&path, offset.unwrap_or(0), q.limit)?,
     };
+    let headers = [("x-log-next-offset", page.next.to_string()), ("x-log-size", page.size.to_string())];
+    let start = page.next;
+    let head = page.bytes;
     if !q.follow.unwrap_or(false) {
-        return Ok(head.into_response());
+        return Ok((headers, head).into_response());
     }
     // Follow: the part already there, then what is appended, polled, until the
     // container is no longer running and the file has nothing more.
-    let start = text.len() as u64;
     let state = (c.clone(), id, path, start, Some(head));
     let body = futures_util::stream::unfold(state, |(c, id, path, mut at, first)| async move {
         if let Some(first) = first {
             return Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(first)), (c, id, path, at, None)));
         }
         loop {
-            let more = read_from(&path, at);
+            let more = logread::range(&path, at, None).map(|p| p.bytes).unwrap_or_default();
             if !more.is_empty() {
                 at += more.len() as u64;
                 return Some((Ok(axum::body::Bytes::from(more)), (c, id, path, at, None)));
@@ -138,18 +141,6 @@ async fn log(c: &Containers, key: &str, by_name: bool, q: Option<String>) -> Res
         }
     });
     Ok(axum::body::Body::from_stream(body).into_response())
-}
-
-/// The bytes of `path` from offset `at` on.
-fn read_from(path: &std::path::Path, at: u64) -> Vec<u8> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut out = Vec::new();
-    if let Ok(mut f) = std::fs::File::open(path)
-        && f.seek(SeekFrom::Start(at)).is_ok()
-    {
-        let _ = f.read_to_end(&mut out);
-    }
-    out
 }
 
 fn state_word(word: &str) -> Result<ContainerState> {
