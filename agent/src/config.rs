@@ -69,6 +69,15 @@ pub struct Layer {
     /// Image server (`host:port` or URL) for RequestImage.
     #[arg(long)]
     pub image_server: Option<String>,
+    /// URL prefixes RequestImage may fetch from besides the image server; repeat for several.
+    #[arg(long = "image-source")]
+    pub image_sources: Option<Vec<String>>,
+    /// Seconds one image fetch may take, start to end (default 3600).
+    #[arg(long)]
+    pub image_fetch_timeout: Option<u64>,
+    /// The largest image RequestImage takes, as sent (`64G`, default 64G).
+    #[arg(long)]
+    pub max_image_size: Option<String>,
     /// Image fetches running at once (default: number of CPUs).
     #[arg(long)]
     pub num_fetchers: Option<usize>,
@@ -125,6 +134,9 @@ impl Layer {
             log_format: other.log_format.or(self.log_format),
             shutdown_timeout: other.shutdown_timeout.or(self.shutdown_timeout),
             image_server: other.image_server.or(self.image_server),
+            image_sources: other.image_sources.or(self.image_sources),
+            image_fetch_timeout: other.image_fetch_timeout.or(self.image_fetch_timeout),
+            max_image_size: other.max_image_size.or(self.max_image_size),
             num_fetchers: other.num_fetchers.or(self.num_fetchers),
             max_pending: other.max_pending.or(self.max_pending),
             max_streams: other.max_streams.or(self.max_streams),
@@ -167,6 +179,12 @@ impl Layer {
                 .map(|v| v.parse().map_err(|_| ConfigError::field("TANKD_SHUTDOWN_TIMEOUT", "not a number of seconds")))
                 .transpose()?,
             image_server: get("TANKD_IMAGE_SERVER"),
+            image_sources: get("TANKD_IMAGE_SOURCES").map(|v| v.split_whitespace().map(str::to_owned).collect()),
+            image_fetch_timeout: env
+                .get("TANKD_IMAGE_FETCH_TIMEOUT")
+                .map(|v| v.parse().map_err(|_| ConfigError::field("TANKD_IMAGE_FETCH_TIMEOUT", "not a whole number")))
+                .transpose()?,
+            max_image_size: get("TANKD_MAX_IMAGE_SIZE"),
             num_fetchers: number(env, "TANKD_NUM_FETCHERS")?,
             max_pending: number(env, "TANKD_MAX_PENDING")?,
             max_streams: number(env, "TANKD_MAX_STREAMS")?,
@@ -255,6 +273,9 @@ pub struct Config {
     pub log_format: LogFormat,
     pub shutdown_timeout: std::time::Duration,
     pub image_server: Option<String>,
+    pub image_sources: Vec<String>,
+    pub image_fetch_timeout: std::time::Duration,
+    pub max_image_size: u64,
     pub num_fetchers: usize,
     pub max_pending: usize,
     pub max_streams: usize,
@@ -285,6 +306,9 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("image_server", &self.image_server)
+            .field("image_sources", &self.image_sources)
+            .field("image_fetch_timeout", &self.image_fetch_timeout)
+            .field("max_image_size", &self.max_image_size)
             .field("num_fetchers", &self.num_fetchers)
             .field("max_pending", &self.max_pending)
             .field("max_streams", &self.max_streams)
@@ -399,6 +423,16 @@ impl Config {
         let embedded_pool_size = parse_size(&size_text).filter(|s| *s >= 128 << 20).ok_or_else(|| {
             ConfigError::field("embedded_pool_size", format!("{size_text:?} is not a size of at least 128M"))
         })?;
+        let image_size_text = l.max_image_size.clone().unwrap_or_else(|| "64G".to_owned());
+        let max_image_size = parse_size(&image_size_text)
+            .filter(|s| *s > 0)
+            .ok_or_else(|| ConfigError::field("max_image_size", format!("{image_size_text:?} is not a size")))?;
+        for source in l.image_sources.iter().flatten() {
+            let ok = reqwest::Url::parse(source).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if !ok {
+                return Err(ConfigError::field("image_sources", format!("{source:?} is not an http(s) URL prefix")));
+            }
+        }
         let log_format = match l.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -460,6 +494,13 @@ impl Config {
             log_format,
             shutdown_timeout: std::time::Duration::from_secs(l.shutdown_timeout.unwrap_or(30)),
             image_server: l.image_server,
+            image_sources: l.image_sources.unwrap_or_default(),
+            image_fetch_timeout: std::time::Duration::from_secs(match l.image_fetch_timeout {
+                Some(0) => return Err(ConfigError::field("image_fetch_timeout", "must be at least 1 second")),
+                Some(n) => n,
+                None => 3600,
+            }),
+            max_image_size,
             num_fetchers: match l.num_fetchers {
                 Some(0) => return Err(ConfigError::field("num_fetchers", "must be at least 1")),
                 Some(n) => n,

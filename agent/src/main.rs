@@ -175,6 +175,9 @@ async fn run(
     let grace = config.shutdown_timeout;
     let fetch = images::FetchConfig {
         image_server: config.image_server.clone(),
+        image_sources: config.image_sources.clone(),
+        timeout: config.image_fetch_timeout,
+        max_size: config.max_image_size,
         num_fetchers: config.num_fetchers,
         max_pending: config.max_pending,
     };

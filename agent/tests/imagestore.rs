@@ -377,6 +377,9 @@ fn bad_input_names_the_field_and_changes_nothing() {
         ("DeleteDataset", json!({"id": "../../"}), "id"),
         ("RequestImage", json!({"id": "a/b"}), "id"),
         ("RequestImage", json!({"id": "x", "source": "file:///etc/passwd"}), "source"),
+        // Only the image server and image_sources: not tankd's own listeners, not metadata.
+        ("RequestImage", json!({"id": "x", "source": "http://127.0.0.1:3000/metrics"}), "source"),
+        ("RequestImage", json!({"id": "x", "source": "http://169.254.169.254/latest/meta-data/"}), "source"),
         ("CreateGuestDisks", json!({"guest": {"id": "../g", "disks": [{"size": 8}]}}), "guest.id"),
         ("CreateGuestDisks", json!({"guest": {"id": "g", "disks": [{"size": 8}, {"size": 0}]}}), "guest.disks[1].size"),
         ("CreateGuestDisks", json!({"guest": {"id": "g", "disks": [{"size": "x"}]}}), "guest.disks[0].size"),

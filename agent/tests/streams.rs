@@ -116,6 +116,26 @@ fn mount_at(agent: &Agent, name: &str, rel: &str) -> std::path::PathBuf {
 
 #[test]
 #[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
+fn a_received_stream_cannot_place_itself_on_the_host() {
+    let agent = agent("strx");
+    // A stream that carries its own mountpoint, canmount and sharing (zfs send -p).
+    let (src, _) = filesystem(&agent, "placed", &["-o", "canmount=noauto", "-o", "sharesmb=off"]);
+    let elsewhere = agent.data_dir.join("elsewhere");
+    zfs(&["set", &format!("mountpoint={}", elsewhere.display()), &src]);
+    zfs(&["snapshot", &format!("{src}@s1")]);
+    let out = std::process::Command::new("zfs").args(["send", "-p", &format!("{src}@s1")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    upload_ok(&agent, "dest=received", &out.stdout);
+    let copy = format!("{}/tankd/received", agent.pool);
+    for p in ["mountpoint", "canmount", "sharesmb"] {
+        let source = zfs(&["get", "-H", "-o", "source", p, &copy]);
+        assert!(!source.contains("received") && !source.contains("local"), "{p} came from the stream: {source}");
+    }
+    assert_ne!(prop(&copy, "mountpoint").trim(), elsewhere.to_str().unwrap());
+}
+
+#[test]
+#[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
 fn full_incremental_bookmark_and_raw_streams_round_trip() {
     let _ = NEEDS_ZFS;
     let agent = agent("strt");

@@ -25,6 +25,11 @@ pub struct ReceiveArgs {
     pub props: Vec<(String, String)>,
 }
 
+/// Properties a received stream never sets: they would place its data on the host
+/// (`mountpoint`, `canmount`) or share it (`sharenfs`, `sharesmb`). The received dataset
+/// inherits them from its parent under tankd's root instead (`zfs receive -x`).
+pub const HOST_PROPS: [&str; 4] = ["mountpoint", "canmount", "sharenfs", "sharesmb"];
+
 impl ReceiveArgs {
     pub fn into(dest: DatasetName) -> Self {
         ReceiveArgs { dest: Some(dest), ..Default::default() }
@@ -52,6 +57,9 @@ impl Zfs {
             .arg_if(args.resumable, "-s")
             .arg_if(args.force, "-F")
             .arg_if(args.unmounted, "-u");
+        for p in HOST_PROPS {
+            inv = inv.arg("-x").arg(p);
+        }
         if let Some(origin) = &args.origin {
             self.check_root(origin)?;
             inv = inv.arg("-o").arg(format!("origin={origin}"));

@@ -29,6 +29,7 @@ use zfs_sys_shim::{Dataset, DatasetName, DatasetType, Depth, DestroyOptions, Lis
 use super::catalog::{Catalog, Entry};
 use super::checksum;
 use super::decode::{self, Compression};
+use super::sources::Sources;
 use super::{image_dataset, prop};
 use crate::imagestore::Store;
 use crate::imagestore::error::{StoreError, StoreResult};
@@ -39,6 +40,12 @@ pub struct FetchConfig {
     /// `host:port` or a base URL; `http://<server>/images/<id>/download` is fetched
     /// when a request names no source.
     pub image_server: Option<String>,
+    /// URL prefixes besides the image server that fetches may come from.
+    pub image_sources: Vec<String>,
+    /// How long one fetch may take, from connecting to the body's end.
+    pub timeout: std::time::Duration,
+    /// The most bytes one fetch may receive (before decompression).
+    pub max_size: u64,
     pub num_fetchers: usize,
     pub max_pending: usize,
 }
@@ -59,17 +66,22 @@ pub struct Fetcher {
     inflight: Mutex<HashMap<String, watch::Receiver<Progress>>>,
     client: reqwest::Client,
     spool_dir: PathBuf,
+    sources: Sources,
     /// The complete images, kept current by fetches and deletes.
     pub catalog: Catalog,
 }
 
 impl Fetcher {
     pub fn new(config: FetchConfig, spool_dir: PathBuf) -> Self {
+        let sources = Sources::new(config.image_server.as_deref(), &config.image_sources);
         let client = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(15))
+            .timeout(config.timeout)
+            .redirect(sources.redirect_policy())
             .build()
             .expect("HTTP client");
         Fetcher {
+            sources,
             permits: Arc::new(Semaphore::new(config.num_fetchers.max(1))),
             config,
             inflight: Mutex::new(HashMap::new()),
@@ -100,6 +112,15 @@ impl Fetcher {
         let parsed = reqwest::Url::parse(&url).map_err(|e| StoreError::invalid("source", format!("{url:?}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(StoreError::invalid("source", format!("{url:?}: only http and https")));
+        }
+        if !self.sources.admits(&parsed) {
+            return Err(StoreError::invalid(
+                "source",
+                format!(
+                    "{url:?} is not under the image server or an image_sources prefix ({})",
+                    self.sources.describe()
+                ),
+            ));
         }
         Ok(url)
     }
@@ -254,6 +275,8 @@ struct Metered<R> {
     inner: R,
     hashed: Arc<Mutex<Hashed>>,
     tx: watch::Sender<Progress>,
+    /// `max_image_size`: past it the read fails and the fetch is undone.
+    max: u64,
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
@@ -272,6 +295,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
                     h.count
                 };
                 self.tx.send_modify(|p| p.received = count);
+                if count > self.max {
+                    let max = self.max;
+                    return Poll::Ready(Err(std::io::Error::other(format!("more than max_image_size ({max} bytes)"))));
+                }
             }
         }
         r
@@ -318,6 +345,10 @@ async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Send
         return Err(StoreError::new(kind, format!("GET {url}: HTTP {status}")));
     }
     let expected_len = resp.content_length();
+    let max = store.images.config.max_size;
+    if expected_len.is_some_and(|n| n > max) {
+        return Err(StoreError::invalid("source", format!("{url} is larger than max_image_size ({max} bytes)")));
+    }
     tx.send_modify(|p| p.expected = expected_len);
     let header_digest = checksum::from_headers(
         resp.headers().iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect::<Vec<_>>(),
@@ -329,7 +360,8 @@ async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Send
 
     let body = resp.bytes_stream().map_err(std::io::Error::other);
     let hashed = Arc::new(Mutex::new(Hashed { hasher: expected_sha.as_ref().map(|_| Sha256::new()), count: 0 }));
-    let metered = Metered { inner: tokio_util::io::StreamReader::new(body), hashed: hashed.clone(), tx: tx.clone() };
+    let metered =
+        Metered { inner: tokio_util::io::StreamReader::new(body), hashed: hashed.clone(), tx: tx.clone(), max };
     let mut raw = BufReader::with_capacity(1 << 20, metered);
     let compression = decode::sniff_compression(raw.fill_buf().await.map_err(|e| io_err(url, e))?);
     let mut plain = decompress(compression, raw);

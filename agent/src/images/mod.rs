@@ -18,6 +18,7 @@ mod catalog;
 pub(crate) mod checksum;
 pub mod decode;
 mod fetch;
+pub mod sources;
 
 use std::collections::BTreeMap;
 
