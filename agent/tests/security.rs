@@ -295,3 +295,42 @@ fn container_logs_are_read_in_bounded_pages() {
     assert_eq!((r.status, r.json()["field"].as_str()), (400, Some("limit")), "a read is at most 4 MiB");
     assert_eq!(log("tail=1&offset=0").status, 400);
 }
+
+#[test]
+fn a_root_container_cannot_reach_the_host_kernel_through_proc() {
+    let mut agent = host("sec12");
+    agent.start();
+    let root = rootfs(&agent);
+    // Each probe prints its name and OPEN if the container got through, else SHUT.
+    // Writing swappiness back to itself changes nothing on the host even if it got through.
+    let script = "probe() { if sh -c \"$2\" 2>/dev/null; then echo \"$1 OPEN\"; else echo \"$1 SHUT\"; fi; }; \
+                  probe sysctl 'cat /proc/sys/vm/swappiness > /proc/sys/vm/swappiness'; \
+                  probe sysrq 'echo h > /proc/sysrq-trigger'; \
+                  probe kcore 'test -n \"$(head -c 1 /proc/kcore)\"'; \
+                  probe keys 'test -n \"$(cat /proc/keys)\"'; \
+                  probe timers 'test -n \"$(cat /proc/timer_list)\"'; \
+                  probe firmware 'test -n \"$(ls /sys/firmware)\"'; \
+                  probe readable 'test -n \"$(cat /proc/sys/vm/swappiness)\"'; echo \"fin\"\"ished\"";
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"name": "proc", "mount": {"id": root, "kind": "overlay"}, "command": "/bin/sh",
+                    "args": ["-c", script], "state": "running"})),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let text =
+            String::from_utf8(agent.tcp("GET", &format!("/imageapi/v1/container/{}/log", c["id"]), &[], b"").body)
+                .unwrap();
+        if text.contains("finished") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "the probes never finished:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for shut in ["sysctl", "sysrq", "kcore", "keys", "timers", "firmware"] {
+        assert!(log.contains(&format!("{shut} SHUT")), "{shut} is reachable:\n{log}");
+    }
+    assert!(log.contains("readable OPEN"), "sysctls stay readable:\n{log}");
+}

@@ -63,6 +63,59 @@ fn mount_at(root: &Path, target: &str, fstype: &str, flags: MsFlags, data: Optio
     ctx(format!("mounting {fstype} on {target}"), mount(Some(fstype), &path, Some(fstype), flags, data))
 }
 
+/// Parts of /proc that reach the host kernel, read-only in the container (runc's
+/// defaults): a root container could otherwise tune host-wide sysctls or trigger SysRq.
+const PROC_READ_ONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Parts of /proc and /sys that reveal or reach the host's kernel memory, keys,
+/// timers and firmware, hidden (runc's defaults): an empty read-only tmpfs over a
+/// directory, /dev/null over a file.
+const MASKED: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Apply [`PROC_READ_ONLY`] and [`MASKED`] under `root` (paths the kernel lacks are skipped).
+fn confine_proc_and_sys(root: &Path) -> Step {
+    let hidden = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for p in PROC_READ_ONLY {
+        let path = root.join(p.trim_start_matches('/'));
+        if !path.exists() {
+            continue;
+        }
+        ctx(
+            format!("binding {p}"),
+            mount(Some(&path), &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>),
+        )?;
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | hidden;
+        ctx(format!("making {p} read-only"), mount(None::<&str>, &path, None::<&str>, ro, None::<&str>))?;
+    }
+    for p in MASKED {
+        let path = root.join(p.trim_start_matches('/'));
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => ctx(
+                format!("masking {p}"),
+                mount(Some("tmpfs"), &path, Some("tmpfs"), hidden | MsFlags::MS_RDONLY, Some("size=0")),
+            )?,
+            Ok(_) => ctx(
+                format!("masking {p}"),
+                mount(Some("/dev/null"), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>),
+            )?,
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// /dev as a small tmpfs with the basic nodes and links.
 fn make_dev(root: &Path) -> Step {
     let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
@@ -220,6 +273,7 @@ fn setup(l: &Launch) -> Step {
     mount_at(&l.root, "/proc", "proc", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
     make_dev(&l.root)?;
     make_sys(&l.root, l.network)?;
+    confine_proc_and_sys(&l.root)?;
     if l.systemd {
         systemd_mounts(&l.root)?;
     }
