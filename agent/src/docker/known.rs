@@ -15,11 +15,10 @@
 //! when mounting it fails.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use zfs_sys_shim::{Dataset, DatasetName};
 
-use super::store::{MOUNTS_PROP, OWNER_PROP, VolumeOpts};
+use super::store::{MOUNTS_PROP, OWNER_PROP, VolumeOpts, created_at};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnownVolume {
@@ -40,21 +39,20 @@ impl KnownVolume {
         KnownVolume {
             dataset: d.name.clone(),
             mountpoint: d.mountpoint.clone().unwrap_or_default(),
-            created_at: d.creation.unwrap_or(0),
+            created_at: created_at(d),
             size: d.refquota,
             service: d.user.get(OWNER_PROP).cloned(),
             mounts: parse_mounts(d.user.get(MOUNTS_PROP).map(String::as_str).unwrap_or("")),
         }
     }
 
-    /// A volume just made with `opts`, mounted at `mountpoint`: what ZFS would say, but
-    /// the creation time is tankd's clock (ZFS's is the same second, or the next).
-    pub fn made(dataset: &DatasetName, mountpoint: String, opts: &VolumeOpts) -> KnownVolume {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    /// A volume just made with `opts` at `created_at` (its `tankd:created`), mounted at
+    /// `mountpoint`: what a listing would say.
+    pub fn made(dataset: &DatasetName, mountpoint: String, opts: &VolumeOpts, created_at: u64) -> KnownVolume {
         KnownVolume {
             dataset: dataset.to_string(),
             mountpoint,
-            created_at: now,
+            created_at,
             size: opts.size,
             service: opts.service.clone(),
             mounts: BTreeMap::new(),
@@ -96,12 +94,15 @@ mod tests {
         let mut d = Dataset { name: "tank/tankd/volumes/v1".into(), ..Default::default() };
         d.mountpoint = Some("/tank/tankd/volumes/v1".into());
         d.creation = Some(1_795_000_000);
+        let zfs_only = KnownVolume::from_dataset(&d);
+        assert_eq!(zfs_only.created_at, 1_795_000_000, "made outside tankd: ZFS's creation");
+        d.user.insert(super::super::store::CREATED_PROP.into(), "1_794_999_999".replace('_', ""));
         d.refquota = Some(64 << 20);
         d.user.insert(OWNER_PROP.into(), "svc-1".into());
         d.user.insert(MOUNTS_PROP.into(), "c1,c2,c1".into());
         let k = KnownVolume::from_dataset(&d);
         assert_eq!(k.mountpoint, "/tank/tankd/volumes/v1");
-        assert_eq!((k.created_at, k.size, k.service.as_deref()), (1_795_000_000, Some(64 << 20), Some("svc-1")));
+        assert_eq!((k.created_at, k.size, k.service.as_deref()), (1_794_999_999, Some(64 << 20), Some("svc-1")));
         assert_eq!(k.mount_count(), 3);
         let bare = KnownVolume::from_dataset(&Dataset { name: "tank/v".into(), ..Default::default() });
         assert_eq!((bare.size, bare.mount_count()), (None, 0));
@@ -111,9 +112,9 @@ mod tests {
     fn a_new_volume_is_what_it_was_made_with() {
         let opts = VolumeOpts { size: Some(8 << 20), service: Some("svc-2".into()), ..Default::default() };
         let ds: DatasetName = "tank/tankd/volumes/v2".parse().unwrap();
-        let k = KnownVolume::made(&ds, "/srv/v2".into(), &opts);
+        let k = KnownVolume::made(&ds, "/srv/v2".into(), &opts, 1_796_000_000);
         assert_eq!((k.dataset.as_str(), k.mountpoint.as_str()), ("tank/tankd/volumes/v2", "/srv/v2"));
         assert_eq!((k.size, k.service.as_deref(), k.mount_count()), (Some(8 << 20), Some("svc-2"), 0));
-        assert!(k.created_at > 1_790_000_000, "{}", k.created_at);
+        assert_eq!(k.created_at, 1_796_000_000);
     }
 }

@@ -20,6 +20,16 @@ use crate::mounts::sys::MountEntry;
 
 pub const OWNER_PROP: &str = "tankd:service";
 pub const MOUNTS_PROP: &str = "tankd:docker-mounts";
+/// When tankd asked ZFS to make the volume (seconds since the epoch): Docker's CreatedAt,
+/// the same before and after a restart without a `zfs get` after each create. ZFS's own
+/// `creation` is a second or two later under a slow machine; volumes made outside tankd
+/// have only that one.
+pub const CREATED_PROP: &str = "tankd:created";
+
+/// A volume's creation time: tankd's record, else ZFS's.
+pub fn created_at(d: &Dataset) -> u64 {
+    d.user.get(CREATED_PROP).and_then(|v| v.parse().ok()).or(d.creation).unwrap_or(0)
+}
 
 /// Options `docker volume create --opt` may pass, already checked.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -164,6 +174,7 @@ fn list_props() -> Vec<Prop> {
     let mut p = PROPS.to_vec();
     p.push(Prop::user(OWNER_PROP).expect("valid"));
     p.push(Prop::user(MOUNTS_PROP).expect("valid"));
+    p.push(Prop::user(CREATED_PROP).expect("valid"));
     p
 }
 
@@ -264,15 +275,18 @@ impl VolumeStore {
             existing();
             return Ok(());
         }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut props = opts.props();
+        props.push((CREATED_PROP.to_owned(), now.to_string()));
         match &opts.from_snapshot {
             // ZFS says whether it exists: no separate question first.
-            None => match self.zfs.create_filesystem(&ds, false, &opts.props()).await {
+            None => match self.zfs.create_filesystem(&ds, false, &props).await {
                 Ok(()) => {
                     tracing::info!(volume = name, dataset = %ds, "volume created");
                     // What it was made with, and where ZFS mounted it: no `zfs get` needed.
                     let table = crate::mounts::sys::mountinfo();
                     if let Some(place) = mounted_at(&table, ds.as_str(), "") {
-                        known.insert(name.to_owned(), KnownVolume::made(&ds, place, opts));
+                        known.insert(name.to_owned(), KnownVolume::made(&ds, place, opts, now));
                         return Ok(());
                     }
                 }
@@ -290,7 +304,7 @@ impl VolumeStore {
                         format!("from_snapshot: no snapshot {vol}@{snap}"),
                     ));
                 }
-                self.zfs.clone_snapshot(&source, &ds, false, &opts.props()).await?;
+                self.zfs.clone_snapshot(&source, &ds, false, &props).await?;
                 tracing::info!(volume = name, dataset = %ds, origin = %source, "volume created");
             }
         }
@@ -507,6 +521,7 @@ impl VolumeStore {
         let ds: DatasetName =
             d.name.parse().map_err(|e: zfs_sys_shim::NameError| ApiError::invalid("name", e.reason))?;
         let pending = super::restore::pending(&self.zfs, &self.root, &ds).await?;
+        let created_at = created_at(&d);
         Ok(VolumeInfo {
             mounts: self.mount_ids(&name).await,
             snapshots: snaps.get(&d.name).cloned().unwrap_or_default(),
@@ -518,7 +533,7 @@ impl VolumeStore {
             size: d.refquota,
             used: d.used.unwrap_or(0),
             referenced: d.referenced.unwrap_or(0),
-            created_at: d.creation.unwrap_or(0),
+            created_at,
         })
     }
 
