@@ -1,6 +1,8 @@
-//! Resource limits through the host's cgroup hierarchy: one group per container,
-//! `tankd/<id>`, on cgroup v2 (unified, modern hosts) or in the v1 memory, pids and cpu
-//! hierarchies (this project's CI hosts). The container's PID 1 joins before it execs.
+//! Resource limits and the device policy through the host's cgroup hierarchy: one group
+//! per container, `tankd/<id>`, on cgroup v2 (unified, modern hosts) or in the v1
+//! devices, memory, pids and cpu hierarchies (this project's CI hosts). Every container
+//! gets one, limits or not, for its device policy (`devices`). The container's PID 1
+//! joins before it execs.
 
 use std::path::{Path, PathBuf};
 
@@ -44,8 +46,21 @@ pub fn shares(weight: u64) -> u64 {
     (weight * 1024 / 100).clamp(2, 262_144)
 }
 
-/// Make the groups and set the limits.
-pub fn create(fs: &Path, id: u64, l: &Limits) -> Result<Groups> {
+/// Which cgroup version a group is on, for the device policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// Make the groups, set the limits, and apply `devices` (in tankd, `devices::apply`) to
+/// the group that holds the device policy.
+pub fn create(
+    fs: &Path,
+    id: u64,
+    l: &Limits,
+    devices: impl Fn(Version, &Path) -> std::io::Result<()>,
+) -> Result<Groups> {
     if fs.join("cgroup.controllers").exists() {
         let parent = fs.join("tankd");
         std::fs::create_dir_all(&parent).map_err(|e| Error::os(format!("creating {}", parent.display()), e))?;
@@ -66,7 +81,7 @@ pub fn create(fs: &Path, id: u64, l: &Limits) -> Result<Groups> {
             if let Some(w) = l.cpu_weight {
                 write(&dir.join("cpu.weight"), &w.to_string())?;
             }
-            Ok(())
+            devices(Version::V2, &dir).map_err(|e| Error::os(format!("the device policy of {}", dir.display()), e))
         };
         return match set() {
             Ok(()) => Ok(Groups::V2(dir)),
@@ -77,6 +92,15 @@ pub fn create(fs: &Path, id: u64, l: &Limits) -> Result<Groups> {
         };
     }
     let mut made = Vec::new();
+    // The device policy's group first: no container runs without one.
+    let dir = fs.join("devices").join("tankd").join(id.to_string());
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::os(format!("creating {} (is the devices controller mounted?)", dir.display()), e))?;
+    made.push(("devices", dir.clone()));
+    if let Err(e) = devices(Version::V1, &dir) {
+        remove(&Groups::V1(made));
+        return Err(Error::os(format!("the device policy of {}", dir.display()), e));
+    }
     let wanted: [(&'static str, Option<(&str, String)>); 3] = [
         ("memory", l.memory.map(|m| ("memory.limit_in_bytes", m.to_string()))),
         ("pids", l.pids.map(|p| ("pids.max", p.to_string()))),
@@ -144,7 +168,7 @@ pub fn existing(fs: &Path, id: u64) -> Groups {
         return Groups::V2(fs.join("tankd").join(id.to_string()));
     }
     Groups::V1(
-        ["memory", "pids", "cpu"]
+        ["devices", "memory", "pids", "cpu"]
             .into_iter()
             .map(|c| (c, fs.join(c).join("tankd").join(id.to_string())))
             .filter(|(_, d)| d.exists())
@@ -171,16 +195,30 @@ mod tests {
     fn v1_and_v2_layouts() {
         let v2 = tempfile::tempdir().unwrap();
         std::fs::write(v2.path().join("cgroup.controllers"), "memory pids cpu\n").unwrap();
-        let g = create(v2.path(), 7, &Limits { memory: Some(64 << 20), pids: Some(10), cpu_weight: None }).unwrap();
+        let asked = std::sync::Mutex::new(Vec::new());
+        let record = |v: Version, d: &Path| {
+            asked.lock().unwrap().push((v, d.to_path_buf()));
+            Ok(())
+        };
+        let g =
+            create(v2.path(), 7, &Limits { memory: Some(64 << 20), pids: Some(10), cpu_weight: None }, record).unwrap();
         let dir = v2.path().join("tankd/7");
         assert_eq!(g, Groups::V2(dir.clone()));
         assert_eq!(std::fs::read_to_string(dir.join("memory.max")).unwrap(), (64u64 << 20).to_string());
         assert_eq!(std::fs::read_to_string(dir.join("pids.max")).unwrap(), "10");
+        assert_eq!(asked.lock().unwrap().pop(), Some((Version::V2, dir.clone())), "the device policy is applied");
 
         let v1 = tempfile::tempdir().unwrap();
-        let g = create(v1.path(), 3, &Limits { memory: None, pids: None, cpu_weight: Some(200) }).unwrap();
+        let g = create(v1.path(), 3, &Limits { memory: None, pids: None, cpu_weight: Some(200) }, record).unwrap();
         let cpu = v1.path().join("cpu/tankd/3");
-        assert_eq!(g, Groups::V1(vec![("cpu", cpu.clone())]));
+        let devices = v1.path().join("devices/tankd/3");
+        assert_eq!(g, Groups::V1(vec![("devices", devices.clone()), ("cpu", cpu.clone())]));
+        assert_eq!(asked.lock().unwrap().pop(), Some((Version::V1, devices)), "the device policy is applied");
+
+        // A policy that cannot be applied: no group is left behind.
+        let refused = create(v1.path(), 4, &Limits::default(), |_, _| Err(std::io::Error::other("no")));
+        assert!(refused.is_err());
+        assert!(!v1.path().join("devices/tankd/4").exists());
         assert_eq!(std::fs::read_to_string(cpu.join("cpu.shares")).unwrap(), "2048");
         assert_eq!(existing(v1.path(), 3), g);
     }

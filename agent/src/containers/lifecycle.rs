@@ -90,10 +90,9 @@ impl Containers {
             .map_err(|e| Error::os(format!("writing {}", shim::launch_file(&rec.dir).display()), e))?;
         log_line(&rec, &format!("starting container: {} {}", launch.command, launch.args.join(" ")));
 
-        let groups = match &rec.spec.limits {
-            Some(l) => Some(super::cgroup::create(&self.cgroup_fs, id, l)?),
-            None => None,
-        };
+        // Every container has a group: its device policy, and its limits if any.
+        let limits = rec.spec.limits.clone().unwrap_or_default();
+        let groups = Some(super::cgroup::create(&self.cgroup_fs, id, &limits, super::devices::apply)?);
         let exe = std::env::current_exe().map_err(|e| Error::os("finding tankd's own binary", e))?;
         let mut child = tokio::process::Command::new(exe)
             .arg(shim::ARG)

@@ -8,6 +8,7 @@
 //! shim wrote.
 
 mod cgroup;
+mod devices;
 pub mod init;
 mod lifecycle;
 mod logread;
