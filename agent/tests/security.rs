@@ -300,35 +300,19 @@ fn container_logs_are_read_in_bounded_pages() {
 fn a_root_container_cannot_reach_the_host_kernel_through_proc() {
     let mut agent = host("sec12");
     agent.start();
-    let root = rootfs(&agent);
-    // Each probe prints its name and OPEN if the container got through, else SHUT.
     // Writing swappiness back to itself changes nothing on the host even if it got through.
-    let script = "probe() { if sh -c \"$2\" 2>/dev/null; then echo \"$1 OPEN\"; else echo \"$1 SHUT\"; fi; }; \
-                  probe sysctl 'cat /proc/sys/vm/swappiness > /proc/sys/vm/swappiness'; \
-                  probe sysrq 'echo h > /proc/sysrq-trigger'; \
-                  probe kcore 'test -n \"$(head -c 1 /proc/kcore)\"'; \
-                  probe keys 'test -n \"$(cat /proc/keys)\"'; \
-                  probe timers 'test -n \"$(cat /proc/timer_list)\"'; \
-                  probe firmware 'test -n \"$(ls /sys/firmware)\"'; \
-                  probe readable 'test -n \"$(cat /proc/sys/vm/swappiness)\"'; echo \"fin\"\"ished\"";
-    let c = ok(
+    let log = probe_in_container(
         &agent,
-        "POST",
-        "/imageapi/v1/container",
-        Some(json!({"name": "proc", "mount": {"id": root, "kind": "overlay"}, "command": "/bin/sh",
-                    "args": ["-c", script], "state": "running"})),
+        &[
+            ("sysctl", "cat /proc/sys/vm/swappiness > /proc/sys/vm/swappiness"),
+            ("sysrq", "echo h > /proc/sysrq-trigger"),
+            ("kcore", "test -n \"$(head -c 1 /proc/kcore)\""),
+            ("keys", "test -n \"$(cat /proc/keys)\""),
+            ("timers", "test -n \"$(cat /proc/timer_list)\""),
+            ("firmware", "test -n \"$(ls /sys/firmware)\""),
+            ("readable", "test -n \"$(cat /proc/sys/vm/swappiness)\""),
+        ],
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let log = loop {
-        let text =
-            String::from_utf8(agent.tcp("GET", &format!("/imageapi/v1/container/{}/log", c["id"]), &[], b"").body)
-                .unwrap();
-        if text.contains("finished") {
-            break text;
-        }
-        assert!(std::time::Instant::now() < deadline, "the probes never finished:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
     for shut in ["sysctl", "sysrq", "kcore", "keys", "timers", "firmware"] {
         assert!(log.contains(&format!("{shut} SHUT")), "{shut} is reachable:\n{log}");
     }
@@ -359,35 +343,53 @@ fn device_policy_holds(tag: &str) {
     let rdev = std::fs::metadata(&disk).unwrap().rdev();
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
     agent.start();
-    let root = rootfs(&agent);
-    // cap_mknod is in the default set (as in Docker) and /dev is no `nodev` mount: the node can be made there; the device
-    // cgroup is what keeps it shut.
-    let script = format!(
-        "probe() {{ if sh -c \"$2\" 2>/dev/null; then echo \"$1 OPEN\"; else echo \"$1 SHUT\"; fi; }}; \
-         probe mknod 'mknod /dev/disk b {major} {minor}'; \
-         probe read 'head -c 512 /dev/disk > /dev/null'; \
-         probe null 'echo x > /dev/null && head -c 1 /dev/urandom > /dev/null'; echo \"fin\"\"ished\""
-    );
-    let c = ok(
+    // cap_mknod is in the default set (as in Docker) and /dev is no `nodev` mount: the node
+    // can be made there; the device cgroup is what keeps it shut.
+    let mknod = format!("mknod /dev/disk b {major} {minor}");
+    let log = probe_in_container(
         &agent,
-        "POST",
-        "/imageapi/v1/container",
-        Some(json!({"name": "dev", "mount": {"id": root, "kind": "overlay"}, "command": "/bin/sh",
-                    "args": ["-c", script], "state": "running"})),
+        &[
+            ("mknod", &mknod),
+            ("read", "head -c 512 /dev/disk > /dev/null"),
+            ("null", "echo x > /dev/null && head -c 1 /dev/urandom > /dev/null"),
+        ],
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let log = loop {
-        let r = agent.tcp("GET", &format!("/imageapi/v1/container/{}/log", c["id"]), &[], b"");
-        let text = String::from_utf8(r.body).unwrap();
-        if text.contains("finished") {
-            break text;
-        }
-        assert!(std::time::Instant::now() < deadline, "the probes never finished:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
     assert!(log.contains("mknod OPEN"), "mknod is allowed, as in runc:\n{log}");
     assert!(log.contains("read SHUT"), "{disk} ({major}:{minor}) can be read from the container:\n{log}");
     assert!(log.contains("null OPEN"), "the standard nodes work:\n{log}");
+}
+
+/// Runs each (name, shell command) in one root container with the default settings and
+/// returns its log, in which each probe says `<name> OPEN` (the command succeeded) or
+/// `<name> SHUT`.
+fn probe_in_container(agent: &Agent, probes: &[(&str, &str)]) -> String {
+    let root = rootfs(agent);
+    let mut script = String::new();
+    for (name, cmd) in probes {
+        let quoted = cmd.replace('\'', "'\\''");
+        script.push_str(&format!(
+            "if sh -c '{quoted}' 2>/dev/null; then echo '{name} OPEN'; else echo '{name} SHUT'; fi; "
+        ));
+    }
+    // Split so that the command line the log echoes does not say it already.
+    script.push_str("echo \"fin\"\"ished\"");
+    let c = ok(
+        agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"mount": {"id": root, "kind": "overlay"}, "command": "/bin/sh", "args": ["-c", script],
+                    "state": "running"})),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = agent.tcp("GET", &format!("/imageapi/v1/container/{}/log", c["id"]), &[], b"");
+        let text = String::from_utf8(r.body).unwrap();
+        if text.contains("finished") {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "the probes never finished:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Detaches a loop device when dropped.
