@@ -159,7 +159,6 @@ async fn run(
     master_secret: Option<String>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(?config, "starting tankd {}", env!("CARGO_PKG_VERSION"));
-    config.api_token = auth::node_token(&config).map_err(|e| format!("API token: {e}"))?;
     let zfs = if config.zfs {
         let probe = zfs_sys_shim::Zfs::new(zfs_sys_shim::Roots::default());
         startup::check_host(&probe, Path::new("/dev/zfs")).await?;
@@ -169,6 +168,8 @@ async fn run(
         tracing::warn!("zfs = false: ImageStore, snapshot streams and ZFS-backed attachments are off on this node");
         zfs_sys_shim::Zfs::new(zfs_sys_shim::Roots::new(vec![config.dataset_root.clone()]))
     };
+    // After the host checks: a user who is not root hears that first.
+    config.api_token = auth::node_token(&config).map_err(|e| format!("API token: {e}"))?;
     let listeners = server::bind(&config, activated).await?;
     let shutdown = CancellationToken::new();
     server::cancel_on_signals(shutdown.clone())?;
