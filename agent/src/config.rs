@@ -101,6 +101,14 @@ pub struct Layer {
     /// Default: none, so `local` attachments are refused.
     #[arg(long = "local-device")]
     pub local_devices: Option<Vec<PathBuf>>,
+    /// Address ranges (CIDR) a container's veth host end may be given; repeat for several.
+    /// Default: none.
+    #[arg(long = "container-network")]
+    pub container_networks: Option<Vec<String>>,
+    /// Bridges a container's veth host end may join (`name`, or `prefix*`); repeat.
+    /// Default: none.
+    #[arg(long = "container-bridge")]
+    pub container_bridges: Option<Vec<String>>,
     /// Allow the `suid` and `dev` mount options (default false: mounts are nosuid,nodev).
     #[arg(long)]
     pub allow_suid_dev: Option<bool>,
@@ -144,6 +152,8 @@ impl Layer {
             mount_root: other.mount_root.or(self.mount_root),
             image_roots: other.image_roots.or(self.image_roots),
             local_devices: other.local_devices.or(self.local_devices),
+            container_networks: other.container_networks.or(self.container_networks),
+            container_bridges: other.container_bridges.or(self.container_bridges),
             allow_suid_dev: other.allow_suid_dev.or(self.allow_suid_dev),
             control_listen: other.control_listen.or(self.control_listen),
             docker_socket: other.docker_socket.or(self.docker_socket),
@@ -194,6 +204,10 @@ impl Layer {
                 .map(|v| v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()),
             local_devices: get("TANKD_LOCAL_DEVICES")
                 .map(|v| v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()),
+            container_networks: get("TANKD_CONTAINER_NETWORKS")
+                .map(|v| v.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect()),
+            container_bridges: get("TANKD_CONTAINER_BRIDGES")
+                .map(|v| v.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect()),
             allow_suid_dev: boolean(env, "TANKD_ALLOW_SUID_DEV")?,
             control_listen: get("TANKD_CONTROL_LISTEN")
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()),
@@ -283,6 +297,8 @@ pub struct Config {
     pub mount_root: PathBuf,
     pub image_roots: Vec<PathBuf>,
     pub local_devices: Vec<PathBuf>,
+    pub container_networks: Vec<String>,
+    pub container_bridges: Vec<String>,
     pub allow_suid_dev: bool,
     pub control_listen: Vec<SocketAddr>,
     pub docker_socket: Option<PathBuf>,
@@ -316,6 +332,8 @@ impl std::fmt::Debug for Config {
             .field("mount_root", &self.mount_root)
             .field("image_roots", &self.image_roots)
             .field("local_devices", &self.local_devices)
+            .field("container_networks", &self.container_networks)
+            .field("container_bridges", &self.container_bridges)
             .field("allow_suid_dev", &self.allow_suid_dev)
             .field("control_listen", &self.control_listen)
             .field("docker_socket", &self.docker_socket)
@@ -468,6 +486,14 @@ impl Config {
         let mount_root = l.mount_root.unwrap_or_else(|| data_dir.join("mounts"));
         let image_roots = l.image_roots.unwrap_or_else(|| vec![data_dir.join("images")]);
         let local_devices = l.local_devices.unwrap_or_default();
+        let container_networks = l.container_networks.unwrap_or_default();
+        let container_bridges = l.container_bridges.unwrap_or_default();
+        if let Some(bad) = container_networks
+            .iter()
+            .find(|n| crate::containers::netpolicy::NetPolicy::new(std::slice::from_ref(n), &[]).is_err())
+        {
+            return Err(ConfigError::field("container_networks", format!("{bad:?} is not an address range (CIDR)")));
+        }
         for (field, path) in std::iter::once(("mount_root", &mount_root))
             .chain(image_roots.iter().map(|p| ("image_roots", p)))
             .chain(local_devices.iter().map(|p| ("local_devices", p)))
@@ -520,6 +546,8 @@ impl Config {
             mount_root,
             image_roots,
             local_devices,
+            container_networks,
+            container_bridges,
             allow_suid_dev: l.allow_suid_dev.unwrap_or(false),
             control_listen,
             docker_socket,

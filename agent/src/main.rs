@@ -198,7 +198,9 @@ async fn run(
     let imageapi = imageapi::start(imageapi::env(&config, config.zfs.then(|| zfs.clone())))
         .await
         .map_err(|e| format!("imageapi state: {e}"))?;
-    let containers = containers::Containers::start_service(&config.data_dir, imageapi.clone())
+    let net_policy = containers::netpolicy::NetPolicy::new(&config.container_networks, &config.container_bridges)
+        .map_err(|e| format!("configuration container_networks: {e}"))?;
+    let containers = containers::Containers::start_service(&config.data_dir, imageapi.clone(), net_policy)
         .await
         .map_err(|e| format!("container state: {e}"))?;
     let control = if config.zfs { Some(start_control(&config, &zfs, master_secret).await?) } else { None };

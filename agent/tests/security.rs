@@ -400,3 +400,27 @@ impl Drop for Detach {
         let _ = std::process::Command::new("losetup").args(["-d", &self.0]).status();
     }
 }
+
+#[test]
+fn a_containers_host_end_stays_in_the_configured_networks_and_bridges() {
+    let mut agent = host("sec15");
+    agent.extra_env.push(("TANKD_CONTAINER_NETWORKS".into(), "10.233.0.0/16".into()));
+    agent.extra_env.push(("TANKD_CONTAINER_BRIDGES".into(), "tkct*".into()));
+    agent.start();
+    let net = |extra: serde_json::Value| {
+        let mut n = json!({"mode": "veth", "address": "10.233.1.2/30"});
+        n.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let body = json!({"mount": {"id": 1}, "command": "/bin/true", "network": n});
+        agent.tcp("POST", "/imageapi/v1/container", &[], body.to_string().as_bytes())
+    };
+    for (extra, field) in [
+        (json!({"host_address": "192.168.1.1/24"}), "network.host_address"),
+        (json!({"host_address": "10.233.1.1/8"}), "network.host_address"),
+        (json!({"bridge": "br0"}), "network.bridge"),
+        (json!({"bridge": "docker0"}), "network.bridge"),
+    ] {
+        let r = net(extra.clone());
+        assert_eq!((r.status, r.json()["field"].as_str()), (400, Some(field)), "{extra}");
+    }
+    assert_eq!(ok(&agent, "GET", "/imageapi/v1/container", None), json!([]), "nothing was recorded");
+}

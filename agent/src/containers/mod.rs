@@ -13,6 +13,7 @@ pub mod init;
 mod lifecycle;
 mod logread;
 mod net;
+pub mod netpolicy;
 mod routes;
 pub mod shim;
 mod store;

@@ -203,7 +203,11 @@ pub fn routes(c: Containers) -> Router {
 
 impl Containers {
     /// Load the records, re-adopt what runs, and hand back the service.
-    pub async fn start_service(data_dir: &std::path::Path, mounts: crate::imageapi::Registry) -> std::io::Result<Self> {
+    pub async fn start_service(
+        data_dir: &std::path::Path,
+        mounts: crate::imageapi::Registry,
+        net_policy: super::netpolicy::NetPolicy,
+    ) -> std::io::Result<Self> {
         let dir = data_dir.join("containers");
         std::fs::create_dir_all(&dir)?;
         let state = Self::load(&dir)?;
@@ -213,6 +217,7 @@ impl Containers {
             dir,
             stop_timeout: std::time::Duration::from_secs(10),
             cgroup_fs: std::path::PathBuf::from("/sys/fs/cgroup"),
+            net_policy,
         };
         c.adopt().await;
         Ok(c)

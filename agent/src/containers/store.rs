@@ -43,6 +43,8 @@ pub struct Containers {
     pub(super) stop_timeout: Duration,
     /// The cgroup filesystem root (`/sys/fs/cgroup`).
     pub(super) cgroup_fs: PathBuf,
+    /// Where veth host ends may go (config `container_networks`, `container_bridges`).
+    pub(super) net_policy: super::netpolicy::NetPolicy,
 }
 
 impl Containers {
@@ -93,6 +95,14 @@ impl Containers {
     /// Record a container (state `created`); the route starts it when asked.
     pub(super) async fn create(&self, mut spec: Container) -> Result<Rec> {
         validate(&spec)?;
+        if let Some(net) = &spec.network {
+            if let Some(h) = &net.host_address {
+                self.net_policy.check_host_address(h)?;
+            }
+            if let Some(b) = &net.bridge {
+                self.net_policy.check_bridge(b)?;
+            }
+        }
         let mut st = self.inner.lock().await;
         if let Some(n) = &spec.name
             && st.containers.values().any(|r| r.spec.name.as_ref() == Some(n))

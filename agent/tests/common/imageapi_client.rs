@@ -14,6 +14,9 @@ pub const TOKEN: &str = "imageapi-test-token-0123456789";
 pub fn host_agent(tag: &str) -> Agent {
     let mut a = Agent::new(tag);
     a.extra_env.push(("TANKD_ZFS".into(), "false".into()));
+    // The ranges and bridges the container tests' veth host ends use.
+    a.extra_env.push(("TANKD_CONTAINER_NETWORKS".into(), "10.231.0.0/16".into()));
+    a.extra_env.push(("TANKD_CONTAINER_BRIDGES".into(), "tkbr*".into()));
     a.token = TOKEN.into();
     a.start();
     a
