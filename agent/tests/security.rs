@@ -424,3 +424,43 @@ fn a_containers_host_end_stays_in_the_configured_networks_and_bridges() {
     }
     assert_eq!(ok(&agent, "GET", "/imageapi/v1/container", None), json!([]), "nothing was recorded");
 }
+
+#[test]
+fn concurrent_starts_make_one_pid_1() {
+    let mut agent = host("sec16");
+    agent.start();
+    let root = rootfs(&agent);
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(
+            json!({"name": "once", "mount": {"id": root, "kind": "overlay"}, "command": "/bin/sleep", "args": ["600"]}),
+        ),
+    );
+    let id = c["id"].as_u64().unwrap();
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let starts: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| agent.tcp("GET", &format!("/imageapi/v1/container/{id}/running"), &[], b"").status))
+            .collect();
+        starts.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "one start wins: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 409), "the others are told it runs: {statuses:?}");
+    // Shims are tankd's children (a PID 1 not yet exec'd still carries the shim's
+    // command line, so the parent is what tells them apart).
+    let tankd = agent.child.as_ref().unwrap().id().to_string();
+    let shims = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let ppid = stat.rsplit(')').next().unwrap_or("").split_whitespace().nth(1).unwrap_or("").to_owned();
+            let cmd =
+                String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).into_owned();
+            ppid == tankd && cmd.contains("__container-shim")
+        })
+        .count();
+    assert_eq!(shims, 1, "one shim, one PID 1");
+    ok(&agent, "DELETE", &format!("/imageapi/v1/container/{id}?force=true"), None);
+}

@@ -77,6 +77,7 @@ impl Containers {
 
     /// Start a created (or exited) container: shim, handshake, running.
     pub(super) async fn start(&self, id: u64) -> Result<Rec> {
+        let _changing = self.change_lock(id).await;
         let mut rec = self.find(id).await?;
         match rec.spec.state {
             Some(ContainerState::Running) | Some(ContainerState::Stopping) => {
@@ -235,6 +236,7 @@ impl Containers {
 
     /// Stop: the polite signal (SIGRTMIN+3 for systemd), SIGKILL after the timeout.
     pub(super) async fn stop(&self, id: u64) -> Result<Rec> {
+        let _changing = self.change_lock(id).await;
         let mut rec = self.find(id).await?;
         if rec.spec.state != Some(ContainerState::Running) {
             return Ok(rec);

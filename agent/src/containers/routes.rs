@@ -218,6 +218,7 @@ impl Containers {
             stop_timeout: std::time::Duration::from_secs(10),
             cgroup_fs: std::path::PathBuf::from("/sys/fs/cgroup"),
             net_policy,
+            changing: Default::default(),
         };
         c.adopt().await;
         Ok(c)

@@ -45,6 +45,9 @@ pub struct Containers {
     pub(super) cgroup_fs: PathBuf,
     /// Where veth host ends may go (config `container_networks`, `container_bridges`).
     pub(super) net_policy: super::netpolicy::NetPolicy,
+    /// One lock per container id: a start and a stop (or two starts) of one container
+    /// run one after the other, so two requests can never make two PID 1s.
+    pub(super) changing: Arc<std::sync::Mutex<std::collections::HashMap<u64, Arc<Mutex<()>>>>>,
 }
 
 impl Containers {
@@ -142,8 +145,15 @@ impl Containers {
         self.save(&st)
     }
 
+    /// Hold this while starting or stopping container `id`.
+    pub(super) async fn change_lock(&self, id: u64) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.changing.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default().clone();
+        lock.lock_owned().await
+    }
+
     pub(super) async fn remove(&self, id: u64) -> Result<()> {
         let mut st = self.inner.lock().await;
+        self.changing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         if let Some(rec) = st.containers.remove(&id) {
             self.save(&st)?;
             self.mounts.unpin(rec.spec.mount.id, id).await?;
