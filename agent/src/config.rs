@@ -87,6 +87,9 @@ pub struct Layer {
     /// Snapshot streams (downloads and uploads) at once; more get 429 (default 4).
     #[arg(long)]
     pub max_streams: Option<usize>,
+    /// Seconds a snapshot stream may make no progress before it is cut (default 120).
+    #[arg(long)]
+    pub stream_idle_timeout: Option<u64>,
     /// `false` on a node without ZFS: imageapi (attach, mount, overlay) still works;
     /// ImageStore, streams and ZFS-backed attachments answer 503 (default true).
     #[arg(long)]
@@ -148,6 +151,7 @@ impl Layer {
             num_fetchers: other.num_fetchers.or(self.num_fetchers),
             max_pending: other.max_pending.or(self.max_pending),
             max_streams: other.max_streams.or(self.max_streams),
+            stream_idle_timeout: other.stream_idle_timeout.or(self.stream_idle_timeout),
             zfs: other.zfs.or(self.zfs),
             mount_root: other.mount_root.or(self.mount_root),
             image_roots: other.image_roots.or(self.image_roots),
@@ -198,6 +202,7 @@ impl Layer {
             num_fetchers: number(env, "TANKD_NUM_FETCHERS")?,
             max_pending: number(env, "TANKD_MAX_PENDING")?,
             max_streams: number(env, "TANKD_MAX_STREAMS")?,
+            stream_idle_timeout: number(env, "TANKD_STREAM_IDLE_TIMEOUT")?.map(|n| n as u64),
             zfs: boolean(env, "TANKD_ZFS")?,
             mount_root: get("TANKD_MOUNT_ROOT").map(PathBuf::from),
             image_roots: get("TANKD_IMAGE_ROOTS")
@@ -293,6 +298,7 @@ pub struct Config {
     pub num_fetchers: usize,
     pub max_pending: usize,
     pub max_streams: usize,
+    pub stream_idle_timeout: std::time::Duration,
     pub zfs: bool,
     pub mount_root: PathBuf,
     pub image_roots: Vec<PathBuf>,
@@ -328,6 +334,7 @@ impl std::fmt::Debug for Config {
             .field("num_fetchers", &self.num_fetchers)
             .field("max_pending", &self.max_pending)
             .field("max_streams", &self.max_streams)
+            .field("stream_idle_timeout", &self.stream_idle_timeout)
             .field("zfs", &self.zfs)
             .field("mount_root", &self.mount_root)
             .field("image_roots", &self.image_roots)
@@ -542,6 +549,11 @@ impl Config {
                 Some(n) => n,
                 None => 4,
             },
+            stream_idle_timeout: std::time::Duration::from_secs(match l.stream_idle_timeout {
+                Some(0) => return Err(ConfigError::field("stream_idle_timeout", "must be at least 1 second")),
+                Some(n) => n,
+                None => 120,
+            }),
             zfs: l.zfs.unwrap_or(true),
             mount_root,
             image_roots,

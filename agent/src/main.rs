@@ -204,7 +204,8 @@ async fn run(
         .await
         .map_err(|e| format!("container state: {e}"))?;
     let control = if config.zfs { Some(start_control(&config, &zfs, master_secret).await?) } else { None };
-    let streams = streams::Streams::new(zfs.clone(), config.dataset_root.clone(), config.max_streams);
+    let streams =
+        streams::Streams::new(zfs.clone(), config.dataset_root.clone(), config.max_streams, config.stream_idle_timeout);
     let state = state::AppState {
         config: Arc::new(config),
         zfs,

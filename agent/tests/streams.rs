@@ -379,3 +379,46 @@ fn disconnects_bad_input_limits_and_auth() {
     wait_until("the leftover hold to be released", || holds(&snap).is_empty());
     wait_until("the release to be logged", || agent.log_text().contains("released a hold left by a previous run"));
 }
+
+#[test]
+#[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
+fn a_client_that_stops_reading_is_cut_and_frees_its_slot() {
+    let mut agent = Agent::new("stidl");
+    agent.token = TOKEN.into();
+    agent.extra_env.push(("TANKD_MAX_STREAMS".into(), "1".into()));
+    agent.extra_env.push(("TANKD_STREAM_IDLE_TIMEOUT".into(), "3".into()));
+    agent.start();
+    // More than the pipe, the pump's queue and the sockets' buffers hold.
+    let (src, mnt) = filesystem(&agent, "big", &[]);
+    std::fs::write(mnt.join("data"), pattern(48 << 20, 9)).unwrap();
+    zfs(&["snapshot", &format!("{src}@s1")]);
+
+    // A client that asks and never reads.
+    let mut stalled = TcpStream::connect(("127.0.0.1", agent.port)).unwrap();
+    let ask = format!(
+        "GET /snapshots/download?id=big@s1 HTTP/1.1\r\nHost: tankd\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    stalled.write_all(ask.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let busy = get(&agent, "/snapshots/download?id=big@s1");
+    assert_eq!(busy.status, 429, "the stalled download holds the only slot");
+
+    // After the idle timeout the slot is free again.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = get(&agent, "/snapshots/download?id=big@s1");
+        if r.status == 200 {
+            assert!(r.body.len() > 48 << 20, "a whole stream: {} bytes", r.body.len());
+            break;
+        }
+        assert_eq!(r.status, 429);
+        assert!(Instant::now() < deadline, "the stalled download never gave its slot back");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // The stalled client, reading at last, gets a transfer cut short, not a whole body.
+    stalled.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut raw = Vec::new();
+    let _ = stalled.read_to_end(&mut raw);
+    assert!(!raw.ends_with(b"\r\n0\r\n\r\n"), "the cut body ended like a whole one ({} bytes)", raw.len());
+    assert!(agent.log_text().contains("stopped reading"), "the cut is logged");
+}

@@ -8,6 +8,11 @@
 //! body is dropped, which kills `zfs send` and releases the holds. A send that fails
 //! part-way ends the body with an error, so the client sees a cut transfer rather than a
 //! short stream that looks whole.
+//!
+//! A pump task reads the send and hands chunks to the body through a small channel. A
+//! client that stops reading (the socket's buffers full) leaves the pump waiting; after
+//! `stream_idle_timeout` it gives up: the send is killed, the holds and the slot are
+//! released, and the body ends in an error the next time it is polled.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
@@ -137,7 +142,7 @@ pub async fn download(s: Streams, req: DownloadRequest) -> Result<Response, ApiE
         _held: held,
         _slot: slot,
     };
-    let mut resp = Response::new(Body::from_stream(futures_util::stream::try_unfold(running, next_chunk)));
+    let mut resp = Response::new(Body::from_stream(pumped(running, s.idle)));
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -160,6 +165,49 @@ struct Running {
     span: tracing::Span,
     _held: Held,
     _slot: OwnedSemaphorePermit,
+}
+
+/// The chunks of `r`, read by a task of their own that gives up when the body has not
+/// taken a chunk for `idle`.
+fn pumped(r: Running, idle: std::time::Duration) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
+    // Set when the send's own stream ended (whole, or with its error already queued).
+    let ended = std::sync::Arc::new(AtomicBool::new(false));
+    let span = r.span.clone();
+    let pump_ended = ended.clone();
+    tokio::spawn(async move {
+        let mut chunks = std::pin::pin!(futures_util::stream::try_unfold(r, next_chunk));
+        while let Some(chunk) = chunks.next().await {
+            match tokio::time::timeout(idle, tx.send(chunk)).await {
+                Ok(Ok(())) => {}
+                // The client left: dropping the chunks kills the send.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    let idle_seconds = idle.as_secs();
+                    tracing::warn!(parent: &span, idle_seconds, "the client stopped reading; cutting the download");
+                    return;
+                }
+            }
+        }
+        pump_ended.store(true, Ordering::Release);
+    });
+    // A channel that closes before the send's end (the pump gave up) must not read as a
+    // complete body: it ends in an error, and the client sees a cut transfer.
+    futures_util::stream::unfold((rx, ended, false), |(mut rx, ended, over)| async move {
+        if over {
+            return None;
+        }
+        match rx.recv().await {
+            Some(item) => Some((item, (rx, ended, false))),
+            None if ended.load(Ordering::Acquire) => None,
+            None => {
+                let cut = std::io::Error::other("the download was cut: the client stopped reading");
+                Some((Err(cut), (rx, ended, true)))
+            }
+        }
+    })
 }
 
 async fn next_chunk(mut r: Running) -> std::io::Result<Option<(Bytes, Running)>> {

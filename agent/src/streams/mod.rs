@@ -38,11 +38,14 @@ pub struct Streams {
     pub root: DatasetName,
     permits: Arc<Semaphore>,
     max: usize,
+    /// How long a stream may make no progress (the client neither reads nor sends)
+    /// before it is cut and its slot freed.
+    pub idle: std::time::Duration,
 }
 
 impl Streams {
-    pub fn new(zfs: Zfs, root: DatasetName, max_streams: usize) -> Self {
-        Streams { zfs, root, permits: Arc::new(Semaphore::new(max_streams)), max: max_streams }
+    pub fn new(zfs: Zfs, root: DatasetName, max_streams: usize, idle: std::time::Duration) -> Self {
+        Streams { zfs, root, permits: Arc::new(Semaphore::new(max_streams)), max: max_streams, idle }
     }
 
     /// Streams running now.

@@ -15,7 +15,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use rpc_schema::ErrorKind;
 use rpc_schema::streams::{UploadQuery, UploadResponse};
 use tokio::io::AsyncReadExt;
@@ -43,10 +43,22 @@ pub async fn upload(
     // Whether the body broke (the client left) rather than ended.
     let broken = Arc::new(AtomicBool::new(false));
     let flag = broken.clone();
-    let data = body.into_data_stream().map_err(move |e| {
+    // A client that sends nothing for `idle` is cut like one that left: the slot goes
+    // back and the partial state stays for a resumed send.
+    let idle = s.idle;
+    let chunks = body.into_data_stream().map_err(std::io::Error::other);
+    let data = futures_util::stream::unfold(Box::pin(chunks), move |mut chunks| async move {
+        match tokio::time::timeout(idle, chunks.next()).await {
+            Ok(Some(item)) => Some((item, chunks)),
+            Ok(None) => None,
+            Err(_) => Some((Err(std::io::Error::other(format!("no data for {} s", idle.as_secs()))), chunks)),
+        }
+    })
+    .map_err(move |e| {
         flag.store(true, Ordering::Relaxed);
-        std::io::Error::other(e)
-    });
+        e
+    })
+    .boxed();
     let mut body = tokio_util::io::StreamReader::new(data);
     let mut head = Vec::with_capacity(HEAD);
     while head.len() < HEAD {
