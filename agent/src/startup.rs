@@ -75,6 +75,12 @@ pub async fn prepare_storage(config: &Config) -> Result<Zfs, StartupError> {
             let mnt = config.data_dir.join("mnt");
             props.push(("mountpoint".to_owned(), mnt.to_string_lossy().into_owned()));
         }
+        // Every dataset below inherits these: no setuid program or device node on a
+        // tankd dataset takes effect on the host, unless the operator allows it.
+        if !config.allow_suid_dev {
+            props.push(("setuid".to_owned(), "off".to_owned()));
+            props.push(("devices".to_owned(), "off".to_owned()));
+        }
         tracing::info!(root = %config.dataset_root, "creating the dataset root");
         admin.create_filesystem(&config.dataset_root, true, &props).await?;
     }

@@ -478,6 +478,20 @@ fn zvol_ext4_overlay_with_upper_on_a_dataset() {
     write_through_overlay(Path::new(o["mountpoint"].as_str().unwrap()), &lower, &upper);
     // The writable layer is a dataset: it can be snapshotted.
     sh("zfs", &["snapshot", &format!("{root}/upper@layer")]);
+    // tankd's datasets neither honour setuid nor device nodes, and a bind of one is
+    // nosuid,nodev whatever its source mount was.
+    assert_eq!(sh("zfs", &["get", "-H", "-o", "value", "setuid,devices", &root]), "off\noff\n");
+    let b = ok(&agent, "POST", "/imageapi/v1/mount", Some(json!({"kind": "bind", "bind": {"dataset": "upper"}})));
+    let target = b["mountpoint"].as_str().unwrap().to_owned();
+    let line = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(target.as_str()))
+        .map(str::to_owned)
+        .expect("the bind is mounted");
+    let opts = line.split(' ').nth(5).unwrap();
+    assert!(opts.contains("nosuid") && opts.contains("nodev"), "{line}");
+    ok(&agent, "DELETE", &format!("/imageapi/v1/mount?id={}", id(&b)), None);
     ok(&agent, "DELETE", &format!("/imageapi/v1/attach?id={}&force=true", id(&a)), None);
     assert!(mounts_under(&agent.data_dir.join("mounts")).is_empty());
     assert!(upper.join("new-file").exists(), "an upper on a dataset is kept");

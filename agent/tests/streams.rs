@@ -119,7 +119,7 @@ fn mount_at(agent: &Agent, name: &str, rel: &str) -> std::path::PathBuf {
 fn a_received_stream_cannot_place_itself_on_the_host() {
     let agent = agent("strx");
     // A stream that carries its own mountpoint, canmount and sharing (zfs send -p).
-    let (src, _) = filesystem(&agent, "placed", &["-o", "canmount=noauto", "-o", "sharesmb=off"]);
+    let (src, _) = filesystem(&agent, "placed", &["-o", "canmount=noauto", "-o", "sharesmb=off", "-o", "setuid=on"]);
     let elsewhere = agent.data_dir.join("elsewhere");
     zfs(&["set", &format!("mountpoint={}", elsewhere.display()), &src]);
     zfs(&["snapshot", &format!("{src}@s1")]);
@@ -127,11 +127,12 @@ fn a_received_stream_cannot_place_itself_on_the_host() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     upload_ok(&agent, "dest=received", &out.stdout);
     let copy = format!("{}/tankd/received", agent.pool);
-    for p in ["mountpoint", "canmount", "sharesmb"] {
+    for p in ["mountpoint", "canmount", "sharesmb", "setuid"] {
         let source = zfs(&["get", "-H", "-o", "source", p, &copy]);
         assert!(!source.contains("received") && !source.contains("local"), "{p} came from the stream: {source}");
     }
     assert_ne!(prop(&copy, "mountpoint").trim(), elsewhere.to_str().unwrap());
+    assert_eq!(prop(&copy, "setuid").trim(), "off", "inherited from tankd's root");
 }
 
 #[test]

@@ -26,9 +26,10 @@ pub struct ReceiveArgs {
 }
 
 /// Properties a received stream never sets: they would place its data on the host
-/// (`mountpoint`, `canmount`) or share it (`sharenfs`, `sharesmb`). The received dataset
-/// inherits them from its parent under tankd's root instead (`zfs receive -x`).
-pub const HOST_PROPS: [&str; 4] = ["mountpoint", "canmount", "sharenfs", "sharesmb"];
+/// (`mountpoint`, `canmount`), share it (`sharenfs`, `sharesmb`) or let its setuid
+/// programs and device nodes work (`setuid`, `devices`). The received dataset inherits
+/// them from its parent under tankd's root instead (`zfs receive -x`).
+pub const HOST_PROPS: [&str; 6] = ["mountpoint", "canmount", "sharenfs", "sharesmb", "setuid", "devices"];
 
 impl ReceiveArgs {
     pub fn into(dest: DatasetName) -> Self {

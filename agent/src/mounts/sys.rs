@@ -61,16 +61,17 @@ pub fn mount(source: &str, target: &Path, fs_type: &str, flags: MsFlags, data: &
     nix::mount::mount(Some(source), target, Some(fs_type), flags, data)
 }
 
-/// A bind mount; read-only needs a second, remounting call.
+/// A bind mount, `nosuid,nodev` like every mount tankd makes (a bind keeps its source's
+/// flags until remounted), and read-only on request.
 pub fn bind(source: &Path, target: &Path, read_only: bool) -> nix::Result<()> {
     nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if read_only {
-        let flags =
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-        if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
-            let _ = nix::mount::umount2(target, MntFlags::empty());
-            return Err(e);
-        }
+        flags |= MsFlags::MS_RDONLY;
+    }
+    if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
+        let _ = nix::mount::umount2(target, MntFlags::empty());
+        return Err(e);
     }
     Ok(())
 }
