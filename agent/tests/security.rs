@@ -464,3 +464,133 @@ fn concurrent_starts_make_one_pid_1() {
     assert_eq!(shims, 1, "one shim, one PID 1");
     ok(&agent, "DELETE", &format!("/imageapi/v1/container/{id}?force=true"), None);
 }
+
+/// What a refused request must leave as it was: tankd's state files, the mounts and the
+/// loop devices under its data dir. The id sequence (`next_id`) is left out: an id a
+/// refused request drew is not handed out again, as a database sequence does.
+fn footprint(agent: &Agent) -> (String, String, Vec<String>, Vec<String>) {
+    let read = |rel: &str| {
+        let text = std::fs::read_to_string(agent.data_dir.join(rel)).unwrap_or_default();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("next_id");
+        }
+        v.to_string()
+    };
+    let dir = agent.data_dir.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m.starts_with(&dir))
+        .collect();
+    let loops = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|b| b.starts_with(&dir))
+        .collect();
+    (read("imageapi/state.json"), read("containers/state.json"), mounts, loops)
+}
+
+/// A corpus of bad requests over the main API's TCP listener and its unix socket: each
+/// gets a 4xx that names the refused field (where there is one), and none changes
+/// anything.
+#[test]
+fn bad_requests_get_a_clear_4xx_and_change_nothing() {
+    let mut agent = host("sec17");
+    agent.start();
+    let images = agent.data_dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let img = images.join("base.sqfs");
+    std::fs::write(&img, b"not really squashfs").unwrap();
+    let img = img.to_str().unwrap().to_owned();
+    // A real container to aim bad changes at.
+    let root = rootfs(&agent);
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"name": "keep", "mount": {"id": root, "kind": "overlay"}, "command": "/bin/true"})),
+    );
+    let cid = c["id"].as_u64().unwrap();
+    let long = "a".repeat(300);
+    let cases: Vec<(&str, String, String, &str)> = vec![
+        // attach
+        ("POST", "/imageapi/v1/attach".into(), "not json".into(), ""),
+        ("POST", "/imageapi/v1/attach".into(), "[]".into(), ""),
+        ("POST", "/imageapi/v1/attach".into(), json!({"kind": 7}).to_string(), "kind"),
+        ("POST", "/imageapi/v1/attach".into(), json!({"kind": "loop", "loop": {"path": "/etc/shadow"}}).to_string(), "loop.path"),
+        ("POST", "/imageapi/v1/attach".into(), json!({"kind": "loop", "loop": {"path": "-rf"}}).to_string(), "loop.path"),
+        ("POST", "/imageapi/v1/attach".into(), json!({"kind": "loop", "loop": {"path": format!("{img}/../../x")}}).to_string(), "loop.path"),
+        ("POST", "/imageapi/v1/attach".into(), json!({"kind": "loop", "loop": {"path": img, "offset": "x"}}).to_string(), "loop"),
+        ("POST", "/imageapi/v1/attach".into(), json!({"kind": "local", "local": {"path": "/dev/vda"}}).to_string(), "local.path"),
+        ("POST", "/imageapi/v1/attach".into(), json!({"kind": "rbd", "rbd": {"pool": "rbd", "image": "../x", "monitors": ["127.0.0.1:1"]}}).to_string(), "rbd"),
+        ("POST", "/imageapi/v1/attach".into(), json!({"kind": "loop", "name": long, "loop": {"path": img}}).to_string(), "name"),
+        ("DELETE", "/imageapi/v1/attach?id=abc".into(), String::new(), ""),
+        ("DELETE", "/imageapi/v1/attach?id=1&force=maybe".into(), String::new(), ""),
+        ("GET", "/imageapi/v1/attach?kind=floppy".into(), String::new(), ""),
+        // mount
+        ("POST", "/imageapi/v1/mount".into(), json!({"kind": "nfs"}).to_string(), "kind"),
+        ("POST", "/imageapi/v1/mount".into(), json!({"kind": "attach", "attach": {"attach": {"kind": "loop", "loop": {"path": img}}, "fs_type": "ext4", "mount_options": ["errors=panic"]}}).to_string(), "attach.mount_options"),
+        ("POST", "/imageapi/v1/mount".into(), json!({"kind": "attach", "attach": {"attach": {"kind": "loop", "loop": {"path": img}}, "fs_type": "xfs", "mount_options": ["logdev=/dev/sda"]}}).to_string(), "attach.mount_options"),
+        ("POST", "/imageapi/v1/mount".into(), json!({"kind": "attach", "attach": {"attach": {"kind": "loop", "loop": {"path": img}}, "fs_type": "ext4", "mount_options": ["a,b"]}}).to_string(), "attach.mount_options"),
+        ("POST", "/imageapi/v1/mount".into(), json!({"kind": "attach", "attach": {"attach": {"kind": "loop", "loop": {"path": img}}, "fs_type": "proc"}}).to_string(), "attach.fs_type"),
+        ("POST", "/imageapi/v1/mount".into(), json!({"kind": "attach", "mountpoint": "/etc", "attach": {"attach_id": 1, "fs_type": "ext4"}}).to_string(), "mountpoint"),
+        ("POST", "/imageapi/v1/mount".into(), json!({"kind": "bind", "bind": {"mount_id": root, "path": "../../etc"}}).to_string(), "bind.path"),
+        ("POST", "/imageapi/v1/mount".into(), json!({"kind": "bind", "bind": {"mount_id": root, "path": "/etc"}}).to_string(), "bind.path"),
+        ("POST", "/imageapi/v1/mount".into(), json!({"kind": "overlay", "overlay": {"lower": [root, root]}}).to_string(), "overlay.lower"),
+        ("POST", "/imageapi/v1/mount".into(), json!({"kind": "overlay", "overlay": {"lower": ["x"]}}).to_string(), "overlay"),
+        ("DELETE", "/imageapi/v1/mount?id=-1".into(), String::new(), ""),
+        // containers
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": ""}).to_string(), "command"),
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": "/bin/true", "hostname": "a b"}).to_string(), "hostname"),
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": "/bin/true", "env": ["NOEQUALS"]}).to_string(), "env"),
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": "/bin/true", "workdir": "/a/../.."}).to_string(), "workdir"),
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": "/bin/true", "namespaces": ["user"]}).to_string(), "namespaces"),
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": "/bin/true", "limits": {"memory": 1}}).to_string(), "limits.memory"),
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": "/bin/true", "limits": {"pids": 0}}).to_string(), "limits.pids"),
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": "/bin/true", "network": {"mode": "bridge"}}).to_string(), "network.mode"),
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": "/bin/true", "network": {"mode": "veth", "address": "10.0.0.1/33"}}).to_string(), "network.address"),
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": "/bin/true", "network": {"mode": "veth", "address": "10.0.0.2/24", "host_address": "10.0.0.1/24"}}).to_string(), "network.host_address"),
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": "/bin/true", "network": {"mode": "veth", "address": "10.0.0.2/24", "bridge": "br0"}}).to_string(), "network.bridge"),
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": "/bin/true", "stop_timeout": 0}).to_string(), "stop_timeout"),
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": "/bin/true", "state": "exited"}).to_string(), "state"),
+        ("POST", "/imageapi/v1/container".into(), json!({"mount": {"id": root}, "command": "/bin/true", "bogus": 1}).to_string(), "bogus"),
+        ("POST", "/imageapi/v1/container".into(), json!({"name": "keep", "mount": {"id": root}, "command": "/bin/true"}).to_string(), ""),
+        ("PATCH", format!("/imageapi/v1/container/{cid}"), json!({"state": "dead"}).to_string(), "state"),
+        ("PATCH", format!("/imageapi/v1/container/{cid}"), json!({"state": "running", "x": 1}).to_string(), "x"),
+        ("GET", format!("/imageapi/v1/container/{cid}/paused"), String::new(), ""),
+        ("GET", format!("/imageapi/v1/container/{cid}/log?tail=-1"), String::new(), ""),
+        ("GET", format!("/imageapi/v1/container/{cid}/log?limit=0"), String::new(), "limit"),
+        ("GET", "/imageapi/v1/container/notanumber".into(), String::new(), "id"),
+        ("GET", "/imageapi/v1/container/byname/nobody".into(), String::new(), ""),
+        ("DELETE", "/imageapi/v1/container/99999".into(), String::new(), ""),
+    ];
+    assert!(cases.len() >= 40, "a corpus of at least 40 ({})", cases.len());
+    let before = footprint(&agent);
+    for (i, (method, path, body, field)) in cases.iter().enumerate() {
+        // Every other one over the unix socket, the rest over TCP with the token.
+        let r = if i % 2 == 0 {
+            agent.tcp(method, path, &[("content-type", "application/json")], body.as_bytes())
+        } else {
+            let mut s = std::os::unix::net::UnixStream::connect(&agent.socket).unwrap();
+            common::http(&mut s, method, path, &[("content-type", "application/json")], body.as_bytes())
+        };
+        assert!(
+            (400..500).contains(&r.status),
+            "{method} {path} {body}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        if !field.is_empty() {
+            let v = r.json();
+            let named = v["field"].as_str().or(v["error"]["field"].as_str()).unwrap_or_default();
+            assert!(named.starts_with(field), "{method} {path} {body}: names {named:?}, not {field:?}: {v}");
+            let message = v["message"].as_str().or(v["error"]["message"].as_str()).unwrap_or_default();
+            assert!(!message.is_empty(), "{method} {path}: a message says why");
+        }
+        assert_eq!(footprint(&agent), before, "{method} {path} {body} changed something");
+    }
+    assert_eq!(ok(&agent, "GET", &format!("/imageapi/v1/container/{cid}"), None)["state"], "created");
+}
