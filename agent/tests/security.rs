@@ -594,3 +594,91 @@ fn bad_requests_get_a_clear_4xx_and_change_nothing() {
     }
     assert_eq!(ok(&agent, "GET", &format!("/imageapi/v1/container/{cid}"), None)["state"], "created");
 }
+
+mod random_bodies {
+    //! Random bodies (proptest) to every JSON route of the main API: no panic, no 5xx,
+    //! nothing made.
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::{footprint, host};
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            ".{0,16}".prop_map(Value::String),
+            prop::sample::select(vec![
+                "loop", "local", "rbd", "zvol", "overlay", "bind", "attach", "veth", "-x", "/etc"
+            ])
+            .prop_map(|s| json!(s)),
+        ];
+        leaf.prop_recursive(3, 24, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "kind",
+                        "loop",
+                        "path",
+                        "attach",
+                        "attach_id",
+                        "fs_type",
+                        "overlay",
+                        "lower",
+                        "bind",
+                        "mount",
+                        "id",
+                        "command",
+                        "network",
+                        "mode",
+                        "state",
+                        "limits",
+                        "name",
+                    ])
+                    .prop_map(str::to_owned),
+                    inner,
+                    0..5,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    #[test]
+    fn no_json_route_panics_or_fails_on_a_random_body() {
+        let mut agent = host("sec18");
+        agent.start();
+        let before = footprint(&agent);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 128, ..Default::default() });
+        let routes = [
+            ("POST", "/imageapi/v1/attach"),
+            ("POST", "/imageapi/v1/mount"),
+            ("POST", "/imageapi/v1/container"),
+            ("PATCH", "/imageapi/v1/container/1"),
+            ("POST", "/imageapi/v1/attach/rbd"),
+            ("POST", "/imageapi/v1/mount/overlay"),
+        ];
+        let bodies = prop_oneof![
+            json_value().prop_map(|v| v.to_string().into_bytes()),
+            prop::collection::vec(any::<u8>(), 0..128)
+        ];
+        runner
+            .run(&bodies, |body| {
+                for (method, path) in routes {
+                    let r = agent.tcp(method, path, &[("content-type", "application/json")], &body);
+                    prop_assert!(
+                        (400..500).contains(&r.status),
+                        "{method} {path}: {} for {}",
+                        r.status,
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(footprint(&agent), before, "random bodies made something");
+        assert!(agent.child.as_mut().unwrap().try_wait().unwrap().is_none(), "tankd is still running");
+    }
+}

@@ -3,6 +3,8 @@
 //! two endpoints in [`legacy`] and [`jsonrpc2`] only translate their wire formats.
 
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod ids;
 pub mod jsonrpc2;
 pub mod legacy;
