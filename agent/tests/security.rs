@@ -367,11 +367,12 @@ fn probe_in_container(agent: &Agent, probes: &[(&str, &str)]) -> String {
     let mut script = String::new();
     for (name, cmd) in probes {
         let quoted = cmd.replace('\'', "'\\''");
+        // The name and the verdict as two words: the command line, which the log echoes
+        // first, must never read "<name> OPEN" or "<name> SHUT" itself.
         script.push_str(&format!(
-            "if sh -c '{quoted}' 2>/dev/null; then echo '{name} OPEN'; else echo '{name} SHUT'; fi; "
+            "if sh -c '{quoted}' 2>/dev/null; then echo '{name}' OPEN; else echo '{name}' SHUT; fi; "
         ));
     }
-    // Split so that the command line the log echoes does not say it already.
     script.push_str("echo \"fin\"\"ished\"");
     let c = ok(
         agent,
@@ -681,4 +682,25 @@ mod random_bodies {
         assert_eq!(footprint(&agent), before, "random bodies made something");
         assert!(agent.child.as_mut().unwrap().try_wait().unwrap().is_none(), "tankd is still running");
     }
+}
+
+#[test]
+fn the_default_seccomp_filter_refuses_what_dockers_refuses() {
+    let mut agent = host("sec19");
+    agent.start();
+    // Without the filter a root container may make a user namespace (no capability is
+    // needed for that), and with it regain every capability inside it.
+    let log = probe_in_container(
+        &agent,
+        &[
+            ("userns", "unshare -U true"),
+            ("netns", "unshare -n true"),
+            ("clone-ns", "unshare -f -U true"),
+            ("plain-fork", "sh -c true"),
+        ],
+    );
+    for shut in ["userns", "netns", "clone-ns"] {
+        assert!(log.contains(&format!("{shut} SHUT")), "{shut} is allowed:\n{log}");
+    }
+    assert!(log.contains("plain-fork OPEN"), "ordinary processes still start:\n{log}");
 }

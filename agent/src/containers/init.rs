@@ -291,6 +291,8 @@ fn setup(l: &Launch) -> Step {
         ctx("setuid", nix::unistd::setuid(nix::unistd::Uid::from_raw(l.uid)))?;
     }
     ctx(format!("chdir {}", l.workdir), nix::unistd::chdir(Path::new(&l.workdir)))?;
+    // Last before exec: from here on the container's calls are filtered.
+    super::seccomp::install()?;
     // Every inherited descriptor above stdio goes (the exec closes nothing by itself).
     // SAFETY: close_range on fds this process owns; nothing uses them after exec.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };

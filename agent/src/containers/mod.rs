@@ -15,6 +15,7 @@ mod logread;
 mod net;
 pub mod netpolicy;
 mod routes;
+mod seccomp;
 pub mod shim;
 mod store;
 
