@@ -14,13 +14,12 @@ use tower::ServiceExt;
 use super::Store;
 use crate::images::{FetchConfig, Fetcher};
 
-fn store() -> Store {
+/// A store on `tank/tankd` whose `zfs` and `zpool` are `zfs_bin` (nothing real runs),
+/// for the codecs' unit tests.
+pub(super) fn test_store(zfs_bin: &str) -> Store {
     let root: zfs_sys_shim::DatasetName = "tank/tankd".parse().unwrap();
-    let zfs = zfs_sys_shim::Zfs::with_binaries(
-        zfs_sys_shim::Roots::new(vec![root.clone()]),
-        "/bin/false".into(),
-        "/bin/false".into(),
-    );
+    let zfs =
+        zfs_sys_shim::Zfs::with_binaries(zfs_sys_shim::Roots::new(vec![root.clone()]), zfs_bin.into(), zfs_bin.into());
     let config = FetchConfig {
         image_server: None,
         image_sources: vec![],
@@ -87,7 +86,7 @@ proptest! {
     #[test]
     fn both_codecs_answer_any_body_without_panicking(body in body()) {
         let rt = runtime();
-        let store = store();
+        let store = test_store("/bin/false");
         let calls = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| v.get("method").and_then(Value::as_str).map(str::to_owned))

@@ -97,25 +97,11 @@ impl Endpoint {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::images::{FetchConfig, Fetcher};
 
     /// An endpoint whose store never runs a command: these requests are refused first.
     fn endpoint() -> Endpoint {
-        let root: zfs_sys_shim::DatasetName = "tank/tankd".parse().unwrap();
-        let zfs = zfs_sys_shim::Zfs::new(zfs_sys_shim::Roots::new(vec![root.clone()]));
-        let config = FetchConfig {
-            image_server: None,
-            image_sources: vec![],
-            timeout: std::time::Duration::from_secs(1),
-            max_size: 1,
-            num_fetchers: 1,
-            max_pending: 1,
-        };
-        let images = Arc::new(Fetcher::new(config, std::env::temp_dir().join("tankd-unit-spool")));
-        Endpoint::new(Store { zfs, root, images })
+        Endpoint::new(super::super::fuzz::test_store("/bin/false"))
     }
 
     async fn post(body: String) -> (u16, Value) {
