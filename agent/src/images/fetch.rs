@@ -109,15 +109,23 @@ impl Fetcher {
                 format!("{base}/{}", source.trim_start_matches('/'))
             }
         };
-        let parsed = reqwest::Url::parse(&url).map_err(|e| StoreError::invalid("source", format!("{url:?}: {e}")))?;
+        let shown = redacted(&url);
+        let parsed = reqwest::Url::parse(&url).map_err(|e| StoreError::invalid("source", format!("{shown:?}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(StoreError::invalid("source", format!("{url:?}: only http and https")));
+            return Err(StoreError::invalid("source", format!("{shown:?}: only http and https")));
+        }
+        // The source is recorded on the image's dataset and in logs: no secret may ride in it.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(StoreError::invalid(
+                "source",
+                format!("{shown:?}: a URL with credentials is refused (tankd records the source on the image)"),
+            ));
         }
         if !self.sources.admits(&parsed) {
             return Err(StoreError::invalid(
                 "source",
                 format!(
-                    "{url:?} is not under the image server or an image_sources prefix ({})",
+                    "{shown:?} is not under the image server or an image_sources prefix ({})",
                     self.sources.describe()
                 ),
             ));
@@ -421,6 +429,20 @@ async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Send
     Ok(ds)
 }
 
+/// `url` with any `user:password@` replaced, for messages.
+pub fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
 fn io_err(url: &str, e: std::io::Error) -> StoreError {
     StoreError::new(ErrorKind::Internal, format!("reading {url}: {e}"))
 }
@@ -501,4 +523,36 @@ async fn read_full(r: &mut (dyn AsyncBufRead + Unpin + Send), buf: &mut [u8]) ->
 
 fn spool_err(path: impl AsRef<std::path::Path>, e: std::io::Error) -> StoreError {
     StoreError::new(ErrorKind::Internal, format!("{}: {e}", path.as_ref().display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetcher(server: Option<&str>) -> Fetcher {
+        let config = FetchConfig {
+            image_server: server.map(str::to_owned),
+            image_sources: vec![],
+            timeout: std::time::Duration::from_secs(1),
+            max_size: 1,
+            num_fetchers: 1,
+            max_pending: 1,
+        };
+        Fetcher::new(config, std::env::temp_dir().join("tankd-unit-spool"))
+    }
+
+    #[test]
+    fn sources_with_credentials_are_refused_without_showing_them() {
+        let f = fetcher(Some("127.0.0.1:17172"));
+        assert_eq!(f.resolve_url("img", "").unwrap(), "http://127.0.0.1:17172/images/img/download");
+        for bad in
+            ["http://user:s3cret@127.0.0.1:17172/images/x", "http://s3cret@127.0.0.1:17172/x", "ftp://a:s3cret@h/x"]
+        {
+            let err = f.resolve_url("img", bad).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some("source"), "{bad}");
+            assert!(!err.message.contains("s3cret"), "{bad}: {}", err.message);
+        }
+        assert_eq!(redacted("https://u:p@h:1/a@b"), "https://***@h:1/a@b");
+        assert_eq!(redacted("https://h/a@b"), "https://h/a@b");
+    }
 }
