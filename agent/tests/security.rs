@@ -310,10 +310,11 @@ fn a_root_container_cannot_reach_the_host_kernel_through_proc() {
             ("keys", "test -n \"$(cat /proc/keys)\""),
             ("timers", "test -n \"$(cat /proc/timer_list)\""),
             ("firmware", "test -n \"$(ls /sys/firmware)\""),
+            ("dev-exec", "cp /bin/busybox /dev/true && /dev/true"),
             ("readable", "test -n \"$(cat /proc/sys/vm/swappiness)\""),
         ],
     );
-    for shut in ["sysctl", "sysrq", "kcore", "keys", "timers", "firmware"] {
+    for shut in ["sysctl", "sysrq", "kcore", "keys", "timers", "firmware", "dev-exec"] {
         assert!(log.contains(&format!("{shut} SHUT")), "{shut} is reachable:\n{log}");
     }
     assert!(log.contains("readable OPEN"), "sysctls stay readable:\n{log}");

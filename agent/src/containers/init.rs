@@ -119,7 +119,9 @@ fn confine_proc_and_sys(root: &Path) -> Step {
 /// /dev as a small tmpfs with the basic nodes and links.
 fn make_dev(root: &Path) -> Step {
     let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
-    mount_at(root, "/dev", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"))?;
+    // noexec: nothing runs from /dev; device nodes still work (no nodev here).
+    let dev_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_STRICTATIME;
+    mount_at(root, "/dev", "tmpfs", dev_flags, Some("mode=755,size=65536k"))?;
     let dev = root.join("dev");
     let nodes = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
     for (name, major, minor) in nodes {
