@@ -311,10 +311,12 @@ fn a_root_container_cannot_reach_the_host_kernel_through_proc() {
             ("timers", "test -n \"$(cat /proc/timer_list)\""),
             ("firmware", "test -n \"$(ls /sys/firmware)\""),
             ("dev-exec", "cp /bin/busybox /dev/true && /dev/true"),
+            ("host-cgroups", "grep -q tankd /proc/self/cgroup"),
             ("readable", "test -n \"$(cat /proc/sys/vm/swappiness)\""),
         ],
     );
-    for shut in ["sysctl", "sysrq", "kcore", "keys", "timers", "firmware", "dev-exec"] {
+    // A cgroup namespace: the container's group is its root, the host's tree unseen.
+    for shut in ["sysctl", "sysrq", "kcore", "keys", "timers", "firmware", "dev-exec", "host-cgroups"] {
         assert!(log.contains(&format!("{shut} SHUT")), "{shut} is reachable:\n{log}");
     }
     assert!(log.contains("readable OPEN"), "sysctls stay readable:\n{log}");

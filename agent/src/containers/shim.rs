@@ -122,6 +122,14 @@ fn child(launch: &Launch, ready: OwnedFd, go: OwnedFd, log: std::fs::File) -> ! 
         std::process::exit(126);
     }
     drop(go);
+    // tankd put this process in the container's cgroup before the go: a cgroup
+    // namespace made now has that group as its root, so the container sees (and, in
+    // systemd mode, mounts) its own subtree, never the host's tree.
+    if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP) {
+        let _ = nix::unistd::dup2_stderr(&log);
+        let _ = writeln!(std::io::stderr(), "tankd init: unshare(CLONE_NEWCGROUP): {e}");
+        std::process::exit(125);
+    }
     let null = std::fs::File::open("/dev/null").expect("/dev/null");
     let _ = nix::unistd::dup2_stdin(&null);
     let _ = nix::unistd::dup2_stdout(&log);

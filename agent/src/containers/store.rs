@@ -208,8 +208,9 @@ pub fn validate(c: &Container) -> Result<()> {
         return Err(Error::invalid("workdir", format!("{w:?} must be absolute, without ..")));
     }
     for ns in &c.namespaces {
-        if !["mount", "pid", "uts", "ipc", "net"].contains(&ns.as_str()) {
-            return Err(Error::invalid("namespaces", format!("{ns:?} is not mount, pid, uts, ipc or net")));
+        // mount, pid, uts, ipc and cgroup are always the container's own; net on request.
+        if !["mount", "pid", "uts", "ipc", "net", "cgroup"].contains(&ns.as_str()) {
+            return Err(Error::invalid("namespaces", format!("{ns:?} is not mount, pid, uts, ipc, cgroup or net")));
         }
     }
     if let Some(net) = &c.network {
