@@ -200,9 +200,18 @@ fn limits_hold(tag: &str) {
     ok(&agent, "DELETE", &format!("/imageapi/v1/container/{id}?force=true"), None);
     let bad = json!({"mount": {"id": root}, "command": "/bin/true", "limits": {"memory": 1}});
     assert_eq!(refused(&agent, "POST", "/imageapi/v1/container", Some(bad), 400)["field"], "limits.memory");
-    // No cgroup is left behind (v1 hierarchies, or the v2 tree).
-    for c in ["memory", "pids", ""] {
-        let dir = Path::new("/sys/fs/cgroup").join(c).join("tankd");
+    // No cgroup is left behind (v1 hierarchies, or the v2 tree), under this tankd's
+    // parent group (`tankd-<sha256 of its data dir, 12 hex digits>`).
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(agent.data_dir.as_os_str().as_encoded_bytes());
+    let parent = format!("tankd-{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12].to_owned());
+    assert!(
+        Path::new("/sys/fs/cgroup").join("devices").join(&parent).is_dir()
+            || Path::new("/sys/fs/cgroup").join(&parent).is_dir(),
+        "the parent group {parent} is where tankd made them"
+    );
+    for c in ["devices", "memory", "pids", ""] {
+        let dir = Path::new("/sys/fs/cgroup").join(c).join(&parent);
         let left: Vec<_> =
             std::fs::read_dir(&dir).map(|d| d.flatten().filter(|e| e.path().is_dir()).collect()).unwrap_or_default();
         assert!(left.is_empty(), "{c}: {left:?}");

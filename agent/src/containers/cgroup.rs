@@ -46,6 +46,18 @@ pub fn shares(weight: u64) -> u64 {
     (weight * 1024 / 100).clamp(2, 262_144)
 }
 
+/// The parent group of one tankd's containers: `tankd` for the default data dir, else
+/// `tankd-<hash of the data dir>`, so that two tankds on one host (tests, `scripts/try`
+/// beside a service) never share, or remove, each other's groups.
+pub fn parent_for(data_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    if data_dir == Path::new("/var/lib/tankd") {
+        return "tankd".into();
+    }
+    let digest = Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    format!("tankd-{}", &hex::encode(digest)[..12])
+}
+
 /// Which cgroup version a group is on, for the device policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -57,12 +69,13 @@ pub enum Version {
 /// the group that holds the device policy.
 pub fn create(
     fs: &Path,
+    parent: &str,
     id: u64,
     l: &Limits,
     devices: impl Fn(Version, &Path) -> std::io::Result<()>,
 ) -> Result<Groups> {
     if fs.join("cgroup.controllers").exists() {
-        let parent = fs.join("tankd");
+        let parent = fs.join(parent);
         std::fs::create_dir_all(&parent).map_err(|e| Error::os(format!("creating {}", parent.display()), e))?;
         // Controllers must be enabled on the way down for the leaf to have them.
         for dir in [fs, parent.as_path()] {
@@ -93,7 +106,7 @@ pub fn create(
     }
     let mut made = Vec::new();
     // The device policy's group first: no container runs without one.
-    let dir = fs.join("devices").join("tankd").join(id.to_string());
+    let dir = fs.join("devices").join(parent).join(id.to_string());
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::os(format!("creating {} (is the devices controller mounted?)", dir.display()), e))?;
     made.push(("devices", dir.clone()));
@@ -108,7 +121,7 @@ pub fn create(
     ];
     for (controller, setting) in wanted {
         let Some((file, value)) = setting else { continue };
-        let dir = fs.join(controller).join("tankd").join(id.to_string());
+        let dir = fs.join(controller).join(parent).join(id.to_string());
         let res = std::fs::create_dir_all(&dir)
             .map_err(|e| Error::os(format!("creating {} (is the {controller} controller mounted?)", dir.display()), e))
             .and_then(|_| {
@@ -163,14 +176,14 @@ pub fn remove(groups: &Groups) {
 }
 
 /// The groups a container's limits would use, for removal after a restart.
-pub fn existing(fs: &Path, id: u64) -> Groups {
+pub fn existing(fs: &Path, parent: &str, id: u64) -> Groups {
     if fs.join("cgroup.controllers").exists() {
-        return Groups::V2(fs.join("tankd").join(id.to_string()));
+        return Groups::V2(fs.join(parent).join(id.to_string()));
     }
     Groups::V1(
         ["devices", "memory", "pids", "cpu"]
             .into_iter()
-            .map(|c| (c, fs.join(c).join("tankd").join(id.to_string())))
+            .map(|c| (c, fs.join(c).join(parent).join(id.to_string())))
             .filter(|(_, d)| d.exists())
             .collect(),
     )
@@ -201,7 +214,8 @@ mod tests {
             Ok(())
         };
         let g =
-            create(v2.path(), 7, &Limits { memory: Some(64 << 20), pids: Some(10), cpu_weight: None }, record).unwrap();
+            create(v2.path(), "tankd", 7, &Limits { memory: Some(64 << 20), pids: Some(10), cpu_weight: None }, record)
+                .unwrap();
         let dir = v2.path().join("tankd/7");
         assert_eq!(g, Groups::V2(dir.clone()));
         assert_eq!(std::fs::read_to_string(dir.join("memory.max")).unwrap(), (64u64 << 20).to_string());
@@ -209,17 +223,18 @@ mod tests {
         assert_eq!(asked.lock().unwrap().pop(), Some((Version::V2, dir.clone())), "the device policy is applied");
 
         let v1 = tempfile::tempdir().unwrap();
-        let g = create(v1.path(), 3, &Limits { memory: None, pids: None, cpu_weight: Some(200) }, record).unwrap();
+        let g =
+            create(v1.path(), "tankd", 3, &Limits { memory: None, pids: None, cpu_weight: Some(200) }, record).unwrap();
         let cpu = v1.path().join("cpu/tankd/3");
         let devices = v1.path().join("devices/tankd/3");
         assert_eq!(g, Groups::V1(vec![("devices", devices.clone()), ("cpu", cpu.clone())]));
         assert_eq!(asked.lock().unwrap().pop(), Some((Version::V1, devices)), "the device policy is applied");
 
         // A policy that cannot be applied: no group is left behind.
-        let refused = create(v1.path(), 4, &Limits::default(), |_, _| Err(std::io::Error::other("no")));
+        let refused = create(v1.path(), "tankd", 4, &Limits::default(), |_, _| Err(std::io::Error::other("no")));
         assert!(refused.is_err());
         assert!(!v1.path().join("devices/tankd/4").exists());
         assert_eq!(std::fs::read_to_string(cpu.join("cpu.shares")).unwrap(), "2048");
-        assert_eq!(existing(v1.path(), 3), g);
+        assert_eq!(existing(v1.path(), "tankd", 3), g);
     }
 }

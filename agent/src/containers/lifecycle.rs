@@ -93,7 +93,8 @@ impl Containers {
 
         // Every container has a group: its device policy, and its limits if any.
         let limits = rec.spec.limits.clone().unwrap_or_default();
-        let groups = Some(super::cgroup::create(&self.cgroup_fs, id, &limits, super::devices::apply)?);
+        let groups =
+            Some(super::cgroup::create(&self.cgroup_fs, &self.cgroup_parent, id, &limits, super::devices::apply)?);
         let exe = std::env::current_exe().map_err(|e| Error::os("finding tankd's own binary", e))?;
         let mut child = tokio::process::Command::new(exe)
             .arg(shim::ARG)
@@ -221,7 +222,7 @@ impl Containers {
             }
         }
         sync_root(&rec.root);
-        let groups = super::cgroup::existing(&self.cgroup_fs, id);
+        let groups = super::cgroup::existing(&self.cgroup_fs, &self.cgroup_parent, id);
         crate::attach::blocking(move || super::cgroup::remove(&groups)).await;
         if let Some(host) = rec.spec.network.as_ref().and_then(|n| n.host_interface.clone()) {
             // The pair dies with the namespace; this only catches a slow teardown.

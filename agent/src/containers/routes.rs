@@ -217,6 +217,7 @@ impl Containers {
             dir,
             stop_timeout: std::time::Duration::from_secs(10),
             cgroup_fs: std::path::PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: super::cgroup::parent_for(data_dir),
             net_policy,
             changing: Default::default(),
         };

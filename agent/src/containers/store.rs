@@ -43,6 +43,8 @@ pub struct Containers {
     pub(super) stop_timeout: Duration,
     /// The cgroup filesystem root (`/sys/fs/cgroup`).
     pub(super) cgroup_fs: PathBuf,
+    /// This tankd's parent group under it (`cgroup::parent_for`).
+    pub(super) cgroup_parent: String,
     /// Where veth host ends may go (config `container_networks`, `container_bridges`).
     pub(super) net_policy: super::netpolicy::NetPolicy,
     /// One lock per container id: a start and a stop (or two starts) of one container
