@@ -41,8 +41,23 @@ pub async fn endpoint(State(store): State<Store>, method: Method, body: Bytes) -
     if method != Method::POST {
         return plain(StatusCode::METHOD_NOT_ALLOWED, format!("rpc: POST method required, received {method}"));
     }
-    let req: LegacyRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
+    // An object, as Go's encoding/json needs for gorilla's request struct: serde alone
+    // would also take a positional array (`["ImageStore.ListImages", []]`) as one.
+    let req: LegacyRequest = match serde_json::from_slice::<Value>(&body) {
+        Ok(v @ Value::Object(_)) => match serde_json::from_value(v) {
+            Ok(r) => r,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, format!("rpc: {e}")),
+        },
+        Ok(other) => {
+            let what = match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            };
+            return plain(StatusCode::BAD_REQUEST, format!("rpc: the request must be a JSON object, not {what}"));
+        }
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("rpc: {e}")),
     };
     // gorilla decodes params into a one-element array holding the args struct.
@@ -89,6 +104,15 @@ pub async fn endpoint(State(store): State<Store>, method: Method, body: Bytes) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_an_object_is_a_request() {
+        let store = super::super::fuzz::test_store("/bin/false");
+        for body in [&b"[\"ImageStore.ListImages\",[]]"[..], b"\"x\"", b"7", b"null", b""] {
+            let r = endpoint(State(store.clone()), Method::POST, Bytes::from_static(body)).await;
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(body));
+        }
+    }
 
     #[test]
     fn empty_lists_become_null() {
