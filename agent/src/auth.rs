@@ -29,14 +29,14 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
-/// The node's API token; `None` only under `auth = "none"`.
+/// The node's API token, which [`require_token`] asks for (under `auth = "none"` there is
+/// none, and that layer is not used).
 #[derive(Clone)]
-pub struct Token(pub Option<Arc<str>>);
+pub struct Token(pub Arc<str>);
 
 impl Token {
     pub fn admits(&self, headers: &HeaderMap) -> bool {
-        let Some(expected) = &self.0 else { return true };
-        bearer(headers).is_some_and(|given| secrets::constant_time_eq(given.as_bytes(), expected.as_bytes()))
+        bearer(headers).is_some_and(|given| secrets::constant_time_eq(given.as_bytes(), self.0.as_bytes()))
     }
 }
 
@@ -133,8 +133,8 @@ mod tests {
     use axum::routing::get;
     use tower::ServiceExt;
 
-    fn app(token: Option<&str>) -> Router {
-        let token = Token(token.map(Arc::from));
+    fn app(token: &str) -> Router {
+        let token = Token(Arc::from(token));
         Router::new()
             .route("/thing", get(|| async { "read" }).post(|| async { "wrote" }))
             .layer(axum::middleware::from_fn_with_state(token, require_token))
@@ -153,10 +153,10 @@ mod tests {
         let t = "0123456789abcdef";
         let good = format!("Bearer {t}");
         for method in ["GET", "HEAD", "POST"] {
-            assert_eq!(status(app(Some(t)), method, &[]).await, 401, "{method} without the token");
-            assert_eq!(status(app(Some(t)), method, &[("authorization", "Bearer wrong-wrong-wrong!")]).await, 401);
-            assert_eq!(status(app(Some(t)), method, &[("authorization", t)]).await, 401, "Bearer is required");
-            assert_eq!(status(app(Some(t)), method, &[("authorization", &good)]).await, 200, "{method}");
+            assert_eq!(status(app(t), method, &[]).await, 401, "{method} without the token");
+            assert_eq!(status(app(t), method, &[("authorization", "Bearer wrong-wrong-wrong!")]).await, 401);
+            assert_eq!(status(app(t), method, &[("authorization", t)]).await, 401, "Bearer is required");
+            assert_eq!(status(app(t), method, &[("authorization", &good)]).await, 200, "{method}");
         }
     }
 

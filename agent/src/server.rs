@@ -89,9 +89,8 @@ fn api_routes(state: &AppState) -> Router {
 pub fn app(state: AppState) -> Router {
     let guarded = match state.config.auth {
         AuthMode::Token => {
-            let token = Token(Some(Arc::from(
-                state.config.api_token.as_deref().expect("auth = token: node_token set the token at start"),
-            )));
+            let token =
+                Token(Arc::from(state.config.api_token.as_deref().expect("auth = token: node_token set it at start")));
             api_routes(&state).layer(axum::middleware::from_fn_with_state(token, require_token))
         }
         AuthMode::None => api_routes(&state).layer(axum::middleware::from_fn(refuse_forgery)),
