@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::imageapi_client::{TOKEN, call, host_agent, ok, refused};
-use common::{Agent, NEEDS_ZFS, sh};
+use common::{Agent, NEEDS_ZFS, mounts_under, sh};
 use serde_json::{Value, json};
 
 /// A squashfs image with `hello` and `etc/motd`.
@@ -42,16 +42,6 @@ fn loops_of(file: &Path) -> Vec<String> {
                 .unwrap_or(false)
         })
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
-fn mounts_under(root: &Path) -> Vec<String> {
-    let root = root.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|p| p.starts_with(&root))
         .collect()
 }
 

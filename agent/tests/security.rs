@@ -482,12 +482,7 @@ fn footprint(agent: &Agent) -> (String, String, Vec<String>, Vec<String>) {
         v.to_string()
     };
     let dir = agent.data_dir.to_string_lossy().into_owned();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|m| m.starts_with(&dir))
-        .collect();
+    let mounts = common::mounts_under(&agent.data_dir);
     let loops = std::fs::read_dir("/sys/block")
         .unwrap()
         .flatten()

@@ -266,3 +266,14 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The mountpoints below `root`, from this process's mount table.
+pub fn mounts_under(root: &std::path::Path) -> Vec<String> {
+    let root = root.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|p| p.starts_with(&root))
+        .collect()
+}
