@@ -329,3 +329,95 @@ fn a_veth_host_end_joins_a_named_bridge() {
     sh("busybox", &["ping", "-c", "1", "-W", "5", &format!("10.232.{n}.2")]);
     ok(&agent, "DELETE", &format!("/imageapi/v1/container/{id}?force=true"), None);
 }
+
+/// The first id of `Uid:` (or `Gid:`) in a host process's status: its real id as the
+/// host sees it.
+fn host_id(pid: i64, which: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(which)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A second overlay on the same squashfs as `root` (a mount roots one container).
+fn another_root(agent: &Agent, root: u64) -> u64 {
+    let m = ok(agent, "GET", &format!("/imageapi/v1/mount?id={root}"), None);
+    let lower = m[0]["overlay"]["lower"].clone();
+    ok(agent, "POST", "/imageapi/v1/mount", Some(json!({"kind": "overlay", "overlay": {"lower": lower}})))["id"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_user_namespace_makes_root_an_unprivileged_host_id() {
+    let agent = agent("ct7");
+    let root = rootfs(&agent);
+    // Root inside tries to append to a file the host's root owns (0644): allowed to
+    // root without a user namespace, refused to a mapped root.
+    let script = "echo uid=$(id -u):$(id -g); echo map=$(cat /proc/self/uid_map | xargs); \
+                  if echo x >> /etc/passwd; then echo wrote; else echo denied; fi; echo \"rea\"\"dy\"; exec sleep 600";
+    let c = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(json!({"name": "u1", "mount": {"id": root}, "command": "/bin/sh", "args": ["-c", script],
+                    "namespaces": ["user"], "state": "running", "stop_timeout": 1})),
+    );
+    let id = c["id"].as_u64().unwrap();
+    let auto = json!([{"container_id": 0, "host_id": 0x4000_0000u32, "size": 65536}]);
+    assert_eq!(c["userns"], json!({"uid_map": auto, "gid_map": auto}), "the picked range is recorded");
+    let log = wait_log(&agent, id, "\nready\n");
+    assert!(log.contains("uid=0:0\n"), "root inside:\n{log}");
+    assert!(log.contains("map=0 1073741824 65536\n"), "the kernel has the map:\n{log}");
+    assert!(log.contains("\ndenied\n"), "a mapped root cannot write the host root's file:\n{log}");
+    let pid = c["pid"].as_i64().unwrap();
+    assert_eq!((host_id(pid, "Uid:"), host_id(pid, "Gid:")), (0x4000_0000, 0x4000_0000), "unprivileged outside");
+
+    // An explicit map, a non-root user inside it; the automatic pick skips taken ranges.
+    let c2 = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(
+            json!({"name": "u2", "mount": {"id": another_root(&agent, root)}, "command": "/bin/sh", "args": ["-c", script],
+                    "userns": {"uid_map": [{"container_id": 0, "host_id": 200000, "size": 65536}]},
+                    "uid": 1000, "gid": 1000, "state": "running", "stop_timeout": 1}),
+        ),
+    );
+    let log = wait_log(&agent, c2["id"].as_u64().unwrap(), "\nready\n");
+    assert!(log.contains("uid=1000:1000\n") && log.contains("map=0 200000 65536\n"), "{log}");
+    assert_eq!(host_id(c2["pid"].as_i64().unwrap(), "Uid:"), 201000);
+    let c3 = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(
+            json!({"name": "u3", "mount": {"id": another_root(&agent, root)}, "command": "/bin/true", "namespaces": ["user"]}),
+        ),
+    );
+    assert_eq!(c3["userns"]["uid_map"][0]["host_id"], 0x4000_0000u32 + 65536);
+
+    // The control: the same script without a user namespace writes the file.
+    let c4 = ok(
+        &agent,
+        "POST",
+        "/imageapi/v1/container",
+        Some(
+            json!({"name": "u4", "mount": {"id": another_root(&agent, root)}, "command": "/bin/sh", "args": ["-c", script], "state": "running", "stop_timeout": 1}),
+        ),
+    );
+    let log = wait_log(&agent, c4["id"].as_u64().unwrap(), "\nready\n");
+    assert!(log.contains("\nwrote\n"), "host root in the container writes it:\n{log}");
+
+    // Maps that would defeat the namespace, or miss the user, are refused by field.
+    let host_root = json!({"mount": {"id": another_root(&agent, root)}, "command": "/bin/true",
+                           "userns": {"uid_map": [{"container_id": 0, "host_id": 0, "size": 65536}]}});
+    assert_eq!(refused(&agent, "POST", "/imageapi/v1/container", Some(host_root), 400)["field"], "userns.uid_map");
+    let unmapped = json!({"mount": {"id": another_root(&agent, root)}, "command": "/bin/true", "uid": 70000,
+                          "userns": {"uid_map": [{"container_id": 0, "host_id": 300000, "size": 65536}]}});
+    assert_eq!(refused(&agent, "POST", "/imageapi/v1/container", Some(unmapped), 400)["field"], "uid");
+    for c in [c, c2, c3, c4] {
+        let id = c["id"].as_u64().unwrap();
+        let _ = call(&agent, "PATCH", &format!("/imageapi/v1/container/{id}"), Some(json!({"state": "exited"})));
+        ok(&agent, "DELETE", &format!("/imageapi/v1/container/{id}"), None);
+    }
+}

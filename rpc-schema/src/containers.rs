@@ -56,6 +56,28 @@ pub struct Limits {
     pub cpu_weight: Option<u64>,
 }
 
+/// One line of a user namespace's id map: `size` ids from `container_id` inside are
+/// `host_id`… on the host (`/proc/<pid>/uid_map`'s three columns).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdMap {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub size: u32,
+}
+
+/// A user namespace for the container: root inside is an unprivileged id outside.
+/// Both maps empty: tankd picks a free range of 65536 ids and records it here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserNs {
+    #[serde(default)]
+    pub uid_map: Vec<IdMap>,
+    /// Default: the same as `uid_map`.
+    #[serde(default)]
+    pub gid_map: Vec<IdMap>,
+}
+
 /// `POST /container` and every answer about one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -83,11 +105,15 @@ pub struct Container {
     /// `created` (default: made, not started) or `running`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<ContainerState>,
-    /// Upstream's list of extra namespaces; `net` means a network namespace (`none`).
+    /// Upstream's list of extra namespaces; `net` means a network namespace (`none`),
+    /// `user` a user namespace with a range tankd picks (see `userns`).
     #[serde(default)]
     pub namespaces: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+    /// A user namespace (also asked for by `"user"` in `namespaces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<UserNs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -31,6 +31,9 @@ pub struct Launch {
     pub gid: u32,
     /// Capabilities kept in the bounding set (names as in capabilities(7), lower case).
     pub capabilities: Vec<String>,
+    /// A user namespace, its maps written by the shim before PID 1 is let go.
+    #[serde(default)]
+    pub userns: Option<rpc_schema::containers::UserNs>,
 }
 
 /// The default capability set: Docker's and crun's defaults.
@@ -117,7 +120,7 @@ fn confine_proc_and_sys(root: &Path) -> Step {
 }
 
 /// /dev as a small tmpfs with the basic nodes and links.
-fn make_dev(root: &Path) -> Step {
+fn make_dev(root: &Path, userns: bool) -> Step {
     let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
     // noexec: nothing runs from /dev; device nodes still work (no nodev here).
     let dev_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_STRICTATIME;
@@ -126,6 +129,17 @@ fn make_dev(root: &Path) -> Step {
     let nodes = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
     for (name, major, minor) in nodes {
         let path = dev.join(name);
+        if userns {
+            // mknod is refused in a user namespace whatever the capabilities: the host's
+            // nodes are bound instead (as runc does), on empty files.
+            std::fs::File::create(&path).map_err(|e| format!("creating /dev/{name}: {e}"))?;
+            let host = format!("/dev/{name}");
+            ctx(
+                format!("binding {host}"),
+                mount(Some(host.as_str()), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>),
+            )?;
+            continue;
+        }
         ctx(
             format!("mknod /dev/{name}"),
             mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor)),
@@ -263,6 +277,17 @@ pub fn run(l: &Launch) -> String {
     }
 }
 
+/// In a user namespace: become its root (the shim has written the maps by now). Until
+/// this, the process is the host's root seen from inside as an unmapped id, which can
+/// make nothing on the filesystems the namespace owns.
+fn become_namespace_root() -> Step {
+    let zero_g = nix::unistd::Gid::from_raw(0);
+    let zero_u = nix::unistd::Uid::from_raw(0);
+    ctx("setresgid(0) in the user namespace", nix::unistd::setresgid(zero_g, zero_g, zero_g))?;
+    ctx("setresuid(0) in the user namespace", nix::unistd::setresuid(zero_u, zero_u, zero_u))?;
+    ctx("setgroups in the user namespace", nix::unistd::setgroups(&[zero_g]))
+}
+
 fn setup(l: &Launch) -> Step {
     ctx(
         "making the mounts private",
@@ -272,14 +297,21 @@ fn setup(l: &Launch) -> Step {
         "binding the root onto itself",
         mount(Some(&l.root), &l.root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>),
     )?;
-    mount_at(&l.root, "/proc", "proc", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
-    make_dev(&l.root)?;
-    make_sys(&l.root, l.network)?;
-    confine_proc_and_sys(&l.root)?;
-    if l.systemd {
-        systemd_mounts(&l.root)?;
+    // From here the root is reached as ".", not by its path: in a user namespace the
+    // directories above it (tankd's data dir) need not be open to the mapped ids.
+    ctx(format!("chdir {}", l.root.display()), nix::unistd::chdir(&l.root))?;
+    if l.userns.is_some() {
+        become_namespace_root()?;
     }
-    pivot(&l.root)?;
+    let root = Path::new(".");
+    mount_at(root, "/proc", "proc", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
+    make_dev(root, l.userns.is_some())?;
+    make_sys(root, l.network)?;
+    confine_proc_and_sys(root)?;
+    if l.systemd {
+        systemd_mounts(root)?;
+    }
+    pivot(root)?;
     ctx("sethostname", nix::unistd::sethostname(&l.hostname))?;
     ctx("setsid", nix::unistd::setsid())?;
     if l.network {

@@ -72,6 +72,7 @@ impl Containers {
             uid: s.uid.unwrap_or(0),
             gid: s.gid.unwrap_or(0),
             capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            userns: s.userns.clone(),
         }
     }
 

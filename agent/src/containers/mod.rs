@@ -18,6 +18,7 @@ mod routes;
 mod seccomp;
 pub mod shim;
 mod store;
+pub(crate) mod userns;
 
 pub use routes::routes;
 pub use store::Containers;

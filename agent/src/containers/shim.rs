@@ -74,16 +74,10 @@ fn run(dir: &Path) -> Result<(), String> {
         .append(true)
         .open(log_file(dir))
         .map_err(|e| format!("{}: {e}", log_file(dir).display()))?;
-    // Only the pid namespace is the shim's own (its next child is PID 1 there). The
-    // others belong to the child alone: in a mount namespace shared with the shim, the
-    // child's pivot_root would move the shim's root too.
-    nix::sched::unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(CLONE_NEWPID): {e}"))?;
     let (ready_read, ready_write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
     let (go_read, go_write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
 
-    // SAFETY: this process has one thread (no runtime was started), so the child may
-    // allocate and run ordinary Rust before exec.
-    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+    match fork_pid1(launch.userns.is_some())? {
         ForkResult::Child => {
             drop(go_write);
             drop(ready_read);
@@ -98,9 +92,51 @@ fn run(dir: &Path) -> Result<(), String> {
                 let _ = waitpid(child, None);
                 return Err("the container's namespaces could not be made (see the log)".into());
             }
+            if let Some(u) = &launch.userns
+                && let Err(e) = write_id_maps(child, u)
+            {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(e);
+            }
             parent(dir, child, go_write)
         }
     }
+}
+
+/// Fork the container's PID 1 into a new pid namespace. Only the pid namespace is made
+/// here (the others belong to the child alone: in a mount namespace shared with the
+/// shim, the child's pivot_root would move the shim's root too). With a user namespace
+/// both come from one clone, the user namespace first, so it owns the pid namespace
+/// and the container may mount its own /proc; the shim itself stays the host's root.
+fn fork_pid1(userns: bool) -> Result<ForkResult, String> {
+    if !userns {
+        nix::sched::unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(CLONE_NEWPID): {e}"))?;
+        // SAFETY: this process has one thread (no runtime was started), so the child
+        // may allocate and run ordinary Rust before exec.
+        return unsafe { fork() }.map_err(|e| format!("fork: {e}"));
+    }
+    let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::SIGCHLD;
+    // SAFETY: clone with no new stack behaves as fork (the child runs on a copy of this
+    // stack); the process has one thread, so no lock is held by another that the child
+    // would inherit taken. The remaining arguments (tids, tls) are unused without the
+    // flags that read them.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    match pid {
+        -1 => Err(format!("clone(CLONE_NEWUSER|CLONE_NEWPID): {}", std::io::Error::last_os_error())),
+        0 => Ok(ForkResult::Child),
+        p => Ok(ForkResult::Parent { child: Pid::from_raw(p as i32) }),
+    }
+}
+
+/// The maps of the child's user namespace, written from outside it (the shim has the
+/// host's capabilities, so no `setgroups` deny is needed and many lines are allowed).
+fn write_id_maps(child: Pid, u: &rpc_schema::containers::UserNs) -> Result<(), String> {
+    for (file, map) in [("uid_map", &u.uid_map), ("gid_map", &u.gid_map)] {
+        let path = format!("/proc/{child}/{file}");
+        std::fs::write(&path, super::userns::map_text(map)).map_err(|e| format!("writing {path}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn child(launch: &Launch, ready: OwnedFd, go: OwnedFd, log: std::fs::File) -> ! {

@@ -114,6 +114,12 @@ impl Containers {
         {
             return Err(Error::conflict(format!("a container is already named {n:?}")));
         }
+        if spec.userns.is_some() || spec.namespaces.iter().any(|n| n == "user") {
+            let others: Vec<_> = st.containers.values().filter_map(|r| r.spec.userns.as_ref()).collect();
+            let u = super::userns::resolve(&spec.userns.clone().unwrap_or_default(), &others)?;
+            super::userns::validate(&u, spec.uid.unwrap_or(0), spec.gid.unwrap_or(0))?;
+            spec.userns = Some(u);
+        }
         st.next_id = st.next_id.max(1);
         let id = st.next_id;
         let root = self.mounts.pin(spec.mount.id, id).await?;
@@ -210,10 +216,17 @@ pub fn validate(c: &Container) -> Result<()> {
         return Err(Error::invalid("workdir", format!("{w:?} must be absolute, without ..")));
     }
     for ns in &c.namespaces {
-        // mount, pid, uts, ipc and cgroup are always the container's own; net on request.
-        if !["mount", "pid", "uts", "ipc", "net", "cgroup"].contains(&ns.as_str()) {
-            return Err(Error::invalid("namespaces", format!("{ns:?} is not mount, pid, uts, ipc, cgroup or net")));
+        // mount, pid, uts, ipc and cgroup are always the container's own; net and user on
+        // request.
+        if !["mount", "pid", "uts", "ipc", "net", "cgroup", "user"].contains(&ns.as_str()) {
+            return Err(Error::invalid(
+                "namespaces",
+                format!("{ns:?} is not mount, pid, uts, ipc, cgroup, net or user"),
+            ));
         }
+    }
+    if let Some(u) = &c.userns {
+        super::userns::validate(u, c.uid.unwrap_or(0), c.gid.unwrap_or(0))?;
     }
     if let Some(net) = &c.network {
         match net.mode.as_str() {
