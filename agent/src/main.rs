@@ -4,6 +4,7 @@
 mod api_error;
 mod attach;
 mod auth;
+mod beneath;
 mod config;
 mod containers;
 mod control;

@@ -79,8 +79,9 @@ fn ioctl_result(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
 }
 
-/// Bind `file` to a free loop device.
-pub fn attach(file: &Path, mut opts: LoopOptions) -> io::Result<LoopDevice> {
+/// Bind `file` to a free loop device; `name` is what the device reports as its file
+/// (`file` may be a held descriptor's `/proc/self/fd/N`).
+pub fn attach(file: &Path, name: &Path, mut opts: LoopOptions) -> io::Result<LoopDevice> {
     use std::os::unix::fs::OpenOptionsExt;
     let open = |custom: i32| OpenOptions::new().read(true).write(!opts.read_only).custom_flags(custom).open(file);
     // Direct I/O needs the backing file opened O_DIRECT (newer kernels take it from the
@@ -98,7 +99,7 @@ pub fn attach(file: &Path, mut opts: LoopOptions) -> io::Result<LoopDevice> {
     };
     let control = OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
     let mut info = zeroed_info();
-    let name = file.as_os_str().as_encoded_bytes();
+    let name = name.as_os_str().as_encoded_bytes();
     let n = name.len().min(LO_NAME_SIZE - 1);
     info.lo_file_name[..n].copy_from_slice(&name[..n]);
     info.lo_flags = if opts.read_only { LO_FLAGS_READ_ONLY } else { 0 }
@@ -220,7 +221,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("disk.img");
         std::fs::write(&file, vec![7u8; 1 << 20]).unwrap();
-        let dev = attach(&file, LoopOptions { read_only: true, autoclear: false, direct_io: true }).unwrap();
+        let dev = attach(&file, &file, LoopOptions { read_only: true, autoclear: false, direct_io: true }).unwrap();
         let sys = Path::new("/sys/block");
         assert_eq!(backing_file(sys, &dev.path), Some(file.clone()));
         assert!(bound(sys).contains(&(dev.path.clone(), file.clone())));

@@ -13,6 +13,7 @@ use std::time::Duration;
 use rpc_schema::imageapi::{Attach, AttachKind, RbdPath};
 use zfs_sys_shim::{DatasetType, Prop, Zfs};
 
+use crate::beneath::{self, Held};
 use crate::imageapi::error::{Error, Result};
 use crate::imageapi::state::AttachRec;
 
@@ -66,22 +67,23 @@ impl Env {
 }
 
 /// A request path: absolute, without `.`/`..`, and (resolved) under one of `roots`.
-pub fn path_under(field: &str, path: &str, roots: &[PathBuf]) -> Result<PathBuf> {
+/// Answered held open from the check on (see `crate::beneath`).
+pub fn path_under(field: &str, path: &str, roots: &[PathBuf]) -> Result<Held> {
     let p = Path::new(path);
     if !p.is_absolute() || p.components().any(|c| !matches!(c, Component::RootDir | Component::Normal(_))) {
         return Err(Error::invalid(field, format!("{path:?} must be an absolute path without . or ..")));
     }
     let real = std::fs::canonicalize(p).map_err(|e| Error::invalid(field, format!("{path}: {e}")))?;
-    let inside = roots.iter().filter_map(|r| std::fs::canonicalize(r).ok()).any(|r| real.starts_with(&r));
-    if !inside {
+    let Some(root) = roots.iter().filter_map(|r| std::fs::canonicalize(r).ok()).find(|r| real.starts_with(r)) else {
         let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
         return Err(Error::invalid(field, format!("{path} is outside the allowed roots ({})", roots.join(", "))));
-    }
-    Ok(real)
+    };
+    // A symlink swapped in since canonicalize() resolved the path fails here (ELOOP).
+    beneath::open(&root, &real).map_err(|e| Error::invalid(field, format!("{path}: {e}")))
 }
 
 /// A relative path inside a directory: no leading `/`, no `..`.
-pub fn relative_inside(field: &str, dir: &Path, rel: &str) -> Result<PathBuf> {
+pub fn relative_inside(field: &str, dir: &Path, rel: &str) -> Result<Held> {
     let r = Path::new(rel);
     if rel.is_empty() || r.components().any(|c| !matches!(c, Component::Normal(_))) {
         return Err(Error::invalid(field, format!("{rel:?} must be a relative path without . or ..")));
@@ -118,8 +120,10 @@ pub fn read_only(spec: &Attach) -> bool {
 }
 
 /// Resolve what can be resolved before the record is written (the backing file of a
-/// loop attachment), so that start-up can find a half-made device by it.
-pub async fn prepare(env: &Env, rec: &mut AttachRec) -> Result<()> {
+/// loop attachment), so that start-up can find a half-made device by it. Answers the
+/// backing file held open: `attach` uses that descriptor, not the path.
+pub async fn prepare(env: &Env, rec: &mut AttachRec) -> Result<Option<Held>> {
+    let mut held = None;
     if let Some(l) = rec.spec.loop_.as_mut() {
         let file = match (&l.path, &l.dataset, &l.file) {
             (Some(p), _, _) => path_under("loop.path", p, &env.image_roots)?,
@@ -129,16 +133,17 @@ pub async fn prepare(env: &Env, rec: &mut AttachRec) -> Result<()> {
             }
             _ => return Err(Error::invalid("loop", "give `path`, or `dataset` and `file`")),
         };
-        if !std::fs::metadata(&file).map(|m| m.is_file()).unwrap_or(false) {
-            return Err(Error::invalid("loop", format!("{} is not a regular file", file.display())));
+        if !file.is_file() {
+            return Err(Error::invalid("loop", format!("{} is not a regular file", file.path.display())));
         }
-        l.backing_file = Some(file.display().to_string());
-        rec.backing = Some(file);
+        l.backing_file = Some(file.path.display().to_string());
+        rec.backing = Some(file.path.clone());
+        held = Some(file);
     }
     if rec.spec.kind == AttachKind::Rbd && !rbd::kernel_has_rbd(&env.sys_rbd) {
         rec.fuse_dir = Some(env.fuse_dir(rec.id));
     }
-    Ok(())
+    Ok(held)
 }
 
 /// Run a blocking syscall sequence off the async workers.
@@ -151,7 +156,7 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 pub type KeepOpen = Option<std::fs::File>;
 
 /// Make the device. On error nothing of this attachment is left.
-pub async fn attach(env: &Env, rec: &mut AttachRec) -> Result<KeepOpen> {
+pub async fn attach(env: &Env, rec: &mut AttachRec, held: Option<Held>) -> Result<KeepOpen> {
     let mut keep = None;
     let ro = read_only(&rec.spec);
     // An inline attachment lives as long as its mount: let the kernel drop the loop
@@ -159,9 +164,9 @@ pub async fn attach(env: &Env, rec: &mut AttachRec) -> Result<KeepOpen> {
     let autoclear = rec.owner.is_some();
     match rec.spec.kind {
         AttachKind::Loop => {
-            let file = rec.backing.clone().expect("prepared");
+            let file = held.expect("prepare holds a loop attachment's file");
             let opts = loopdev::LoopOptions { read_only: ro, autoclear, direct_io: true };
-            let dev = blocking(move || loopdev::attach(&file, opts)).await.map_err(|e| {
+            let dev = blocking(move || loopdev::attach(&file.fd_path(), &file.path, opts)).await.map_err(|e| {
                 Error::os(format!("attaching {} to a loop device", rec.backing.as_ref().unwrap().display()), e)
             })?;
             if let Some(l) = rec.spec.loop_.as_mut() {
@@ -211,7 +216,7 @@ async fn attach_rbd(env: &Env, rec: &mut AttachRec, ro: bool, autoclear: bool) -
             let file = rbd::fuse_start(&dir, &spec).await.map_err(|e| Error::internal(format!("{what}: {e}")))?;
             rec.backing = Some(file.clone());
             let opts = loopdev::LoopOptions { read_only: ro, autoclear, direct_io: false };
-            match blocking(move || loopdev::attach(&file, opts)).await {
+            match blocking(move || loopdev::attach(&file, &file, opts)).await {
                 Ok(dev) => {
                     keep = autoclear.then_some(dev.handle);
                     (dev.path, dev.number as u64, RbdPath::RbdFuse)
@@ -304,7 +309,7 @@ mod tests {
         std::fs::write(other.path().join("b.img"), b"x").unwrap();
         std::os::unix::fs::symlink(other.path().join("b.img"), root.path().join("link.img")).unwrap();
         let roots = vec![root.path().to_path_buf()];
-        let ok = |p: &Path| path_under("loop.path", &p.to_string_lossy(), &roots);
+        let ok = |p: &Path| path_under("loop.path", &p.to_string_lossy(), &roots).map(|h| h.path);
         assert!(ok(&root.path().join("a.img")).is_ok());
         assert_eq!(ok(&other.path().join("b.img")).unwrap_err().field.as_deref(), Some("loop.path"));
         assert!(ok(&root.path().join("link.img")).is_err(), "a symlink out of the root is refused");

@@ -165,10 +165,10 @@ impl Registry {
             fuse_dir: None,
             owner,
         };
-        attach::prepare(&self.env, &mut rec).await?;
+        let held = attach::prepare(&self.env, &mut rec).await?;
         inner.state.attachments.insert(id, rec.clone());
         inner.save()?;
-        let keep = match attach::attach(&self.env, &mut rec).await {
+        let keep = match attach::attach(&self.env, &mut rec, held).await {
             Ok(keep) => keep,
             Err(e) => {
                 inner.state.attachments.remove(&id);
@@ -402,9 +402,12 @@ impl Registry {
             (None, Some(ds)) => self.env.dataset_dir("bind.dataset", ds).await?,
             _ => return Err(Error::invalid("bind", "give `mount_id` or `dataset`, one of them")),
         };
+        // The source is held open from its check to the mount (see crate::beneath).
         let source = match &b.path {
             Some(p) => attach::relative_inside("bind.path", &base, p)?,
-            None => base,
+            None => {
+                crate::beneath::open(&base, &base).map_err(|e| Error::os(format!("opening {}", base.display()), e))?
+            }
         };
         Self::record_creating(inner, rec)?;
         if let Err(e) = mounts::mount_bind(source, rec.mountpoint.clone(), rec.spec.read_only).await {

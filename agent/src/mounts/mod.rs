@@ -82,11 +82,13 @@ pub async fn mount_overlay(layers: Layers, target: PathBuf) -> Result<()> {
     })
 }
 
-pub async fn mount_bind(source: PathBuf, target: PathBuf, read_only: bool) -> Result<()> {
+/// Bind the held `source` (mount(2) gets its descriptor's path, so no path is walked
+/// again between the check and the bind).
+pub async fn mount_bind(source: crate::beneath::Held, target: PathBuf, read_only: bool) -> Result<()> {
     make_dir(&target)?;
-    let what = format!("binding {} on {}", source.display(), target.display());
+    let what = format!("binding {} on {}", source.path.display(), target.display());
     let t = target.clone();
-    blocking(move || sys::bind(&source, &t, read_only)).await.map_err(|e| {
+    blocking(move || sys::bind(&source.fd_path(), &t, read_only)).await.map_err(|e| {
         let _ = std::fs::remove_dir(&target);
         Error::os(what, e)
     })
