@@ -87,6 +87,10 @@ pub struct Layer {
     /// Snapshot streams (downloads and uploads) at once; more get 429 (default 4).
     #[arg(long)]
     pub max_streams: Option<usize>,
+    /// Snapshots one service may hold through the control API, over its dataset and its
+    /// volumes; more get 429 until some are destroyed (default 256).
+    #[arg(long)]
+    pub max_service_snapshots: Option<usize>,
     /// Seconds a snapshot stream may make no progress before it is cut (default 120).
     #[arg(long)]
     pub stream_idle_timeout: Option<u64>,
@@ -151,6 +155,7 @@ impl Layer {
             num_fetchers: other.num_fetchers.or(self.num_fetchers),
             max_pending: other.max_pending.or(self.max_pending),
             max_streams: other.max_streams.or(self.max_streams),
+            max_service_snapshots: other.max_service_snapshots.or(self.max_service_snapshots),
             stream_idle_timeout: other.stream_idle_timeout.or(self.stream_idle_timeout),
             zfs: other.zfs.or(self.zfs),
             mount_root: other.mount_root.or(self.mount_root),
@@ -202,6 +207,7 @@ impl Layer {
             num_fetchers: number(env, "TANKD_NUM_FETCHERS")?,
             max_pending: number(env, "TANKD_MAX_PENDING")?,
             max_streams: number(env, "TANKD_MAX_STREAMS")?,
+            max_service_snapshots: number(env, "TANKD_MAX_SERVICE_SNAPSHOTS")?,
             stream_idle_timeout: number(env, "TANKD_STREAM_IDLE_TIMEOUT")?.map(|n| n as u64),
             zfs: boolean(env, "TANKD_ZFS")?,
             mount_root: get("TANKD_MOUNT_ROOT").map(PathBuf::from),
@@ -298,6 +304,7 @@ pub struct Config {
     pub num_fetchers: usize,
     pub max_pending: usize,
     pub max_streams: usize,
+    pub max_service_snapshots: usize,
     pub stream_idle_timeout: std::time::Duration,
     pub zfs: bool,
     pub mount_root: PathBuf,
@@ -334,6 +341,7 @@ impl std::fmt::Debug for Config {
             .field("num_fetchers", &self.num_fetchers)
             .field("max_pending", &self.max_pending)
             .field("max_streams", &self.max_streams)
+            .field("max_service_snapshots", &self.max_service_snapshots)
             .field("stream_idle_timeout", &self.stream_idle_timeout)
             .field("zfs", &self.zfs)
             .field("mount_root", &self.mount_root)
@@ -548,6 +556,11 @@ impl Config {
                 Some(0) => return Err(ConfigError::field("max_streams", "must be at least 1")),
                 Some(n) => n,
                 None => 4,
+            },
+            max_service_snapshots: match l.max_service_snapshots {
+                Some(0) => return Err(ConfigError::field("max_service_snapshots", "must be at least 1")),
+                Some(n) => n,
+                None => 256,
             },
             stream_idle_timeout: std::time::Duration::from_secs(match l.stream_idle_timeout {
                 Some(0) => return Err(ConfigError::field("stream_idle_timeout", "must be at least 1 second")),

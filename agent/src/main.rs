@@ -151,6 +151,7 @@ async fn start_control(
         secret,
         admin_token: config.api_token.as_deref().map(Arc::from),
         public_url: format!("http://{}:{port}", config.public_host),
+        max_service_snapshots: config.max_service_snapshots,
     })
 }
 

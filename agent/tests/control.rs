@@ -433,6 +433,7 @@ fn provisioning_is_authenticated_idempotent_and_derives_credentials() {
     assert_eq!(second["created"], false);
     assert_eq!(second["env"], first["env"]);
     agent.stop();
+    agent.extra_args.extend(["--max-service-snapshots".into(), "2".into()]);
     agent.start();
     assert_eq!(control_ok(&agent, "/resources/provision", body.clone())["env"], first["env"]);
     let other = control_ok(&agent, "/resources/provision", json!({"serviceId": "svc-456"}));
@@ -489,6 +490,38 @@ fn provisioning_is_authenticated_idempotent_and_derives_credentials() {
     assert_eq!(r.status, 401, "a service token is for its own service only");
     let r = agent.control("POST", "/resources/provision", &[("authorization", &svc_auth)], body.to_string().as_bytes());
     assert_eq!(r.status, 401, "a service token cannot provision");
+
+    // At most max_service_snapshots (2 here) per service; destroying makes room again.
+    let as_service = |path: &str, body: serde_json::Value| {
+        agent.control("POST", path, &[("authorization", &svc_auth)], body.to_string().as_bytes())
+    };
+    let held = || zfs(&["list", "-H", "-t", "snapshot", "-o", "name", "-d", "1", &svc]).lines().count();
+    let mut made = held();
+    for n in 0.. {
+        let r = as_service("/resources/snapshot", json!({"serviceId": "svc-123", "snapshotName": format!("c{n}")}));
+        if r.status == 429 {
+            let message = r.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+            assert!(message.contains("max_service_snapshots"), "{message}");
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        made += 1;
+        assert!(made <= 2, "the bound let a third snapshot through");
+    }
+    assert_eq!(held(), 2, "the refused snapshot made nothing");
+    let r = as_service("/resources/snapshot/destroy", json!({"serviceId": "svc-456", "snapshotName": "c0"}));
+    assert_eq!(r.status, 401, "another service's snapshots are out of reach");
+    let newest =
+        zfs(&["list", "-H", "-t", "snapshot", "-o", "name", "-d", "1", &svc]).lines().last().unwrap().to_owned();
+    let short = newest.split_once('@').unwrap().1.to_owned();
+    let r = as_service("/resources/snapshot/destroy", json!({"serviceId": "svc-123", "snapshotName": short}));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["destroyed"], json!([format!("services/svc-123@{short}")]));
+    assert_eq!(held(), 1);
+    let r = as_service("/resources/snapshot/destroy", json!({"serviceId": "svc-123", "snapshotName": short}));
+    assert_eq!(r.status, 404, "gone already");
+    let r = as_service("/resources/snapshot", json!({"serviceId": "svc-123", "snapshotName": "again"}));
+    assert_eq!(r.status, 200, "room again: {}", String::from_utf8_lossy(&r.body));
 
     // Deprovision twice: the second finds nothing and still succeeds.
     let gone = control_ok(&agent, "/resources/deprovision", json!({"serviceId": "svc-123"}));

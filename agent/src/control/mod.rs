@@ -38,6 +38,8 @@ pub struct Control {
     pub admin_token: Option<Arc<str>>,
     /// Base URL services reach this API on (`TANKD_CONTROL_URL`).
     pub public_url: String,
+    /// Most snapshots one service holds (its dataset and its volumes together).
+    pub max_service_snapshots: usize,
 }
 
 /// Who is calling, from the Authorization header.
@@ -128,10 +130,12 @@ pub fn routes(control: Control) -> Router {
         .route("/resources/deprovision", post(provision::deprovision))
         .route("/volumes", get(snapshots::list_volumes))
         .route("/volumes/snapshot", post(snapshots::snapshot_volume))
+        .route("/volumes/snapshot/destroy", post(snapshots::destroy_volume_snapshot))
         .route("/volumes/restore", post(snapshots::restore_volume))
         .route("/volumes/restore/confirm", post(snapshots::confirm_restore))
         .route("/volumes/restore/undo", post(snapshots::undo_restore))
         .route("/resources/snapshot", post(snapshots::snapshot_resources))
+        .route("/resources/snapshot/destroy", post(snapshots::destroy_resource_snapshots))
         .route("/resources/restore", post(snapshots::restore_resources))
         .with_state(control)
 }

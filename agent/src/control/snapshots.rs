@@ -18,7 +18,7 @@ use rpc_schema::control::{
     ResourcesSnapshotResponse, VolumeList, VolumeName, VolumeRestoreRequest, VolumeRestoreResponse,
     VolumeSnapshotRequest,
 };
-use zfs_sys_shim::{DatasetName, Prop, SnapshotName};
+use zfs_sys_shim::{DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, SnapshotName};
 
 use super::{Control, body, unavailable};
 use crate::api_error::ApiError;
@@ -66,8 +66,72 @@ pub async fn snapshot_volume(
     check_snapshot_name("snapshotName", &req.snapshot_name)?;
     c.require_volume_access(&caller, &req.name).await?;
     let snap = ds.snapshot(&req.snapshot_name).map_err(|e| ApiError::invalid("snapshotName", e.reason))?;
+    // A volume a service owns counts towards that service's bound; one without an
+    // owner (made by the node's operator) towards its own.
+    let counted = match c.volumes.owner(&req.name).await? {
+        Some(service) => service_resources(&c, &service).await?.into_iter().map(|(d, _, _)| d).collect(),
+        None => vec![ds.clone()],
+    };
+    check_snapshot_room(&c, &req.name, &counted, 1).await?;
     c.zfs.snapshot(std::slice::from_ref(&snap), false, &[]).await?;
     Ok(Json(describe(&c, &snap, "volume", &req.name).await?))
+}
+
+/// Refuse (429) a request that would take `whose` past `max_service_snapshots`,
+/// counting the snapshots of `datasets` in one listing.
+async fn check_snapshot_room(
+    c: &Control,
+    whose: &str,
+    datasets: &[DatasetName],
+    adding: usize,
+) -> Result<(), ApiError> {
+    let held = snapshots_of(c, datasets).await?.len();
+    if held + adding > c.max_service_snapshots {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::TooManyRequests,
+            format!(
+                "{whose} holds {held} snapshots and may hold {} (max_service_snapshots); destroy some first",
+                c.max_service_snapshots
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The names of the snapshots of `datasets` (not of their children), in one listing.
+async fn snapshots_of(c: &Control, datasets: &[DatasetName]) -> Result<Vec<String>, ApiError> {
+    let all = c.zfs.list(&ListQuery::recursive(c.root.clone(), DatasetType::Snapshot, &[])).await?;
+    Ok(all
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| n.split_once('@').is_some_and(|(ds, _)| datasets.iter().any(|d| d.as_str() == ds)))
+        .collect())
+}
+
+fn no_such_snapshot(whose: &str, name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("{whose} has no snapshot named {name}"))
+}
+
+/// `POST /volumes/snapshot/destroy {name, snapshotName}`: the way back under the bound.
+pub async fn destroy_volume_snapshot(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = c.caller(&headers);
+    let req: VolumeSnapshotRequest = body(&bytes)?;
+    let ds = c.volume(&req.name)?;
+    check_snapshot_name("snapshotName", &req.snapshot_name)?;
+    c.require_volume_access(&caller, &req.name).await?;
+    let snap = ds.snapshot(&req.snapshot_name).map_err(|e| ApiError::invalid("snapshotName", e.reason))?;
+    // zfs destroy of a missing snapshot succeeds (the shim makes destroy idempotent):
+    // ask first, so the answer says what really went.
+    if !c.zfs.exists(&snap).await? {
+        return Err(no_such_snapshot(&format!("volume {}", req.name), &req.snapshot_name));
+    }
+    c.zfs.destroy(&snap, DestroyOptions::default()).await?;
+    Ok(Json(serde_json::json!({ "destroyed": [snapshot_id(&c, &snap)] })))
 }
 
 /// A snapshot id for `live`: its full relative id, or just the part after `@`.
@@ -179,6 +243,8 @@ pub async fn snapshot_resources(
         .iter()
         .map(|(ds, _, _)| ds.snapshot(&req.snapshot_name).map_err(|e| ApiError::invalid("snapshotName", e.reason)))
         .collect::<Result<Vec<_>, _>>()?;
+    let datasets: Vec<DatasetName> = resources.iter().map(|(d, _, _)| d.clone()).collect();
+    check_snapshot_room(&c, &format!("service {}", req.service_id), &datasets, snaps.len()).await?;
     // One command: ZFS takes all of them in one transaction group, so the service's
     // datasets are captured at the same instant.
     c.zfs.snapshot(&snaps, false, &[]).await?;
@@ -187,6 +253,35 @@ pub async fn snapshot_resources(
         out.push(describe(&c, snap, capability, resource).await?);
     }
     Ok(Json(ResourcesSnapshotResponse { service_id: req.service_id, snapshots: out }))
+}
+
+/// `POST /resources/snapshot/destroy {serviceId, snapshotName}`: the snapshot of that
+/// name of each of the service's datasets that has one.
+pub async fn destroy_resource_snapshots(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = c.caller(&headers);
+    let req: ResourcesSnapshotRequest = body(&bytes)?;
+    check_name("serviceId", &req.service_id)?;
+    check_snapshot_name("snapshotName", &req.snapshot_name)?;
+    c.require_service(&caller, Some(&req.service_id))?;
+    let datasets: Vec<DatasetName> =
+        service_resources(&c, &req.service_id).await?.into_iter().map(|(d, _, _)| d).collect();
+    let present = snapshots_of(&c, &datasets).await?;
+    let mut destroyed = Vec::new();
+    for ds in &datasets {
+        let snap = ds.snapshot(&req.snapshot_name).map_err(|e| ApiError::invalid("snapshotName", e.reason))?;
+        if present.iter().any(|p| p == snap.as_str()) {
+            c.zfs.destroy(&snap, DestroyOptions::default()).await?;
+            destroyed.push(snapshot_id(&c, &snap));
+        }
+    }
+    if destroyed.is_empty() {
+        return Err(no_such_snapshot(&format!("service {}", req.service_id), &req.snapshot_name));
+    }
+    Ok(Json(serde_json::json!({ "destroyed": destroyed })))
 }
 
 pub async fn restore_resources(
