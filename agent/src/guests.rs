@@ -6,7 +6,9 @@
 //! images resolved from the in-memory catalog. The first disk creates the guest's
 //! dataset (`-p`); the others are made concurrently once it exists, and the device
 //! nodes are awaited together. A disk that already exists makes its create fail with
-//! `exists`, and the rollback removes only what this call made.
+//! `exists`, and the rollback removes only what this call made, unless the disk is
+//! exactly what this request would make (the same image's clone, or a zvol of the same
+//! size): that is a retry of a call a crash cut short, and it takes the disk as made.
 
 use futures_util::future::join_all;
 use rpc_schema::ErrorKind;
@@ -80,6 +82,29 @@ async fn make(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<()> 
     }
 }
 
+/// Make one disk, or take one that is already there if it is exactly what `plan` would
+/// make (one `zfs get`, only on that path).
+async fn make_or_take(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<bool> {
+    match make(store, plan, vol).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind == ErrorKind::Exists => {
+            let ds = store.zfs.get(vol, &[Prop::Origin, Prop::Volsize]).await?;
+            let same = match plan {
+                Plan::Clone { snapshot, .. } => ds.origin.as_deref() == Some(snapshot.as_str()),
+                Plan::Blank { size_mib } => {
+                    ds.kind == Some(zfs_sys_shim::DatasetType::Volume) && ds.volsize == Some(size_mib * ids::MIB)
+                }
+            };
+            if !same {
+                return Err(e);
+            }
+            tracing::info!(disk = %vol, "a disk an interrupted call made is what this one asks for; taking it");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The device path of a made disk (empty for a filesystem image's clone) and its size.
 async fn finish(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<(String, u64)> {
     let (is_volume, size_mib) = match plan {
@@ -104,16 +129,18 @@ pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<Guest
     let mut made: Vec<&DatasetName> = Vec::new();
     let mut failure: Option<StoreError> = None;
     if let (Some(first), Some(vol)) = (plans.first(), vols.first()) {
-        match make(store, first, vol).await {
-            Ok(()) => made.push(vol),
+        match make_or_take(store, first, vol).await {
+            Ok(new) => made.extend(new.then_some(vol)),
             Err(e) => failure = Some(e),
         }
+        crate::fault::point("guest-disk-made");
     }
     if failure.is_none() {
-        let rest = join_all(plans.iter().zip(&vols).skip(1).map(|(p, v)| async move { (v, make(store, p, v).await) }));
+        let rest =
+            join_all(plans.iter().zip(&vols).skip(1).map(|(p, v)| async move { (v, make_or_take(store, p, v).await) }));
         for (vol, result) in rest.await {
             match result {
-                Ok(()) => made.push(vol),
+                Ok(new) => made.extend(new.then_some(vol)),
                 Err(e) => failure = failure.or(Some(e)),
             }
         }

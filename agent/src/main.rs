@@ -9,6 +9,7 @@ mod config;
 mod containers;
 mod control;
 mod docker;
+mod fault;
 mod guests;
 mod health;
 mod imageapi;

@@ -326,6 +326,9 @@ pub struct Unknown {
     pub mounts: Vec<String>,
     /// rbd-fuse mounts under tankd's data dir.
     pub rbd_fuse: Vec<String>,
+    /// Kernel rbd devices (`/dev/rbdN (pool/image@snap)`) no attachment names.
+    #[serde(default)]
+    pub rbd_devices: Vec<String>,
 }
 
 #[cfg(test)]

@@ -140,8 +140,12 @@ pub async fn prepare(env: &Env, rec: &mut AttachRec) -> Result<Option<Held>> {
         rec.backing = Some(file.path.clone());
         held = Some(file);
     }
-    if rec.spec.kind == AttachKind::Rbd && !rbd::kernel_has_rbd(&env.sys_rbd) {
-        rec.fuse_dir = Some(env.fuse_dir(rec.id));
+    if rec.spec.kind == AttachKind::Rbd {
+        if rbd::kernel_has_rbd(&env.sys_rbd) {
+            rec.krbd_before = Some(rbd::krbd_devices(&env.sys_rbd).into_iter().map(|d| d.0).collect());
+        } else {
+            rec.fuse_dir = Some(env.fuse_dir(rec.id));
+        }
     }
     Ok(held)
 }

@@ -154,6 +154,15 @@ pub fn krbd_unmap(sys_rbd: &Path, id: u64) -> std::io::Result<()> {
         .write_all(id.to_string().as_bytes())
 }
 
+/// The device a map of `rbd` made that is not in `before` (the devices before the map)
+/// nor in `claimed` (other records'): how start-up finds a map a crash left unrecorded.
+pub fn krbd_made_after(sys_rbd: &Path, rbd: &Rbd, before: &[u64], claimed: &[u64]) -> Option<u64> {
+    krbd_devices(sys_rbd)
+        .into_iter()
+        .find(|d| !before.contains(&d.0) && !claimed.contains(&d.0) && same_image(d, rbd))
+        .map(|d| d.0)
+}
+
 pub fn krbd_present(sys_rbd: &Path, id: u64, rbd: &Rbd) -> bool {
     krbd_devices(sys_rbd).iter().any(|d| d.0 == id && same_image(d, rbd))
 }

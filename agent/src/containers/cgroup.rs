@@ -176,6 +176,24 @@ pub fn remove(groups: &Groups) {
 }
 
 /// The groups a container's limits would use, for removal after a restart.
+/// This tankd's parent groups (one on v2, one per controller on v1) that exist.
+pub fn parents(fs: &Path, parent: &str) -> Vec<PathBuf> {
+    if fs.join("cgroup.controllers").exists() {
+        return vec![fs.join(parent)];
+    }
+    ["devices", "memory", "pids", "cpu"].into_iter().map(|c| fs.join(c).join(parent)).filter(|d| d.exists()).collect()
+}
+
+impl Groups {
+    /// No directory of these groups exists.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Groups::V2(d) => !d.exists(),
+            Groups::V1(list) => list.is_empty(),
+        }
+    }
+}
+
 pub fn existing(fs: &Path, parent: &str, id: u64) -> Groups {
     if fs.join("cgroup.controllers").exists() {
         return Groups::V2(fs.join(parent).join(id.to_string()));

@@ -151,8 +151,10 @@ impl Containers {
             }
             return Err(e);
         }
-        stdin.write_all(b"go\n").await.map_err(|e| Error::os("releasing the container", e))?;
-        drop(stdin);
+        crate::fault::point("container-start");
+        // Recorded before PID 1 is let go: a crash from here on leaves a record that
+        // names the process (re-adopted, or found ended, at the next start). A crash
+        // before it leaves a shim that never gets its go: it ends PID 1 and itself.
         rec.spec.pid = Some(pid);
         rec.spec.state = Some(ContainerState::Running);
         rec.spec.started_at = Some(now());
@@ -161,7 +163,16 @@ impl Containers {
         rec.spec.exit_signal = None;
         rec.start_ticks = ticks;
         rec.shim_pid = shim_pid;
-        self.update(&rec).await?;
+        if let Err(e) = self.update(&rec).await {
+            let _ = child.kill().await;
+            if let Some(g) = &groups {
+                super::cgroup::remove(g);
+            }
+            return Err(e);
+        }
+        crate::fault::point("container-started");
+        stdin.write_all(b"go\n").await.map_err(|e| Error::os("releasing the container", e))?;
+        drop(stdin);
         log_line(&rec, &format!("running as host pid {pid}"));
         tracing::info!(id, pid, "container started");
         // The shim is tankd's child while tankd lives: reap it, then read the exit.
@@ -240,7 +251,9 @@ impl Containers {
     pub(super) async fn stop(&self, id: u64) -> Result<Rec> {
         let _changing = self.change_lock(id).await;
         let mut rec = self.find(id).await?;
-        if rec.spec.state != Some(ContainerState::Running) {
+        // Stopping too: a stop a crash cut short (its record says stopping) can be
+        // asked for again, and ends with SIGKILL like any other.
+        if !matches!(rec.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping)) {
             return Ok(rec);
         }
         let pid = rec.spec.pid.expect("running has a pid");
@@ -254,6 +267,7 @@ impl Containers {
         if alive(pid, ticks) {
             unsafe { libc::kill(pid, polite) };
         }
+        crate::fault::point("container-stop");
         let deadline = tokio::time::Instant::now() + timeout;
         while alive(pid, ticks) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

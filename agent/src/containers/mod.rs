@@ -14,6 +14,7 @@ mod lifecycle;
 mod logread;
 mod net;
 pub mod netpolicy;
+mod reconcile;
 mod routes;
 mod seccomp;
 pub mod shim;

@@ -222,6 +222,7 @@ impl Containers {
             changing: Default::default(),
         };
         c.adopt().await;
+        c.reconcile().await;
         Ok(c)
     }
 }

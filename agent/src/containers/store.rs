@@ -123,6 +123,7 @@ impl Containers {
         st.next_id = st.next_id.max(1);
         let id = st.next_id;
         let root = self.mounts.pin(spec.mount.id, id).await?;
+        crate::fault::point("container-pinned");
         st.next_id += 1;
         let dir = self.dir.join(id.to_string());
         if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -164,6 +165,7 @@ impl Containers {
         self.changing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         if let Some(rec) = st.containers.remove(&id) {
             self.save(&st)?;
+            crate::fault::point("container-removed");
             self.mounts.unpin(rec.spec.mount.id, id).await?;
             let _ = std::fs::remove_dir_all(&rec.dir);
         }

@@ -77,10 +77,12 @@ pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Resu
     zfs.destroy(&swap.incoming, DestroyOptions { recursive: true, ..Default::default() }).await?;
     let (props, mountpoint) = clone_props(zfs, &live).await?;
     zfs.clone_snapshot(snap, &swap.incoming, true, &props).await?;
+    crate::fault::point("restore-cloned");
     if let Err(e) = zfs.rename(&live, &swap.kept, true).await {
         let _ = zfs.destroy(&swap.incoming, DestroyOptions::default()).await;
         return Err(ApiError::from(e));
     }
+    crate::fault::point("restore-set-aside");
     if let Err(e) = zfs.rename(&swap.incoming, &live, false).await {
         // Put the live dataset back before reporting.
         let back = zfs.rename(&swap.kept, &live, false).await;
@@ -93,6 +95,7 @@ pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Resu
     if let Some(mp) = mountpoint {
         zfs.set(&live, &[("mountpoint".into(), mp)]).await?;
     }
+    crate::fault::point("restore-swapped");
     // Promotion moves the snapshots up to the restored one onto the live dataset; the
     // kept one becomes its clone and can later be destroyed on its own.
     if let Err(e) = zfs.promote(&live).await {

@@ -49,6 +49,8 @@ pub async fn adopt(env: &Env, state: &mut State) -> Unknown {
     for id in ids {
         let claimed: Vec<String> = state.attachments.values().filter_map(|a| a.device.clone()).collect();
         refind_loop(env, state.attachments.get_mut(&id).expect("listed"), &claimed);
+        let claimed_krbd: Vec<u64> = state.attachments.values().filter_map(|a| a.krbd_id).collect();
+        refind_krbd(env, state.attachments.get_mut(&id).expect("listed"), &claimed_krbd);
         let rec = state.attachments[&id].clone();
         let orphaned_inline = rec.owner.is_some_and(|m| !state.mounts.contains_key(&m));
         let present = attach::present(env, &rec, &table);
@@ -68,8 +70,12 @@ pub async fn adopt(env: &Env, state: &mut State) -> Unknown {
     }
 
     let found = unknown(env, state, &sys::mountinfo());
-    for (what, list) in [("mount", &found.mounts), ("rbd-fuse", &found.rbd_fuse), ("loop device", &found.loop_devices)]
-    {
+    for (what, list) in [
+        ("mount", &found.mounts),
+        ("rbd-fuse", &found.rbd_fuse),
+        ("loop device", &found.loop_devices),
+        ("kernel rbd device", &found.rbd_devices),
+    ] {
         for item in list {
             tracing::warn!(what, item = %item, "found on the host under tankd's roots but not in its state; left alone");
         }
@@ -97,6 +103,16 @@ fn refind_loop(env: &Env, rec: &mut super::state::AttachRec, claimed: &[String])
     }
 }
 
+/// A kernel rbd map a crash cut off before its id was recorded: found by image among
+/// the devices made after the record was written, so that it can be undone.
+fn refind_krbd(env: &Env, rec: &mut super::state::AttachRec, claimed: &[u64]) {
+    let (Some(before), None, Some(r)) = (&rec.krbd_before, rec.krbd_id, rec.spec.rbd.as_ref()) else { return };
+    if let Some(id) = attach::rbd::krbd_made_after(&env.sys_rbd, r, before, claimed) {
+        tracing::info!(attachment = rec.id, device = id, "found the kernel rbd device of a half-made attachment");
+        rec.krbd_id = Some(id);
+    }
+}
+
 /// What looks like tankd's but is in no record (start-up logs it; the route reports it).
 pub fn unknown(env: &Env, state: &State, table: &[sys::MountEntry]) -> Unknown {
     let under = |p: &Path, root: &Path| p.starts_with(root) && p != root;
@@ -110,6 +126,15 @@ pub fn unknown(env: &Env, state: &State, table: &[sys::MountEntry]) -> Unknown {
             && !state.attachments.values().any(|a| a.fuse_dir.as_ref().is_some_and(|d| d.join("fuse") == m.mountpoint))
         {
             out.rbd_fuse.push(m.mountpoint.display().to_string());
+        }
+    }
+    // Every kernel rbd device no record names: tankd cannot tell which are another
+    // tool's, so it reports them all and touches none.
+    for (id, pool, ns, image, snap) in attach::rbd::krbd_devices(&env.sys_rbd) {
+        if !state.attachments.values().any(|a| a.krbd_id == Some(id)) {
+            let ns = if ns.is_empty() { String::new() } else { format!("{ns}/") };
+            let snap = if snap == "-" { String::new() } else { format!("@{snap}") };
+            out.rbd_devices.push(format!("/dev/rbd{id} ({pool}/{ns}{image}{snap})"));
         }
     }
     let roots: Vec<_> = env.image_roots.iter().chain(std::iter::once(&env.data_dir)).collect();

@@ -17,9 +17,6 @@ use crate::mounts::{self, options};
 pub struct Registry {
     pub env: Env,
     inner: Arc<Mutex<Inner>>,
-    /// Test hook: `TANKD_FAULT=after-attach` aborts the process between the attach and
-    /// the mount of a chain, as a crash there would.
-    fault: Option<String>,
 }
 
 struct Inner {
@@ -69,8 +66,7 @@ fn kind_name(k: MountKind) -> &'static str {
 
 impl Registry {
     pub fn new(env: Env, state: State, file: StateFile) -> Self {
-        let fault = std::env::var("TANKD_FAULT").ok().filter(|f| !f.is_empty());
-        Registry { env, inner: Arc::new(Mutex::new(Inner { state, file })), fault }
+        Registry { env, inner: Arc::new(Mutex::new(Inner { state, file })) }
     }
 
     pub async fn attachments(&self, f: &Filter) -> Result<Vec<Attach>> {
@@ -162,6 +158,7 @@ impl Registry {
             device: None,
             backing: None,
             krbd_id: None,
+            krbd_before: None,
             fuse_dir: None,
             owner,
         };
@@ -169,7 +166,10 @@ impl Registry {
         inner.state.attachments.insert(id, rec.clone());
         inner.save()?;
         let keep = match attach::attach(&self.env, &mut rec, held).await {
-            Ok(keep) => keep,
+            Ok(keep) => {
+                crate::fault::point("attach-made");
+                keep
+            }
             Err(e) => {
                 inner.state.attachments.remove(&id);
                 let _ = inner.save();
@@ -213,6 +213,7 @@ impl Registry {
     async fn detach_locked(&self, inner: &mut Inner, id: u64) -> Result<()> {
         let Some(rec) = inner.state.attachments.get(&id).cloned() else { return Ok(()) };
         attach::detach(&self.env, &rec).await?;
+        crate::fault::point("attach-detached");
         inner.state.attachments.remove(&id);
         inner.save()?;
         tracing::info!(id, device = ?rec.device, "detached");
@@ -260,6 +261,7 @@ impl Registry {
             MountKind::Overlay => self.mount_overlay(inner, &mut rec).await?,
             MountKind::Bind => self.mount_bind(inner, &mut rec).await?,
         }
+        crate::fault::point("mount-made");
         rec.phase = Phase::Ready;
         inner.state.mounts.insert(id, rec.clone());
         inner.save()?;
@@ -323,14 +325,7 @@ impl Registry {
             ma.attach = None;
         }
         Self::record_creating(inner, rec)?;
-        if self.fault.as_deref() == Some("after-attach") {
-            tracing::error!(
-                mount = rec.id,
-                attach = attach_rec.id,
-                "TANKD_FAULT=after-attach: aborting as a crash would"
-            );
-            std::process::abort();
-        }
+        crate::fault::point("after-attach");
         let device = attach_rec.device.clone().expect("a ready attachment has a device");
         if let Err(e) = mounts::mount_device(device, rec.mountpoint.clone(), a.fs_type.clone(), parsed).await {
             Self::forget_failed(inner, rec.id);
@@ -444,6 +439,7 @@ impl Registry {
     async fn unmount_locked(&self, inner: &mut Inner, id: u64) -> Result<()> {
         let Some(rec) = inner.state.mounts.get(&id).cloned() else { return Ok(()) };
         mounts::unmount(rec.mountpoint.clone()).await?;
+        crate::fault::point("mount-unmounted");
         if let Some(dir) = &rec.managed_dir
             && let Err(e) = std::fs::remove_dir_all(dir)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -494,6 +490,32 @@ impl Registry {
         let mut inner = self.inner.lock().await;
         if inner.state.pinned.get(&id) == Some(&container) {
             inner.state.pinned.remove(&id);
+            inner.save()?;
+        }
+        Ok(())
+    }
+
+    /// At start, with the containers' records loaded: the pins are exactly the
+    /// containers' roots. A crash between a pin and its container's record (or between
+    /// a container's removal and its unpin) left one more or one fewer.
+    pub async fn reconcile_pins(&self, roots: &[(u64, u64)]) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let before = inner.state.pinned.clone();
+        inner.state.pinned.retain(|m, c| {
+            let keep = roots.contains(&(*m, *c));
+            if !keep {
+                tracing::warn!(mount = m, container = c, "dropping the pin of a container that does not exist");
+            }
+            keep
+        });
+        for (m, c) in roots {
+            if inner.state.mounts.get(m).is_some_and(|r| r.phase == Phase::Ready) && !inner.state.pinned.contains_key(m)
+            {
+                tracing::warn!(mount = m, container = c, "pinning a container's root again");
+                inner.state.pinned.insert(*m, *c);
+            }
+        }
+        if inner.state.pinned != before {
             inner.save()?;
         }
         Ok(())

@@ -37,6 +37,11 @@ pub struct AttachRec {
     pub backing: Option<PathBuf>,
     #[serde(default)]
     pub krbd_id: Option<u64>,
+    /// The kernel rbd devices that existed before this attachment's map, recorded with
+    /// the record: after a crash between the map and the record of its id, the device
+    /// the map made is the same image's one not in this list (and no record's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub krbd_before: Option<Vec<u64>>,
     /// rbd-fuse's private directory.
     #[serde(default)]
     pub fuse_dir: Option<PathBuf>,
@@ -221,6 +226,7 @@ mod tests {
                 device: Some("/dev/loop3".into()),
                 backing: None,
                 krbd_id: None,
+                krbd_before: None,
                 fuse_dir: None,
                 owner: None,
             },

@@ -277,3 +277,56 @@ pub fn mounts_under(root: &std::path::Path) -> Vec<String> {
         .filter(|p| p.starts_with(&root))
         .collect()
 }
+
+/// Which listener a crash request goes to.
+#[derive(Clone, Copy)]
+pub enum Listener {
+    Api,
+    Control,
+}
+
+impl Agent {
+    /// Restart tankd armed with `TANKD_FAULT=<step>`, send one request (with the token;
+    /// tankd dies before answering it), wait for the abort, and start tankd again
+    /// unarmed. Panics unless tankd died of that very hook.
+    pub fn crash_at(&mut self, step: &str, to: Listener, method: &str, path: &str, body: &str) {
+        use std::io::{Read, Write};
+        self.stop();
+        self.extra_env.push(("TANKD_FAULT".into(), step.into()));
+        self.start();
+        let port = match to {
+            Listener::Api => self.port,
+            Listener::Control => self.control_port,
+        };
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.token,
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{step}: tankd answered {:?} and did not abort",
+                String::from_utf8_lossy(&answer)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.child = None;
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGABRT), "{step}: tankd ended with {status}");
+        let log = self.log_text();
+        let fired = log.lines().any(|l| l.contains("TANKD_FAULT: aborting") && l.contains(&format!("\"{step}\"")));
+        assert!(fired, "{step}: the hook did not fire:\n{log}");
+        self.extra_env.retain(|(k, _)| k != "TANKD_FAULT");
+        self.start();
+    }
+}
