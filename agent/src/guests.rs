@@ -6,7 +6,8 @@
 //! images resolved from the in-memory catalog. The first disk creates the guest's
 //! dataset (`-p`); the others are made concurrently once it exists, and the device
 //! nodes are awaited together. A disk that already exists makes its create fail with
-//! `exists`, and the rollback removes only what this call made, unless the disk is
+//! `exists` (the first disk is made with `-p`, for which zfs answers success when it
+//! exists), and the rollback removes only what this call made, unless the disk is
 //! exactly what this request would make (the same image's clone, or a zvol of the same
 //! size): that is a retry of a call a crash cut short, and it takes the disk as made.
 
@@ -65,12 +66,16 @@ async fn plan(store: &Store, guest: &Guest) -> StoreResult<Vec<Plan>> {
     Ok(plans)
 }
 
-/// Make one disk, without waiting for its device node.
-async fn make(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<()> {
+/// Make one disk, without waiting for its device node. `parents` (`-p`) only for the
+/// first: it makes the guest's dataset. `-p` also makes zfs answer success for a
+/// target that exists, so the other disks go without it and an existing one is
+/// reported (`exists`).
+async fn make(store: &Store, plan: &Plan, vol: &DatasetName, parents: bool, call: &str) -> StoreResult<()> {
+    let mark = (CALL_PROP.to_owned(), call.to_owned());
     match plan {
         Plan::Clone { snapshot, .. } => {
-            let props = [("compression".to_owned(), "lz4".to_owned())];
-            store.zfs.clone_snapshot(snapshot, vol, true, &props).await.map_err(|e| {
+            let props = [("compression".to_owned(), "lz4".to_owned()), mark];
+            store.zfs.clone_snapshot(snapshot, vol, parents, &props).await.map_err(|e| {
                 if e.is_not_found() {
                     // The image went away behind tankd's back.
                     store.images.catalog.forget();
@@ -78,29 +83,50 @@ async fn make(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<()> 
                 StoreError::from(e)
             })
         }
-        Plan::Blank { size_mib } => make_zvol(store, vol, *size_mib, Vec::new()).await,
+        Plan::Blank { size_mib } => make_zvol(store, vol, *size_mib, vec![mark], parents).await,
     }
 }
 
-/// Make one disk, or take one that is already there if it is exactly what `plan` would
-/// make (one `zfs get`, only on that path).
-async fn make_or_take(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<bool> {
-    match make(store, plan, vol).await {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind == ErrorKind::Exists => {
-            let ds = store.zfs.get(vol, &[Prop::Origin, Prop::Volsize]).await?;
-            let same = match plan {
-                Plan::Clone { snapshot, .. } => ds.origin.as_deref() == Some(snapshot.as_str()),
-                Plan::Blank { size_mib } => {
-                    ds.kind == Some(zfs_sys_shim::DatasetType::Volume) && ds.volsize == Some(size_mib * ids::MIB)
-                }
-            };
-            if !same {
-                return Err(e);
-            }
-            tracing::info!(disk = %vol, "a disk an interrupted call made is what this one asks for; taking it");
-            Ok(false)
+/// Which call made a disk (a random mark per CreateGuestDisks): a rollback destroys
+/// only disks that carry its own, never one that was there before.
+const CALL_PROP: &str = "tankd:guest-call";
+
+/// Whether the disk that is there is exactly what `plan` would make (one `zfs get`).
+async fn is_planned(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<bool> {
+    let ds = store.zfs.get(vol, &[Prop::Origin, Prop::Volsize]).await?;
+    Ok(match plan {
+        Plan::Clone { snapshot, .. } => ds.origin.as_deref() == Some(snapshot.as_str()),
+        // A blank disk is a zvol of that size that is no clone (an image's clone can
+        // have the same size).
+        Plan::Blank { size_mib } => {
+            ds.kind == Some(zfs_sys_shim::DatasetType::Volume)
+                && ds.volsize == Some(size_mib * ids::MIB)
+                && ds.origin.is_none()
         }
+    })
+}
+
+/// A disk that exists: taken if it is exactly what `plan` would make (a retry of a
+/// call a crash cut short), else `exists`.
+async fn take(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<bool> {
+    if !is_planned(store, plan, vol).await? {
+        return Err(StoreError::new(ErrorKind::Exists, format!("{vol} exists and is not what this call asks for")));
+    }
+    tracing::info!(disk = %vol, "a disk an interrupted call made is what this one asks for; taking it");
+    Ok(false)
+}
+
+/// Make one disk, or take one that is already there. Answers whether it was made.
+/// The first disk goes with `-p` (zfs then answers success for a target that exists),
+/// so it is looked for in /dev first (no command; a volume's node is there).
+async fn make_or_take(store: &Store, plan: &Plan, vol: &DatasetName, first: bool, call: &str) -> StoreResult<bool> {
+    let volume = matches!(plan, Plan::Blank { .. } | Plan::Clone { is_volume: true, .. });
+    if first && volume && store.zfs.zvol_device_now(vol).is_some() {
+        return take(store, plan, vol).await;
+    }
+    match make(store, plan, vol, first, call).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind == ErrorKind::Exists => take(store, plan, vol).await.map_err(|_| e),
         Err(e) => Err(e),
     }
 }
@@ -125,19 +151,25 @@ pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<Guest
         .map(|n| base.join(&format!("disk-{n}")).map_err(|e| StoreError::invalid("guest.id", e.reason)))
         .collect::<StoreResult<Vec<_>>>()?;
 
+    let call = hex::encode(
+        crate::secrets::random_bytes::<8>()
+            .map_err(|e| StoreError::new(ErrorKind::Internal, format!("random: {e}")))?,
+    );
     // Make the first disk alone (it creates the guest's dataset), then the rest at once.
     let mut made: Vec<&DatasetName> = Vec::new();
     let mut failure: Option<StoreError> = None;
     if let (Some(first), Some(vol)) = (plans.first(), vols.first()) {
-        match make_or_take(store, first, vol).await {
+        match make_or_take(store, first, vol, true, &call).await {
             Ok(new) => made.extend(new.then_some(vol)),
             Err(e) => failure = Some(e),
         }
         crate::fault::point("guest-disk-made");
     }
     if failure.is_none() {
-        let rest =
-            join_all(plans.iter().zip(&vols).skip(1).map(|(p, v)| async move { (v, make_or_take(store, p, v).await) }));
+        let rest = join_all(plans.iter().zip(&vols).skip(1).map(|(p, v)| {
+            let call = &call;
+            async move { (v, make_or_take(store, p, v, false, call).await) }
+        }));
         for (vol, result) in rest.await {
             match result {
                 Ok(new) => made.extend(new.then_some(vol)),
@@ -157,8 +189,18 @@ pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<Guest
 
     if let Some(e) = failure {
         tracing::warn!(guest = %guest.id, error = %e, "guest disks failed; removing the ones made");
+        let mark: zfs_sys_shim::UserProp = CALL_PROP.parse().expect("a valid user property");
         for vol in made.iter().rev() {
-            let _ = store.zfs.destroy(*vol, DestroyOptions { recursive: true, ..Default::default() }).await;
+            // Only what carries this call's mark: `-p` may have answered success for a
+            // first disk that was there before.
+            let ours = store
+                .zfs
+                .get(*vol, &[Prop::User(mark.clone())])
+                .await
+                .is_ok_and(|d| d.user.get(CALL_PROP) == Some(&call));
+            if ours {
+                let _ = store.zfs.destroy(*vol, DestroyOptions { recursive: true, ..Default::default() }).await;
+            }
         }
         if !made.is_empty() {
             // Not recursive: the guest's dataset goes only if nothing else is in it.

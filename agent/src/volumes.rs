@@ -36,9 +36,10 @@ pub async fn make_zvol(
     name: &DatasetName,
     size_mib: u64,
     mut props: Vec<(String, String)>,
+    parents: bool,
 ) -> StoreResult<()> {
     props.insert(0, ("compression".into(), "lz4".into()));
-    let opts = VolumeOptions { size: size_mib * MIB, parents: true, props, ..Default::default() };
+    let opts = VolumeOptions { size: size_mib * MIB, parents, props, ..Default::default() };
     Ok(store.zfs.create_volume(name, &opts).await?)
 }
 
@@ -49,7 +50,7 @@ pub async fn create_zvol(
     size_mib: u64,
     props: Vec<(String, String)>,
 ) -> StoreResult<String> {
-    make_zvol(store, name, size_mib, props).await?;
+    make_zvol(store, name, size_mib, props, true).await?;
     match store.zfs.zvol_device(name, DEVICE_TIMEOUT).await {
         Ok(dev) => Ok(dev.display().to_string()),
         Err(e) => {

@@ -531,6 +531,21 @@ fn rbd_image_through_kernel_rbd() {
     ok(&agent, "DELETE", &format!("/imageapi/v1/attach?id={}&force=true", id(&a)), None);
     let devices: Vec<_> = std::fs::read_dir("/sys/bus/rbd/devices").unwrap().flatten().collect();
     assert!(devices.is_empty(), "the rbd device is unmapped");
+
+    // A crash between the map and the record of its device id: the next start finds
+    // the device by image among those made after the record, and unmaps it.
+    let spec = json!({"kind": "rbd", "rbd": {"monitors": [mon], "pool": "rbd", "image": name, "snapshot": "v1", "options": {"ro": true}}});
+    agent.crash_at("attach-made", common::Listener::Api, "POST", "/imageapi/v1/attach", &spec.to_string());
+    let devices: Vec<_> = std::fs::read_dir("/sys/bus/rbd/devices").unwrap().flatten().collect();
+    assert!(devices.is_empty(), "attach-made: a kernel rbd device is left mapped");
+    assert_eq!(ok(&agent, "GET", "/imageapi/v1/attach", None), json!([]));
+    // A device mapped by someone else is reported, never touched.
+    std::fs::write("/sys/bus/rbd/add_single_major", format!("{mon} name=admin,ro rbd {name} v1")).unwrap();
+    let by_hand = std::fs::read_dir("/sys/bus/rbd/devices").unwrap().flatten().next().unwrap().file_name();
+    let by_hand = by_hand.to_string_lossy().into_owned();
+    let unknown = ok(&agent, "GET", "/imageapi/v1/unknown", None);
+    assert_eq!(unknown["rbd_devices"], json!([format!("/dev/rbd{by_hand} (rbd/{name}@v1)")]), "{unknown}");
+    std::fs::write("/sys/bus/rbd/remove_single_major", &by_hand).unwrap();
     assert!(
         mounts_under(&agent.data_dir.join("mounts")).is_empty(),
         "the pool's own datasets mount under the data dir too"

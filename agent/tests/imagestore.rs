@@ -113,7 +113,7 @@ fn wait_status(agent: &Agent, id: &str, want: &str) -> Value {
 #[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
 fn every_method_through_both_endpoints() {
     let server = ImageServer::start();
-    let agent = start_agent("ims", &server, &[]);
+    let mut agent = start_agent("ims", &server, &[]);
     let root = format!("{}/tankd", agent.pool);
 
     let stream = make_stream(&agent.pool);
@@ -271,6 +271,28 @@ fn every_method_through_both_endpoints() {
     let r = legacy(&agent, "CreateGuestDisks", json!({"guest": g2}));
     assert!(r["error"].as_str().unwrap().contains("no-such-image"), "{r}");
     assert_eq!(before, pool_fingerprint(&agent.pool));
+
+    // A crash after the first disk of a guest: the same call again succeeds (it takes
+    // the disk it finds, being exactly what it asks for); a different one still refuses.
+    let g3 = json!({"id": "g3", "disks": [{"image": "img-raw"}, {"size": 8}]});
+    let body = json!({"method": "ImageStore.CreateGuestDisks", "params": [{"guest": g3}], "id": 7}).to_string();
+    agent.crash_at("guest-disk-made", common::Listener::Api, "POST", "/_mistify_RPC_", &body);
+    assert_eq!(
+        zfs(&["list", "-H", "-o", "name", "-r", &format!("{root}/guests/g3")]).lines().count(),
+        2,
+        "g3 and disk-0"
+    );
+    let made = ok(legacy(&agent, "CreateGuestDisks", json!({"guest": g3})))["guest"].clone();
+    assert_eq!(made["disks"].as_array().unwrap().len(), 2, "{made}");
+    for d in made["disks"].as_array().unwrap() {
+        assert!(std::fs::metadata(d["source"].as_str().unwrap()).unwrap().file_type().is_block_device(), "{d}");
+    }
+    let before = pool_fingerprint(&agent.pool);
+    let other = json!({"id": "g3", "disks": [{"image": "img-raw"}, {"size": 16}]});
+    let r = legacy(&agent, "CreateGuestDisks", json!({"guest": other}));
+    assert!(r["error"].as_str().is_some_and(|e| e.contains("exists")), "disk-1 is 8 MiB, not 16: {r}");
+    assert_eq!(before, pool_fingerprint(&agent.pool), "the refused call changed nothing");
+    ok(legacy(&agent, "DeleteGuestsDisks", json!({"guest": {"id": "g3"}})));
 
     ok(legacy(&agent, "DeleteGuestsDisks", json!({"guest": {"id": "g1"}})));
     ok(rpc2(&agent, "DeleteGuestDisks", json!({"guest": {"id": "g1"}})));

@@ -52,6 +52,12 @@ impl Zfs {
     /// The block device of a volume, waiting up to `timeout` for the kernel (and udev,
     /// where it runs) to create it. Returns `/dev/zvol/<name>` when that link exists,
     /// else the `/dev/zdN` node itself.
+    /// The device node of `vol` if it has one now (no waiting, no command): whether a
+    /// volume exists, known from /dev alone.
+    pub fn zvol_device_now(&self, vol: &DatasetName) -> Option<PathBuf> {
+        find_device(Path::new("/dev"), vol.as_str())
+    }
+
     pub async fn zvol_device(&self, vol: &DatasetName, timeout: Duration) -> Result<PathBuf, Error> {
         self.check_root(vol)?;
         let deadline = Instant::now() + timeout;

@@ -165,9 +165,12 @@ impl Agent {
             }
             // A connect to a free port in the ephemeral range can connect to itself
             // (source port == destination port) while tankd is still starting: only a
-            // connection to another socket counts.
-            if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", self.port))
+            // connection to another socket counts. tankd binds its listeners before its
+            // start-up recovery and serves after it: the answer to /health, not the
+            // connect, says it is ready.
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port))
                 && s.local_addr().ok() != s.peer_addr().ok()
+                && health_answers(&mut s)
             {
                 return;
             }
@@ -244,6 +247,17 @@ impl Drop for Agent {
     }
 }
 
+/// `GET /health` on a connected socket answers 200 (within a minute).
+fn health_answers(s: &mut std::net::TcpStream) -> bool {
+    use std::io::{Read, Write};
+    let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
 pub fn run_to_exit(mut cmd: Command) -> (Option<i32>, String) {
     let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -290,10 +304,21 @@ impl Agent {
     /// tankd dies before answering it), wait for the abort, and start tankd again
     /// unarmed. Panics unless tankd died of that very hook.
     pub fn crash_at(&mut self, step: &str, to: Listener, method: &str, path: &str, body: &str) {
+        self.crash_then(step, None, to, method, path, body)
+    }
+
+    /// [`Agent::crash_at`], starting again armed for `next` (saves a restart under the
+    /// emulator: the checks after one crash run on the tankd armed for the next). If
+    /// tankd already runs armed for `step`, it is not restarted first.
+    pub fn crash_then(&mut self, step: &str, next: Option<&str>, to: Listener, method: &str, path: &str, body: &str) {
         use std::io::{Read, Write};
-        self.stop();
-        self.extra_env.push(("TANKD_FAULT".into(), step.into()));
-        self.start();
+        let armed = self.extra_env.iter().any(|(k, v)| k == "TANKD_FAULT" && v == step);
+        if !(armed && self.child.is_some()) {
+            self.stop();
+            self.extra_env.retain(|(k, _)| k != "TANKD_FAULT");
+            self.extra_env.push(("TANKD_FAULT".into(), step.into()));
+            self.start();
+        }
         let port = match to {
             Listener::Api => self.port,
             Listener::Control => self.control_port,
@@ -327,6 +352,9 @@ impl Agent {
         let fired = log.lines().any(|l| l.contains("TANKD_FAULT: aborting") && l.contains(&format!("\"{step}\"")));
         assert!(fired, "{step}: the hook did not fire:\n{log}");
         self.extra_env.retain(|(k, _)| k != "TANKD_FAULT");
+        if let Some(next) = next {
+            self.extra_env.push(("TANKD_FAULT".into(), next.into()));
+        }
         self.start();
     }
 }
