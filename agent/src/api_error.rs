@@ -7,6 +7,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rpc_schema::{ErrorBody, ErrorDetail, ErrorKind};
 
+/// Whether a body is a JSON object (its first non-blank byte is `{`). Request bodies
+/// must be: serde also takes a positional array as a struct (`["svc-1"]` as
+/// `{"serviceId": "svc-1"}`), which no client of these APIs sends.
+pub fn is_json_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,

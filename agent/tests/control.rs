@@ -529,3 +529,103 @@ fn provisioning_is_authenticated_idempotent_and_derives_credentials() {
     assert!(!exists(&svc) && !exists(&format!("{}/tankd/prerestore/kept/services/svc-123", agent.pool)));
     assert_eq!(control_ok(&agent, "/resources/deprovision", json!({"serviceId": "svc-123"}))["removed"], json!([]));
 }
+
+/// What a refused request must not change: every dataset (by GUID), the properties
+/// tankd sets, and the mounts under the data dir.
+fn footprint(agent: &Agent) -> String {
+    let props = "name,guid,quota,refquota,mountpoint,mounted,tankd:docker-mounts,tankd:service";
+    let datasets = zfs(&["get", "-H", "-p", "-o", "name,property,value", "-r", "-t", "all", props, &agent.pool]);
+    format!("{datasets}\n{:?}", common::mounts_under(&agent.data_dir))
+}
+
+#[test]
+#[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
+fn bad_control_and_docker_requests_get_a_4xx_and_change_nothing() {
+    let (agent, _driver) = agent("badc");
+    let svc_a = control_ok(&agent, "/resources/provision", json!({"serviceId": "svc-a"}));
+    control_ok(&agent, "/resources/provision", json!({"serviceId": "svc-b"}));
+    let token_a = svc_a["env"]["TANKD_SERVICE_TOKEN"].as_str().unwrap().to_owned();
+    assert_eq!(
+        agent.plugin("VolumeDriver.Create", json!({"Name": "vb", "Opts": {"service": "svc-b"}})).json()["Err"],
+        ""
+    );
+    control_ok(&agent, "/volumes/snapshot", json!({"name": "vb", "snapshotName": "s1"}));
+    let long = "a".repeat(300);
+    let admin = bearer();
+    let as_a = format!("Bearer {token_a}");
+    // (token, route, body, the field named; "" for a refusal that names none)
+    let control_cases: Vec<(&str, &str, String, &str)> = vec![
+        (&admin, "/resources/provision", "not json".into(), "body"),
+        (&admin, "/resources/provision", "[]".into(), "body"),
+        (&admin, "/resources/provision", json!(["svc-c"]).to_string(), "body"),
+        (&admin, "/resources/provision", json!({"serviceId": "../etc"}).to_string(), "serviceId"),
+        (&admin, "/resources/provision", json!({"serviceId": "-x"}).to_string(), "serviceId"),
+        (&admin, "/resources/provision", json!({"serviceId": long}).to_string(), "serviceId"),
+        (&admin, "/resources/provision", json!({"serviceId": "svc-c", "quota": "lots"}).to_string(), "quota"),
+        (&admin, "/resources/provision", json!({"serviceId": "svc-c", "extra": 1}).to_string(), "extra"),
+        (&admin, "/resources/deprovision", json!({"serviceId": "svc/../x"}).to_string(), "serviceId"),
+        (&admin, "/volumes/snapshot", json!({"name": "../vb", "snapshotName": "s2"}).to_string(), "name"),
+        (&admin, "/volumes/snapshot", json!({"name": "vb", "snapshotName": "-s"}).to_string(), "snapshotName"),
+        (&admin, "/volumes/snapshot", json!({"name": "vb", "snapshotName": "a@b"}).to_string(), "snapshotName"),
+        (&admin, "/volumes/snapshot", json!({"name": "vb"}).to_string(), "snapshotName"),
+        (&admin, "/volumes/snapshot/destroy", json!({"name": "vb", "snapshotName": "../s1"}).to_string(), "snapshotName"),
+        (&admin, "/volumes/restore", json!({"name": "vb", "snapshotId": "volumes/other@s1"}).to_string(), "snapshotId"),
+        (&admin, "/volumes/restore", json!({"name": "vb", "snapshotId": ""}).to_string(), "snapshotId"),
+        (&admin, "/volumes/restore/confirm", json!({"name": "-vb"}).to_string(), "name"),
+        (&admin, "/volumes/restore/undo", json!({"name": 7}).to_string(), "name"),
+        (&admin, "/resources/snapshot", json!({"serviceId": "svc-a", "snapshotName": "x y"}).to_string(), "snapshotName"),
+        (&admin, "/resources/snapshot/destroy", json!({"serviceId": "svc-a", "snapshotName": ""}).to_string(), "snapshotName"),
+        (
+            &admin,
+            "/resources/restore",
+            json!({"serviceId": "svc-a", "snapshots": [{"capability": "volume", "resourceName": "vb", "snapshotId": "volumes/vb@s1"}]})
+                .to_string(),
+            "snapshots[0].snapshotId",
+        ),
+        // Service A's token on service B's things: refused, whatever the route.
+        (&as_a, "/volumes/snapshot", json!({"name": "vb", "snapshotName": "s2"}).to_string(), ""),
+        (&as_a, "/volumes/snapshot/destroy", json!({"name": "vb", "snapshotName": "s1"}).to_string(), ""),
+        (&as_a, "/volumes/restore", json!({"name": "vb", "snapshotId": "s1"}).to_string(), ""),
+        (&as_a, "/resources/snapshot", json!({"serviceId": "svc-b", "snapshotName": "s2"}).to_string(), ""),
+        (&as_a, "/resources/snapshot/destroy", json!({"serviceId": "svc-b", "snapshotName": "s1"}).to_string(), ""),
+        (&as_a, "/resources/deprovision", json!({"serviceId": "svc-b"}).to_string(), ""),
+    ];
+    let plugin_cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        ("VolumeDriver.Create", json!({"Name": "../x"}), "Name"),
+        ("VolumeDriver.Create", json!({"Name": "-x"}), "Name"),
+        ("VolumeDriver.Create", json!({"Name": ""}), "Name"),
+        ("VolumeDriver.Create", json!({"Name": long}), "Name"),
+        ("VolumeDriver.Create", json!({"Name": "v2", "Opts": {"size": "lots"}}), "size"),
+        ("VolumeDriver.Create", json!({"Name": "v2", "Opts": {"service": "../x"}}), "service"),
+        ("VolumeDriver.Create", json!({"Name": "v2", "Opts": {"recordsize": "1M", "mountpoint": "/etc"}}), ""),
+        ("VolumeDriver.Create", json!(["Name"]), "body"),
+        ("VolumeDriver.Remove", json!({"Name": "../vb"}), "Name"),
+        ("VolumeDriver.Mount", json!({"Name": "vb/../x", "ID": "a"}), "Name"),
+        ("VolumeDriver.Path", json!({"Name": "-vb"}), "Name"),
+    ];
+    let before = footprint(&agent);
+    for (auth, route, body, field) in &control_cases {
+        let r = agent.control(
+            "POST",
+            route,
+            &[("authorization", auth), ("content-type", "application/json")],
+            body.as_bytes(),
+        );
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        assert!((400..500).contains(&r.status), "{route} {body}: {} {text}", r.status);
+        if !field.is_empty() {
+            assert_eq!(r.json()["error"]["field"], *field, "{route} {body}: {text}");
+        } else {
+            assert_eq!(r.status, 401, "{route} {body}: {text}");
+        }
+        assert_eq!(footprint(&agent), before, "{route} {body} changed something");
+    }
+    for (call, body, field) in &plugin_cases {
+        let r = agent.plugin(call, body.clone());
+        let err = r.json()["Err"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(r.status, 400, "{call} {body}: {err}");
+        assert!(err.contains(field), "{call} {body}: {err:?} does not name {field}");
+        assert_eq!(footprint(&agent), before, "{call} {body} changed something");
+    }
+    assert!(control_cases.len() + plugin_cases.len() >= 35, "the control and Docker corpus");
+}

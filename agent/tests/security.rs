@@ -518,6 +518,7 @@ fn bad_requests_get_a_clear_4xx_and_change_nothing() {
         // attach
         ("POST", "/imageapi/v1/attach".into(), "not json".into(), ""),
         ("POST", "/imageapi/v1/attach".into(), "[]".into(), ""),
+        ("POST", "/imageapi/v1/attach".into(), json!(["loop", "x"]).to_string(), "body"),
         ("POST", "/imageapi/v1/attach".into(), json!({"kind": 7}).to_string(), "kind"),
         ("POST", "/imageapi/v1/attach".into(), json!({"kind": "loop", "loop": {"path": "/etc/shadow"}}).to_string(), "loop.path"),
         ("POST", "/imageapi/v1/attach".into(), json!({"kind": "loop", "loop": {"path": "-rf"}}).to_string(), "loop.path"),

@@ -108,6 +108,9 @@ impl Control {
 
 /// A JSON body into `T`, a refusal naming the member that did not fit.
 pub fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    if !crate::api_error::is_json_object(bytes) {
+        return Err(ApiError::invalid("body", "the request body must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

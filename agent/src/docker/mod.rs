@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use rpc_schema::ErrorKind;
 use rpc_schema::control::docker::{CONTENT_TYPE, Reply, Request, Volume};
 
 use crate::api_error::ApiError;
@@ -42,14 +43,26 @@ fn err(e: ApiError) -> PluginReply {
         _ => e.detail.message.clone(),
     };
     tracing::info!(kind = ?e.detail.kind, %message, "volume driver call refused");
-    PluginReply(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({ "Err": message }))
+    // Docker takes any status but 200 as the call's failure and shows `Err`; bad input
+    // says so with a 400 (its field named in the text), everything else is Docker's
+    // usual 500.
+    let status =
+        if e.detail.kind == ErrorKind::Invalid { StatusCode::BAD_REQUEST } else { StatusCode::INTERNAL_SERVER_ERROR };
+    PluginReply(status, serde_json::json!({ "Err": message }))
 }
 
 fn parse(body: &Bytes) -> Result<Request, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Request::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid("body", format!("not a VolumeDriver request: {e}")))
+    let bad = |e: String| ApiError::invalid("body", format!("not a VolumeDriver request: {e}"));
+    // Only an object: serde would also take a positional array as the request struct
+    // (`["v1"]` as `{"Name": "v1"}`), which Docker never sends.
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    if !value.is_object() {
+        return Err(bad("a JSON object is expected".into()));
+    }
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
 }
 
 pub fn routes(store: VolumeStore) -> Router {

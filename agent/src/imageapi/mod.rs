@@ -44,6 +44,9 @@ pub async fn start(env: Env) -> std::io::Result<Registry> {
 
 /// A JSON request body; a refusal names the member (shared with the container routes).
 pub(crate) fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
+    if !crate::api_error::is_json_object(body) {
+        return Err(Error::invalid("body", "the request body must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
