@@ -5,13 +5,15 @@
 //! The steps are `agent/src/fault.rs`'s list.
 //!
 //! Host tier: attachments, mounts and containers (tankd with `zfs = false`; needs root,
-//! loop devices, mksquashfs and busybox-static). In the test VM: kernel rbd, guest
-//! disks and restore steps.
+//! loop devices, mksquashfs and busybox-static). The steps that need kernel ZFS or
+//! kernel rbd are crashed at in the tests of their capability, in the test VM:
+//! `restore-*` in `control.rs` (beside the long Docker test, so the VM runs them at
+//! once), `attach-made` for krbd in `imageapi.rs`, `guest-disk-made` in
+//! `imagestore.rs`.
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::imageapi_client::{call, host_agent, ok, rootfs};
@@ -218,89 +220,4 @@ fn container_steps_leave_no_orphans() {
     assert!(!dir.exists(), "container-removed: {} stays", dir.display());
     assert_eq!(ok(&agent, "GET", &format!("/imageapi/v1/mount?id={root}"), None)[0]["refs"], 0);
     assert_nothing_unknown(&agent, "containers");
-}
-
-fn zfs(args: &[&str]) -> String {
-    sh("zfs", args).trim().to_owned()
-}
-
-#[test]
-#[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
-fn restore_steps_leave_no_half_restored_volume() {
-    let mut agent = Agent::new("flt3");
-    agent.token = common::imageapi_client::TOKEN.into();
-    // Armed from the start: the setup below reaches no restore step.
-    agent.extra_env.push(("TANKD_FAULT".into(), "restore-cloned".into()));
-    agent.start();
-    assert_eq!(agent.plugin("VolumeDriver.Create", json!({"Name": "r1"})).json()["Err"], "");
-    // Read and written as a container would: mounted through the plugin (Docker's
-    // Mount), let go after (a restore of a volume a container holds needs force).
-    let mounted = |agent: &Agent| {
-        let m = agent.plugin("VolumeDriver.Mount", json!({"Name": "r1", "ID": "t1"})).json();
-        let path = m["Mountpoint"].as_str().unwrap_or_else(|| panic!("{m}")).to_owned();
-        assert_eq!(agent.plugin("VolumeDriver.Unmount", json!({"Name": "r1", "ID": "t1"})).json()["Err"], "");
-        path
-    };
-    let path = mounted(&agent);
-    let live = format!("{}/tankd/volumes/r1", agent.pool);
-    let pre = format!("{}/tankd/prerestore", agent.pool);
-    let auth = format!("Bearer {}", agent.token);
-    let control = |agent: &Agent, route: &str, body: Value| {
-        let r = agent.control("POST", route, &[("authorization", &auth)], body.to_string().as_bytes());
-        assert_eq!(r.status, 200, "{route}: {}", String::from_utf8_lossy(&r.body));
-        r.json()
-    };
-    std::fs::write(Path::new(&path).join("state"), "before").unwrap();
-    control(&agent, "/volumes/snapshot", json!({"name": "r1", "snapshotName": "s1"}));
-    std::fs::write(Path::new(&path).join("state"), "after").unwrap();
-    // The restored state, read where the volume mounts (the same path as before).
-    let state = |agent: &Agent| {
-        assert_eq!(mounted(agent), path, "the volume mounts where it did");
-        std::fs::read_to_string(Path::new(&path).join("state")).unwrap()
-    };
-    // Under prerestore/: which of incoming, kept, discard hold r1.
-    let parked = || {
-        let list = Command::new("zfs").args(["list", "-H", "-o", "name", "-r", &pre]).output().unwrap();
-        let mut out: Vec<String> = String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .filter(|l| l.ends_with("/volumes/r1"))
-            .map(|l| l.trim_start_matches(&format!("{pre}/")).trim_end_matches("/volumes/r1").to_owned())
-            .collect();
-        out.sort();
-        out
-    };
-    let restore = json!({"name": "r1", "snapshotId": "s1"}).to_string();
-
-    // The clone exists, nothing else changed: it goes; the volume is as it was.
-    // Each crash restarts tankd armed for the next step: its checks run on that tankd.
-    agent.crash_then(
-        "restore-cloned",
-        Some("restore-set-aside"),
-        Listener::Control,
-        "POST",
-        "/volumes/restore",
-        &restore,
-    );
-    assert_eq!((parked(), state(&agent)), (vec![], "after".into()));
-
-    // The live dataset renamed aside, the clone not yet in its place: the start puts
-    // the clone there (the restore completes, still undoable).
-    agent.crash_then(
-        "restore-set-aside",
-        Some("restore-swapped"),
-        Listener::Control,
-        "POST",
-        "/volumes/restore",
-        &restore,
-    );
-    assert_eq!((parked(), state(&agent)), (vec!["kept".to_owned()], "before".into()), "the restored state is live");
-    control(&agent, "/volumes/restore/undo", json!({"name": "r1"}));
-    assert_eq!((parked(), state(&agent)), (vec![], "after".into()));
-
-    // Swapped, not promoted: a pending restore that confirm finishes.
-    agent.crash_at("restore-swapped", Listener::Control, "POST", "/volumes/restore", &restore);
-    assert_eq!((parked(), state(&agent)), (vec!["kept".to_owned()], "before".into()));
-    control(&agent, "/volumes/restore/confirm", json!({"name": "r1"}));
-    assert_eq!((parked(), state(&agent)), (vec![], "before".into()));
-    assert_eq!(zfs(&["get", "-H", "-o", "value", "origin", &live]), "-", "promoted: the volume stands alone");
 }
