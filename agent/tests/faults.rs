@@ -169,25 +169,16 @@ fn container_steps_leave_no_orphans() {
     let c = ok(&agent, "POST", "/imageapi/v1/container", Some(serde_json::from_str(&sleeper("created")).unwrap()));
     let id = c["id"].as_u64().unwrap();
     let dir = dir_of(&agent, id);
-    agent.crash_at(
-        "container-start",
-        Listener::Api,
-        "PATCH",
-        &format!("/imageapi/v1/container/{id}"),
-        r#"{"state":"running"}"#,
-    );
+    let path = format!("/imageapi/v1/container/{id}");
+    let crash_starting =
+        |agent: &mut Agent, step| agent.crash_at(step, Listener::Api, "PATCH", &path, r#"{"state":"running"}"#);
+    crash_starting(&mut agent, "container-start");
     wait_until("container-start: the shim is still there", || shims_of(&dir).is_empty());
     assert_eq!(ok(&agent, "GET", &format!("/imageapi/v1/container/{id}"), None)["state"], "created");
     assert!(groups_of(&agent, id).is_empty(), "container-start: cgroups left: {:?}", groups_of(&agent, id));
 
     // Recorded as running, PID 1 never let go: it ends, and the next start says so.
-    agent.crash_at(
-        "container-started",
-        Listener::Api,
-        "PATCH",
-        &format!("/imageapi/v1/container/{id}"),
-        r#"{"state":"running"}"#,
-    );
+    crash_starting(&mut agent, "container-started");
     wait_until("container-started: the shim is still there", || shims_of(&dir).is_empty());
     wait_until("container-started: never recorded as ended", || {
         let c = ok(&agent, "GET", &format!("/imageapi/v1/container/{id}"), None);

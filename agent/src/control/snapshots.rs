@@ -55,17 +55,42 @@ async fn describe(
     })
 }
 
+/// A `{name, snapshotName}` body checked, its caller allowed: the volume's dataset and
+/// the snapshot named.
+async fn volume_snapshot_request(
+    c: &Control,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<(VolumeSnapshotRequest, DatasetName, SnapshotName), ApiError> {
+    let caller = c.caller(headers);
+    let req: VolumeSnapshotRequest = body(bytes)?;
+    let ds = c.volume(&req.name)?;
+    check_snapshot_name("snapshotName", &req.snapshot_name)?;
+    c.require_volume_access(&caller, &req.name).await?;
+    let snap = ds.snapshot(&req.snapshot_name).map_err(|e| ApiError::invalid("snapshotName", e.reason))?;
+    Ok((req, ds, snap))
+}
+
+/// A `{serviceId, snapshotName}` body checked, its caller allowed.
+fn service_snapshot_request(
+    c: &Control,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<ResourcesSnapshotRequest, ApiError> {
+    let caller = c.caller(headers);
+    let req: ResourcesSnapshotRequest = body(bytes)?;
+    check_name("serviceId", &req.service_id)?;
+    check_snapshot_name("snapshotName", &req.snapshot_name)?;
+    c.require_service(&caller, Some(&req.service_id))?;
+    Ok(req)
+}
+
 pub async fn snapshot_volume(
     State(c): State<Control>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Json<ResourceSnapshot>, ApiError> {
-    let caller = c.caller(&headers);
-    let req: VolumeSnapshotRequest = body(&bytes)?;
-    let ds = c.volume(&req.name)?;
-    check_snapshot_name("snapshotName", &req.snapshot_name)?;
-    c.require_volume_access(&caller, &req.name).await?;
-    let snap = ds.snapshot(&req.snapshot_name).map_err(|e| ApiError::invalid("snapshotName", e.reason))?;
+    let (req, ds, snap) = volume_snapshot_request(&c, &headers, &bytes).await?;
     // A volume a service owns counts towards that service's bound; one without an
     // owner (made by the node's operator) towards its own.
     let counted = match c.volumes.owner(&req.name).await? {
@@ -119,12 +144,7 @@ pub async fn destroy_volume_snapshot(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let caller = c.caller(&headers);
-    let req: VolumeSnapshotRequest = body(&bytes)?;
-    let ds = c.volume(&req.name)?;
-    check_snapshot_name("snapshotName", &req.snapshot_name)?;
-    c.require_volume_access(&caller, &req.name).await?;
-    let snap = ds.snapshot(&req.snapshot_name).map_err(|e| ApiError::invalid("snapshotName", e.reason))?;
+    let (req, _, snap) = volume_snapshot_request(&c, &headers, &bytes).await?;
     // zfs destroy of a missing snapshot succeeds (the shim makes destroy idempotent):
     // ask first, so the answer says what really went.
     if !c.zfs.exists(&snap).await? {
@@ -226,11 +246,7 @@ pub async fn snapshot_resources(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Json<ResourcesSnapshotResponse>, ApiError> {
-    let caller = c.caller(&headers);
-    let req: ResourcesSnapshotRequest = body(&bytes)?;
-    check_name("serviceId", &req.service_id)?;
-    check_snapshot_name("snapshotName", &req.snapshot_name)?;
-    c.require_service(&caller, Some(&req.service_id))?;
+    let req = service_snapshot_request(&c, &headers, &bytes)?;
     let resources = service_resources(&c, &req.service_id).await?;
     if resources.is_empty() {
         return Err(ApiError::new(
@@ -262,11 +278,7 @@ pub async fn destroy_resource_snapshots(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let caller = c.caller(&headers);
-    let req: ResourcesSnapshotRequest = body(&bytes)?;
-    check_name("serviceId", &req.service_id)?;
-    check_snapshot_name("snapshotName", &req.snapshot_name)?;
-    c.require_service(&caller, Some(&req.service_id))?;
+    let req = service_snapshot_request(&c, &headers, &bytes)?;
     let datasets: Vec<DatasetName> =
         service_resources(&c, &req.service_id).await?.into_iter().map(|(d, _, _)| d).collect();
     let present = snapshots_of(&c, &datasets).await?;
