@@ -41,11 +41,52 @@ pub struct Streams {
     /// How long a stream may make no progress (the client neither reads nor sends)
     /// before it is cut and its slot freed.
     pub idle: std::time::Duration,
+    /// Datasets an upload is receiving into now. ZFS updates a resumable receive's
+    /// token as it goes: one read before the receive has ended (a cut upload is still
+    /// being torn down) names a point the final partial state is past, and the resumed
+    /// stream is refused. So the token routes wait for the receive to end (409 till
+    /// then), and a second upload into the same dataset is refused too.
+    receiving: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Marks a dataset as being received into while it lives.
+pub struct Receiving {
+    set: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    dest: String,
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.dest);
+    }
 }
 
 impl Streams {
     pub fn new(zfs: Zfs, root: DatasetName, max_streams: usize, idle: std::time::Duration) -> Self {
-        Streams { zfs, root, permits: Arc::new(Semaphore::new(max_streams)), max: max_streams, idle }
+        Streams {
+            zfs,
+            root,
+            permits: Arc::new(Semaphore::new(max_streams)),
+            max: max_streams,
+            idle,
+            receiving: Default::default(),
+        }
+    }
+
+    /// Claim `dest` for one upload; 409 while another upload receives into it.
+    fn receive_into(&self, dest: &DatasetName) -> Result<Receiving, ApiError> {
+        let mut set = self.receiving.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(dest.to_string()) {
+            return Err(still_receiving(dest));
+        }
+        Ok(Receiving { set: self.receiving.clone(), dest: dest.to_string() })
+    }
+
+    fn check_not_receiving(&self, dest: &DatasetName) -> Result<(), ApiError> {
+        match self.receiving.lock().unwrap_or_else(|p| p.into_inner()).contains(dest.as_str()) {
+            true => Err(still_receiving(dest)),
+            false => Ok(()),
+        }
     }
 
     /// Streams running now.
@@ -70,6 +111,14 @@ impl Streams {
     }
 }
 
+fn still_receiving(dest: &DatasetName) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorKind::Busy,
+        format!("an upload into {dest} is still running (or ending); ask again when it has ended"),
+    )
+}
+
 pub fn routes(streams: Streams) -> Router {
     Router::new()
         .route("/snapshots/download", post(download::by_body).get(download::by_query))
@@ -92,6 +141,7 @@ fn query<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiErro
 async fn resume_token(State(s): State<Streams>, RawQuery(q): RawQuery) -> Result<Json<ResumeTokenResponse>, ApiError> {
     let q: ResumeTokenQuery = query(q.as_deref())?;
     let dest = s.dataset("dest", &q.dest)?;
+    s.check_not_receiving(&dest)?;
     match s.zfs.resume_token(&dest).await? {
         Some(token) => Ok(Json(ResumeTokenResponse { dest: dest.to_string(), token })),
         None => Err(ApiError::new(
@@ -106,6 +156,7 @@ async fn resume_token(State(s): State<Streams>, RawQuery(q): RawQuery) -> Result
 async fn abort_resume(State(s): State<Streams>, RawQuery(q): RawQuery) -> Result<StatusCode, ApiError> {
     let q: ResumeTokenQuery = query(q.as_deref())?;
     let dest = s.dataset("dest", &q.dest)?;
+    s.check_not_receiving(&dest)?;
     if s.zfs.resume_token(&dest).await?.is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -39,6 +39,8 @@ pub async fn upload(
     let origin =
         q.origin.as_deref().map(|o| ids::snapshot(&s.root, "origin", ids::relative(&s.root, o))).transpose()?;
     let _slot = s.slot()?;
+    // Until the receive has ended, whichever way (the abort of a failed one included).
+    let _receiving = s.receive_into(&dest)?;
 
     // Whether the body broke (the client left) rather than ended.
     let broken = Arc::new(AtomicBool::new(false));
