@@ -253,6 +253,21 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// A count or a number of seconds that 0 would make meaningless: the value given, or
+/// `default` when unset; 0 is refused naming the field (`unit` ends the message).
+fn at_least_one<T: Copy + Default + PartialEq>(
+    field: &str,
+    value: Option<T>,
+    unit: &str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match value {
+        Some(v) if v == T::default() => Err(ConfigError::field(field, format!("must be at least 1{unit}"))),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
 impl ConfigError {
     fn field(field: &str, reason: impl Into<String>) -> Self {
         ConfigError { field: field.to_owned(), reason: reason.into() }
@@ -536,37 +551,28 @@ impl Config {
             shutdown_timeout: std::time::Duration::from_secs(l.shutdown_timeout.unwrap_or(30)),
             image_server: l.image_server,
             image_sources: l.image_sources.unwrap_or_default(),
-            image_fetch_timeout: std::time::Duration::from_secs(match l.image_fetch_timeout {
-                Some(0) => return Err(ConfigError::field("image_fetch_timeout", "must be at least 1 second")),
-                Some(n) => n,
-                None => 3600,
-            }),
+            image_fetch_timeout: std::time::Duration::from_secs(at_least_one(
+                "image_fetch_timeout",
+                l.image_fetch_timeout,
+                " second",
+                3600,
+            )?),
             max_image_size,
-            num_fetchers: match l.num_fetchers {
-                Some(0) => return Err(ConfigError::field("num_fetchers", "must be at least 1")),
-                Some(n) => n,
-                None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            },
-            max_pending: match l.max_pending {
-                Some(0) => return Err(ConfigError::field("max_pending", "must be at least 1")),
-                Some(n) => n,
-                None => 64,
-            },
-            max_streams: match l.max_streams {
-                Some(0) => return Err(ConfigError::field("max_streams", "must be at least 1")),
-                Some(n) => n,
-                None => 4,
-            },
-            max_service_snapshots: match l.max_service_snapshots {
-                Some(0) => return Err(ConfigError::field("max_service_snapshots", "must be at least 1")),
-                Some(n) => n,
-                None => 256,
-            },
-            stream_idle_timeout: std::time::Duration::from_secs(match l.stream_idle_timeout {
-                Some(0) => return Err(ConfigError::field("stream_idle_timeout", "must be at least 1 second")),
-                Some(n) => n,
-                None => 120,
-            }),
+            num_fetchers: at_least_one(
+                "num_fetchers",
+                l.num_fetchers,
+                "",
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            )?,
+            max_pending: at_least_one("max_pending", l.max_pending, "", 64)?,
+            max_streams: at_least_one("max_streams", l.max_streams, "", 4)?,
+            max_service_snapshots: at_least_one("max_service_snapshots", l.max_service_snapshots, "", 256)?,
+            stream_idle_timeout: std::time::Duration::from_secs(at_least_one(
+                "stream_idle_timeout",
+                l.stream_idle_timeout,
+                " second",
+                120,
+            )?),
             zfs: l.zfs.unwrap_or(true),
             mount_root,
             image_roots,

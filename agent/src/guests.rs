@@ -91,6 +91,12 @@ async fn make(store: &Store, plan: &Plan, vol: &DatasetName, parents: bool, call
 /// only disks that carry its own, never one that was there before.
 const CALL_PROP: &str = "tankd:guest-call";
 
+/// Whether `vol` was made by the call that set `call` as its mark (one `zfs get`).
+async fn carries_mark(store: &Store, vol: &DatasetName, call: &str) -> bool {
+    let mark: zfs_sys_shim::UserProp = CALL_PROP.parse().expect("a valid user property");
+    store.zfs.get(vol, &[Prop::User(mark)]).await.is_ok_and(|d| d.user.get(CALL_PROP).map(String::as_str) == Some(call))
+}
+
 /// Whether the disk that is there is exactly what `plan` would make (one `zfs get`).
 async fn is_planned(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<bool> {
     let ds = store.zfs.get(vol, &[Prop::Origin, Prop::Volsize]).await?;
@@ -189,18 +195,14 @@ pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<Guest
 
     if let Some(e) = failure {
         tracing::warn!(guest = %guest.id, error = %e, "guest disks failed; removing the ones made");
-        let mark: zfs_sys_shim::UserProp = CALL_PROP.parse().expect("a valid user property");
         for vol in made.iter().rev() {
-            // Only what carries this call's mark: `-p` may have answered success for a
-            // first disk that was there before.
-            let ours = store
-                .zfs
-                .get(*vol, &[Prop::User(mark.clone())])
-                .await
-                .is_ok_and(|d| d.user.get(CALL_PROP) == Some(&call));
-            if ours {
-                let _ = store.zfs.destroy(*vol, DestroyOptions { recursive: true, ..Default::default() }).await;
+            // The other disks went without `-p`, so "made" means this call made them. The
+            // first went with it, for which zfs answers success when the disk was there
+            // before: it goes only if it carries this call's mark.
+            if *vol == &vols[0] && !carries_mark(store, vol, &call).await {
+                continue;
             }
+            let _ = store.zfs.destroy(*vol, DestroyOptions { recursive: true, ..Default::default() }).await;
         }
         if !made.is_empty() {
             // Not recursive: the guest's dataset goes only if nothing else is in it.

@@ -74,7 +74,7 @@ pub fn create(
     l: &Limits,
     devices: impl Fn(Version, &Path) -> std::io::Result<()>,
 ) -> Result<Groups> {
-    if fs.join("cgroup.controllers").exists() {
+    if is_v2(fs) {
         let parent = fs.join(parent);
         std::fs::create_dir_all(&parent).map_err(|e| Error::os(format!("creating {}", parent.display()), e))?;
         // Controllers must be enabled on the way down for the leaf to have them.
@@ -175,13 +175,20 @@ pub fn remove(groups: &Groups) {
     }
 }
 
-/// The groups a container's limits would use, for removal after a restart.
+/// The v1 hierarchies a container's groups can be in: its device policy's and its limits'.
+const V1_CONTROLLERS: [&str; 4] = ["devices", "memory", "pids", "cpu"];
+
+/// Whether `fs` is the unified (v2) hierarchy.
+fn is_v2(fs: &Path) -> bool {
+    fs.join("cgroup.controllers").exists()
+}
+
 /// This tankd's parent groups (one on v2, one per controller on v1) that exist.
 pub fn parents(fs: &Path, parent: &str) -> Vec<PathBuf> {
-    if fs.join("cgroup.controllers").exists() {
+    if is_v2(fs) {
         return vec![fs.join(parent)];
     }
-    ["devices", "memory", "pids", "cpu"].into_iter().map(|c| fs.join(c).join(parent)).filter(|d| d.exists()).collect()
+    V1_CONTROLLERS.into_iter().map(|c| fs.join(c).join(parent)).filter(|d| d.exists()).collect()
 }
 
 impl Groups {
@@ -194,12 +201,13 @@ impl Groups {
     }
 }
 
+/// The groups a container's limits would use, for removal after a restart.
 pub fn existing(fs: &Path, parent: &str, id: u64) -> Groups {
-    if fs.join("cgroup.controllers").exists() {
+    if is_v2(fs) {
         return Groups::V2(fs.join(parent).join(id.to_string()));
     }
     Groups::V1(
-        ["devices", "memory", "pids", "cpu"]
+        V1_CONTROLLERS
             .into_iter()
             .map(|c| (c, fs.join(c).join(parent).join(id.to_string())))
             .filter(|(_, d)| d.exists())

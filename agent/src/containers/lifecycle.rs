@@ -94,8 +94,7 @@ impl Containers {
 
         // Every container has a group: its device policy, and its limits if any.
         let limits = rec.spec.limits.clone().unwrap_or_default();
-        let groups =
-            Some(super::cgroup::create(&self.cgroup_fs, &self.cgroup_parent, id, &limits, super::devices::apply)?);
+        let groups = super::cgroup::create(&self.cgroup_fs, &self.cgroup_parent, id, &limits, super::devices::apply)?;
         let exe = std::env::current_exe().map_err(|e| Error::os("finding tankd's own binary", e))?;
         let mut child = tokio::process::Command::new(exe)
             .arg(shim::ARG)
@@ -119,36 +118,20 @@ impl Containers {
             Ok(Ok(Some(line))) => line.strip_prefix("pid ").and_then(|p| p.trim().parse::<i32>().ok()),
             _ => None,
         };
-        // PID 1 joins its cgroups before it is let go.
-        let joined = match (pid, &groups) {
-            (Some(p), Some(g)) => super::cgroup::join(g, p).map(|_| Some(p)),
-            (p, _) => Ok(p),
-        };
-        let pid = match joined {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = child.kill().await;
-                if let Some(g) = &groups {
-                    super::cgroup::remove(g);
-                }
-                return Err(e);
-            }
-        };
         let Some(pid) = pid else {
-            let _ = child.kill().await;
-            if let Some(g) = &groups {
-                super::cgroup::remove(g);
-            }
+            abandon(&mut child, &groups).await;
             let log = std::fs::read_to_string(shim::log_file(&rec.dir)).unwrap_or_default();
             let last = log.lines().last().unwrap_or("no output").to_owned();
             return Err(Error::internal(format!("container {id} did not start: {last}")));
         };
+        // PID 1 joins its cgroups before it is let go.
+        if let Err(e) = super::cgroup::join(&groups, pid) {
+            abandon(&mut child, &groups).await;
+            return Err(e);
+        }
         let ticks = start_ticks(pid);
         if let Err(e) = self.wire_veth(&mut rec, pid).await {
-            let _ = child.kill().await;
-            if let Some(g) = &groups {
-                super::cgroup::remove(g);
-            }
+            abandon(&mut child, &groups).await;
             return Err(e);
         }
         crate::fault::point("container-start");
@@ -164,10 +147,7 @@ impl Containers {
         rec.start_ticks = ticks;
         rec.shim_pid = shim_pid;
         if let Err(e) = self.update(&rec).await {
-            let _ = child.kill().await;
-            if let Some(g) = &groups {
-                super::cgroup::remove(g);
-            }
+            abandon(&mut child, &groups).await;
             return Err(e);
         }
         crate::fault::point("container-started");
@@ -334,6 +314,13 @@ impl Containers {
         }
         self.finished(id).await;
     }
+}
+
+/// A start that failed after the shim was spawned: the shim goes (PID 1, still waiting
+/// for its go, ends with it) and so does the container's cgroup.
+async fn abandon(shim: &mut tokio::process::Child, groups: &super::cgroup::Groups) {
+    let _ = shim.kill().await;
+    super::cgroup::remove(groups);
 }
 
 /// syncfs on the container's root after it stops, so its writes are on disk.

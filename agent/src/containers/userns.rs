@@ -20,6 +20,16 @@ const AUTO_LAST: u32 = 1_879_048_191;
 /// overlap checks trivial.
 const MAX_LINES: usize = 5;
 
+/// The ids `size` ids from `start` cover, in u64 so that the end of a range reaching
+/// 2^32 does not wrap.
+fn span(start: u32, size: u32) -> std::ops::Range<u64> {
+    u64::from(start)..u64::from(start) + u64::from(size)
+}
+
+fn overlap(a: &std::ops::Range<u64>, b: &std::ops::Range<u64>) -> bool {
+    a.start < b.end && b.start < a.end
+}
+
 fn check_map(field: &str, map: &[IdMap]) -> Result<()> {
     if map.is_empty() {
         return Err(Error::invalid(field, "at least one line (or leave both maps empty for an automatic range)"));
@@ -27,12 +37,11 @@ fn check_map(field: &str, map: &[IdMap]) -> Result<()> {
     if map.len() > MAX_LINES {
         return Err(Error::invalid(field, format!("at most {MAX_LINES} lines")));
     }
-    let end = |start: u32, size: u32| u64::from(start) + u64::from(size);
     for (i, m) in map.iter().enumerate() {
         if m.size == 0 {
             return Err(Error::invalid(field, format!("line {i}: size 0")));
         }
-        if end(m.container_id, m.size) > 1 << 32 || end(m.host_id, m.size) > 1 << 32 {
+        if span(m.container_id, m.size).end > 1 << 32 || span(m.host_id, m.size).end > 1 << 32 {
             return Err(Error::invalid(field, format!("line {i}: the range runs past 2^32")));
         }
         // Host root inside a container's range would make the namespace pointless: the
@@ -41,8 +50,9 @@ fn check_map(field: &str, map: &[IdMap]) -> Result<()> {
             return Err(Error::invalid(field, format!("line {i}: maps host id 0 (the host's root)")));
         }
         for (j, o) in map[..i].iter().enumerate() {
-            let overlap = |a: u32, b: u32| u64::from(a) < end(b, o.size) && u64::from(b) < end(a, m.size);
-            if overlap(m.container_id, o.container_id) || overlap(m.host_id, o.host_id) {
+            if overlap(&span(m.container_id, m.size), &span(o.container_id, o.size))
+                || overlap(&span(m.host_id, m.size), &span(o.host_id, o.size))
+            {
                 return Err(Error::invalid(field, format!("lines {j} and {i} overlap")));
             }
         }
@@ -54,9 +64,7 @@ fn check_map(field: &str, map: &[IdMap]) -> Result<()> {
 }
 
 fn maps(id: u32, map: &[IdMap]) -> bool {
-    map.iter().any(|m| {
-        u64::from(id) >= u64::from(m.container_id) && u64::from(id) < u64::from(m.container_id) + u64::from(m.size)
-    })
+    map.iter().any(|m| span(m.container_id, m.size).contains(&u64::from(id)))
 }
 
 /// Check a request's user namespace (not the automatic form: that is filled in later).
@@ -84,14 +92,14 @@ pub fn resolve(u: &UserNs, others: &[&UserNs]) -> Result<UserNs> {
         return Ok(UserNs { uid_map: u.uid_map.clone(), gid_map });
     }
     let taken = |start: u32| {
-        let end = u64::from(start) + u64::from(AUTO_SIZE);
+        let wanted = span(start, AUTO_SIZE);
         others
             .iter()
             .flat_map(|o| o.uid_map.iter().chain(&o.gid_map))
-            .any(|m| u64::from(m.host_id) < end && u64::from(start) < u64::from(m.host_id) + u64::from(m.size))
+            .any(|m| overlap(&wanted, &span(m.host_id, m.size)))
     };
     let mut start = AUTO_BASE;
-    while u64::from(start) + u64::from(AUTO_SIZE) - 1 <= u64::from(AUTO_LAST) {
+    while span(start, AUTO_SIZE).end - 1 <= u64::from(AUTO_LAST) {
         if !taken(start) {
             let line = IdMap { container_id: 0, host_id: start, size: AUTO_SIZE };
             return Ok(UserNs { uid_map: vec![line], gid_map: vec![line] });

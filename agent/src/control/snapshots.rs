@@ -94,7 +94,7 @@ pub async fn snapshot_volume(
     // A volume a service owns counts towards that service's bound; one without an
     // owner (made by the node's operator) towards its own.
     let counted = match c.volumes.owner(&req.name).await? {
-        Some(service) => service_resources(&c, &service).await?.into_iter().map(|(d, _, _)| d).collect(),
+        Some(service) => service_datasets(&c, &service).await?,
         None => vec![ds.clone()],
     };
     check_snapshot_room(&c, &req.name, &counted, 1).await?;
@@ -241,6 +241,11 @@ async fn service_resources(c: &Control, service: &str) -> Result<Vec<(DatasetNam
     Ok(out)
 }
 
+/// The datasets of [`service_resources`], what its snapshot bound counts.
+async fn service_datasets(c: &Control, service: &str) -> Result<Vec<DatasetName>, ApiError> {
+    Ok(service_resources(c, service).await?.into_iter().map(|(d, _, _)| d).collect())
+}
+
 pub async fn snapshot_resources(
     State(c): State<Control>,
     headers: HeaderMap,
@@ -279,8 +284,7 @@ pub async fn destroy_resource_snapshots(
     bytes: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let req = service_snapshot_request(&c, &headers, &bytes)?;
-    let datasets: Vec<DatasetName> =
-        service_resources(&c, &req.service_id).await?.into_iter().map(|(d, _, _)| d).collect();
+    let datasets = service_datasets(&c, &req.service_id).await?;
     let present = snapshots_of(&c, &datasets).await?;
     let mut destroyed = Vec::new();
     for ds in &datasets {

@@ -56,13 +56,10 @@ fn parse(body: &Bytes) -> Result<Request, ApiError> {
         return Ok(Request::default());
     }
     let bad = |e: String| ApiError::invalid("body", format!("not a VolumeDriver request: {e}"));
-    // Only an object: serde would also take a positional array as the request struct
-    // (`["v1"]` as `{"Name": "v1"}`), which Docker never sends.
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
-    if !value.is_object() {
+    if !crate::api_error::is_json_object(body) {
         return Err(bad("a JSON object is expected".into()));
     }
-    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+    serde_json::from_slice(body).map_err(|e| bad(e.to_string()))
 }
 
 pub fn routes(store: VolumeStore) -> Router {
