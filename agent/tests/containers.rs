@@ -176,9 +176,7 @@ fn limits_hold_on_cgroup_v2() {
 /// The container's group for `controller` (a v1 hierarchy, or the v2 tree) under this
 /// tankd's parent (`tankd-<sha256 of its data dir, 12 hex digits>`).
 fn group_dir(agent: &Agent, controller: &str, id: u64) -> std::path::PathBuf {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(agent.data_dir.as_os_str().as_encoded_bytes());
-    let parent = format!("tankd-{}", &digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12]);
+    let parent = common::cgroup_parent(agent);
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let base =
         if v2 { Path::new("/sys/fs/cgroup").to_path_buf() } else { Path::new("/sys/fs/cgroup").join(controller) };
@@ -228,9 +226,7 @@ fn limits_hold(tag: &str) {
     assert_eq!(refused(&agent, "POST", "/imageapi/v1/container", Some(bad), 400)["field"], "limits.memory");
     // No cgroup is left behind (v1 hierarchies, or the v2 tree), under this tankd's
     // parent group (`tankd-<sha256 of its data dir, 12 hex digits>`).
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(agent.data_dir.as_os_str().as_encoded_bytes());
-    let parent = format!("tankd-{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12].to_owned());
+    let parent = common::cgroup_parent(&agent);
     assert!(
         Path::new("/sys/fs/cgroup").join("devices").join(&parent).is_dir()
             || Path::new("/sys/fs/cgroup").join(&parent).is_dir(),

@@ -14,32 +14,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::imageapi_client::{call, host_agent, ok, rootfs};
-use common::{Agent, Listener, mounts_under, sh};
+use common::imageapi_client::{call, host_agent, loops_of, ok, rootfs, squashfs};
+use common::{Agent, Listener, mounts_under};
 use serde_json::{Value, json};
-
-fn squashfs(dir: &Path, name: &str) -> PathBuf {
-    let src = dir.join(format!("{name}.src"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("hello"), "hello\n").unwrap();
-    let img = dir.join(format!("{name}.sqfs"));
-    sh("mksquashfs", &[src.to_str().unwrap(), img.to_str().unwrap(), "-noappend", "-quiet", "-all-root"]);
-    std::fs::remove_dir_all(&src).unwrap();
-    img
-}
-
-fn loops_of(file: &Path) -> Vec<String> {
-    std::fs::read_dir("/sys/block")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("loop/backing_file")).is_ok_and(|f| Path::new(f.trim()) == file)
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
-}
 
 /// Nothing under tankd's roots that no record names.
 fn assert_nothing_unknown(agent: &Agent, step: &str) {
@@ -111,12 +90,8 @@ fn shims_of(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    common::wait_until(what, Duration::from_secs(30), done)
 }
 
 /// The cgroup directories of container `id` of this agent (v2, or any v1 controller).
@@ -137,10 +112,7 @@ fn groups_of(agent: &Agent, id: u64) -> Vec<PathBuf> {
 /// Whether a `tankd*` parent group belongs to this agent: tankd names it by its data
 /// dir, so only this agent's containers' pids were ever in it. Checked by name.
 fn is_ours(agent: &Agent, parent: &Path) -> bool {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(agent.data_dir.as_os_str().as_encoded_bytes());
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    parent.file_name().is_some_and(|n| n.to_string_lossy() == format!("tankd-{hex}"))
+    parent.file_name().is_some_and(|n| n.to_string_lossy() == common::cgroup_parent(agent))
 }
 
 fn pinned(agent: &Agent) -> Value {

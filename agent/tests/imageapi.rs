@@ -11,38 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::imageapi_client::{TOKEN, call, host_agent, ok, refused};
+use common::imageapi_client::{TOKEN, call, host_agent, loops_of, ok, refused, squashfs};
 use common::{Agent, NEEDS_ZFS, mounts_under, sh};
 use serde_json::{Value, json};
 
-/// A squashfs image with `hello` and `etc/motd`.
-fn squashfs(dir: &Path, name: &str) -> PathBuf {
-    let src = dir.join(format!("{name}.src"));
-    std::fs::create_dir_all(src.join("etc")).unwrap();
-    std::fs::write(src.join("hello"), "hello from the image\n").unwrap();
-    std::fs::write(src.join("etc/motd"), "lower motd\n").unwrap();
-    let img = dir.join(format!("{name}.sqfs"));
-    sh("mksquashfs", &[src.to_str().unwrap(), img.to_str().unwrap(), "-noappend", "-quiet", "-all-root"]);
-    std::fs::remove_dir_all(&src).unwrap();
-    img
-}
-
 fn mounted(path: &str) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(path))
-}
-
-fn loops_of(file: &Path) -> Vec<String> {
-    std::fs::read_dir("/sys/block")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("loop/backing_file"))
-                .map(|f| Path::new(f.trim()) == file)
-                .unwrap_or(false)
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
 }
 
 fn id(v: &Value) -> u64 {

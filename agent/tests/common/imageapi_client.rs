@@ -2,7 +2,7 @@
 //! without ZFS (`zfs = false`) with an API token, and calls that check upstream's
 //! `{code, message}` error shape.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
@@ -70,4 +70,31 @@ pub fn rootfs(agent: &Agent) -> u64 {
     );
     let o = ok(agent, "POST", "/imageapi/v1/mount", Some(json!({"kind": "overlay", "overlay": {"lower": [m["id"]]}})));
     o["id"].as_u64().unwrap()
+}
+
+/// A squashfs image with `hello` and `etc/motd`.
+pub fn squashfs(dir: &Path, name: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.src"));
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("hello"), "hello from the image\n").unwrap();
+    std::fs::write(src.join("etc/motd"), "lower motd\n").unwrap();
+    let img = dir.join(format!("{name}.sqfs"));
+    sh("mksquashfs", &[src.to_str().unwrap(), img.to_str().unwrap(), "-noappend", "-quiet", "-all-root"]);
+    std::fs::remove_dir_all(&src).unwrap();
+    img
+}
+
+/// The loop devices (`loopN`) whose backing file is `file`.
+pub fn loops_of(file: &Path) -> Vec<String> {
+    std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("loop/backing_file"))
+                .map(|f| Path::new(f.trim()) == file)
+                .unwrap_or(false)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }

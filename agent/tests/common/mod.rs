@@ -358,3 +358,20 @@ impl Agent {
         self.start();
     }
 }
+
+/// Poll `done` until it holds; fail naming `what` after `within`.
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The cgroup parent tankd gives this agent's containers: `tankd-` and the first 12
+/// hex digits of the SHA-256 of its data dir (agent/src/containers/cgroup.rs).
+pub fn cgroup_parent(agent: &Agent) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(agent.data_dir.as_os_str().as_encoded_bytes());
+    format!("tankd-{}", &digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12])
+}
