@@ -521,6 +521,13 @@ fn provisioning_is_authenticated_idempotent_and_derives_credentials() {
         assert!(made <= 2, "the bound let a third snapshot through");
     }
     assert_eq!(held(), 2, "the refused snapshot made nothing");
+    for (route, body) in [
+        ("/resources/snapshot/destroy", json!({"serviceId": "svc-123", "snapshotName": "c0"})),
+        ("/volumes/snapshot/destroy", json!({"name": "anything", "snapshotName": "c0"})),
+    ] {
+        let r = agent.control("POST", route, &[("content-type", "application/json")], body.to_string().as_bytes());
+        assert_eq!(r.status, 401, "{route} without a token");
+    }
     let r = as_service("/resources/snapshot/destroy", json!({"serviceId": "svc-456", "snapshotName": "c0"}));
     assert_eq!(r.status, 401, "another service's snapshots are out of reach");
     let newest =

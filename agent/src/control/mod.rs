@@ -96,8 +96,17 @@ impl Control {
     }
 
     /// The node's token, or the token of the service owning volume `name`.
+    /// Decided before anything about the volume is told: a caller without a token, or
+    /// with another service's, learns nothing, not even whether the volume exists.
     async fn require_volume_access(&self, caller: &Caller, name: &str) -> Result<(), ApiError> {
-        self.require_service(caller, self.volumes.owner(name).await?.as_deref())
+        match caller {
+            Caller::Anonymous => Err(ApiError::unauthorized()),
+            Caller::Admin => self.volumes.owner(name).await.map(drop),
+            Caller::Bearer(_) => match self.volumes.owner(name).await {
+                Ok(owner) => self.require_service(caller, owner.as_deref()),
+                Err(_) => Err(ApiError::unauthorized()),
+            },
+        }
     }
 
     pub fn service_dataset(&self, service: &str) -> Result<DatasetName, ApiError> {
