@@ -15,14 +15,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rpc_schema::ErrorKind;
 
-use crate::api_error::ApiError;
 use crate::config::{AuthMode, Config};
+use crate::crypto;
+use crate::error::{Error, Result};
 use crate::secrets::{self, SecretFileError};
+use crate::wire::ApiError;
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -36,7 +37,7 @@ pub struct Token(pub Arc<str>);
 
 impl Token {
     pub fn admits(&self, headers: &HeaderMap) -> bool {
-        bearer(headers).is_some_and(|given| secrets::constant_time_eq(given.as_bytes(), self.0.as_bytes()))
+        bearer(headers).is_some_and(|given| crypto::constant_time_eq(given.as_bytes(), self.0.as_bytes()))
     }
 }
 
@@ -60,7 +61,7 @@ pub fn node_token(config: &Config) -> Result<Option<String>, SecretFileError> {
         return Ok(Some(t.clone()));
     }
     let path = generated_token_path(config);
-    let (token, made) = secrets::load_or_create(&path, secrets::random_token)?;
+    let (token, made) = secrets::load_or_create(&path, crypto::random_token)?;
     if made {
         tracing::info!(path = %path.display(), "no API token configured: generated one (clients send it as Authorization: Bearer)");
     } else {
@@ -71,7 +72,7 @@ pub fn node_token(config: &Config) -> Result<Option<String>, SecretFileError> {
 
 /// Layer for every route but `/health` and `/metrics`: the token, whatever the method.
 pub async fn require_token(State(token): State<Token>, req: Request, next: Next) -> Response {
-    if token.admits(req.headers()) { next.run(req).await } else { ApiError::unauthorized().into_response() }
+    if token.admits(req.headers()) { next.run(req).await } else { ApiError(Error::unauthorized()).into_response() }
 }
 
 fn is_read(method: &Method) -> bool {
@@ -114,13 +115,10 @@ pub async fn refuse_forgery(req: Request, next: Next) -> Response {
     match forgery(&req) {
         None => next.run(req).await,
         Some((field, what)) => {
-            let mut e = ApiError::new(
-                StatusCode::FORBIDDEN,
-                ErrorKind::Forbidden,
-                format!("refused {what}: with auth = \"none\" tankd serves only programs, not browsers"),
-            );
-            e.detail.field = Some(field.to_owned());
-            e.into_response()
+            let e = Error::forbidden(format!(
+                "refused {what}: with auth = \"none\" tankd serves only programs, not browsers"
+            ));
+            ApiError(e.with_field(field)).into_response()
         }
     }
 }

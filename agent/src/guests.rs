@@ -16,9 +16,9 @@ use rpc_schema::ErrorKind;
 use rpc_schema::imagestore::{Guest, GuestRequest, GuestResponse};
 use zfs_sys_shim::{DatasetName, DestroyOptions, Prop, SnapshotName};
 
-use crate::imagestore::Store;
-use crate::imagestore::error::{StoreError, StoreResult};
-use crate::imagestore::ids::{self, to_mib};
+use crate::error::{Error, Result};
+use crate::ids::{self, to_mib};
+use crate::store::Store;
 use crate::volumes::{DEVICE_TIMEOUT, make_zvol};
 
 /// What one requested disk will be, decided before anything is created.
@@ -28,15 +28,15 @@ enum Plan {
 }
 
 /// The guest in the request and its dataset `<root>/guests/<id>`.
-fn guest_of<'a>(store: &Store, req: &'a GuestRequest) -> StoreResult<(&'a Guest, DatasetName)> {
-    let guest = req.guest.as_ref().ok_or_else(|| StoreError::invalid("guest", "missing"))?;
+fn guest_of<'a>(store: &Store, req: &'a GuestRequest) -> Result<(&'a Guest, DatasetName)> {
+    let guest = req.guest.as_ref().ok_or_else(|| Error::invalid("guest", "missing"))?;
     let gid = ids::component("guest.id", &guest.id)?;
     let base = ids::dataset(&store.root, "guest.id", &format!("guests/{gid}"))?;
     Ok((guest, base))
 }
 
 /// Validate every disk and resolve every image before anything is created.
-async fn plan(store: &Store, guest: &Guest) -> StoreResult<Vec<Plan>> {
+async fn plan(store: &Store, guest: &Guest) -> Result<Vec<Plan>> {
     let disks = guest.disks.as_deref().unwrap_or_default();
     let images = if disks.iter().any(|d| !d.image.is_empty()) {
         crate::images::ready_images(store).await?
@@ -49,7 +49,7 @@ async fn plan(store: &Store, guest: &Guest) -> StoreResult<Vec<Plan>> {
             let field = format!("guest.disks[{n}].image");
             let id = ids::component(&field, &disk.image)?;
             let image = images.get(&id).ok_or_else(|| {
-                StoreError::not_found(format!(
+                Error::not_found(format!(
                     "{field}: image {id} does not exist or is not complete (RequestImage it first)"
                 ))
             })?;
@@ -70,7 +70,7 @@ async fn plan(store: &Store, guest: &Guest) -> StoreResult<Vec<Plan>> {
 /// first: it makes the guest's dataset. `-p` also makes zfs answer success for a
 /// target that exists, so the other disks go without it and an existing one is
 /// reported (`exists`).
-async fn make(store: &Store, plan: &Plan, vol: &DatasetName, parents: bool, call: &str) -> StoreResult<()> {
+async fn make(store: &Store, plan: &Plan, vol: &DatasetName, parents: bool, call: &str) -> Result<()> {
     let mark = (CALL_PROP.to_owned(), call.to_owned());
     match plan {
         Plan::Clone { snapshot, .. } => {
@@ -80,7 +80,7 @@ async fn make(store: &Store, plan: &Plan, vol: &DatasetName, parents: bool, call
                     // The image went away behind tankd's back.
                     store.images.catalog.forget();
                 }
-                StoreError::from(e)
+                Error::from(e)
             })
         }
         Plan::Blank { size_mib } => make_zvol(store, vol, *size_mib, vec![mark], parents).await,
@@ -98,7 +98,7 @@ async fn carries_mark(store: &Store, vol: &DatasetName, call: &str) -> bool {
 }
 
 /// Whether the disk that is there is exactly what `plan` would make (one `zfs get`).
-async fn is_planned(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<bool> {
+async fn is_planned(store: &Store, plan: &Plan, vol: &DatasetName) -> Result<bool> {
     let ds = store.zfs.get(vol, &[Prop::Origin, Prop::Volsize]).await?;
     Ok(match plan {
         Plan::Clone { snapshot, .. } => ds.origin.as_deref() == Some(snapshot.as_str()),
@@ -114,9 +114,9 @@ async fn is_planned(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResul
 
 /// A disk that exists: taken if it is exactly what `plan` would make (a retry of a
 /// call a crash cut short), else `exists`.
-async fn take(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<bool> {
+async fn take(store: &Store, plan: &Plan, vol: &DatasetName) -> Result<bool> {
     if !is_planned(store, plan, vol).await? {
-        return Err(StoreError::new(ErrorKind::Exists, format!("{vol} exists and is not what this call asks for")));
+        return Err(Error::new(ErrorKind::Exists, format!("{vol} exists and is not what this call asks for")));
     }
     tracing::info!(disk = %vol, "a disk an interrupted call made is what this one asks for; taking it");
     Ok(false)
@@ -125,7 +125,7 @@ async fn take(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<bool
 /// Make one disk, or take one that is already there. Answers whether it was made.
 /// The first disk goes with `-p` (zfs then answers success for a target that exists),
 /// so it is looked for in /dev first (no command; a volume's node is there).
-async fn make_or_take(store: &Store, plan: &Plan, vol: &DatasetName, first: bool, call: &str) -> StoreResult<bool> {
+async fn make_or_take(store: &Store, plan: &Plan, vol: &DatasetName, first: bool, call: &str) -> Result<bool> {
     let volume = matches!(plan, Plan::Blank { .. } | Plan::Clone { is_volume: true, .. });
     if first && volume && store.zfs.zvol_device_now(vol).is_some() {
         return take(store, plan, vol).await;
@@ -138,7 +138,7 @@ async fn make_or_take(store: &Store, plan: &Plan, vol: &DatasetName, first: bool
 }
 
 /// The device path of a made disk (empty for a filesystem image's clone) and its size.
-async fn finish(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<(String, u64)> {
+async fn finish(store: &Store, plan: &Plan, vol: &DatasetName) -> Result<(String, u64)> {
     let (is_volume, size_mib) = match plan {
         Plan::Clone { is_volume, size_mib, .. } => (*is_volume, *size_mib),
         Plan::Blank { size_mib } => (true, *size_mib),
@@ -150,20 +150,19 @@ async fn finish(store: &Store, plan: &Plan, vol: &DatasetName) -> StoreResult<(S
     Ok((device.display().to_string(), size_mib))
 }
 
-pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<GuestResponse> {
+pub async fn create_disks(store: &Store, req: GuestRequest) -> Result<GuestResponse> {
     let (guest, base) = guest_of(store, &req)?;
     let plans = plan(store, guest).await?;
     let vols = (0..plans.len())
-        .map(|n| base.join(&format!("disk-{n}")).map_err(|e| StoreError::invalid("guest.id", e.reason)))
-        .collect::<StoreResult<Vec<_>>>()?;
+        .map(|n| base.join(&format!("disk-{n}")).map_err(|e| Error::invalid("guest.id", e.reason)))
+        .collect::<Result<Vec<_>>>()?;
 
     let call = hex::encode(
-        crate::secrets::random_bytes::<8>()
-            .map_err(|e| StoreError::new(ErrorKind::Internal, format!("random: {e}")))?,
+        crate::crypto::random_bytes::<8>().map_err(|e| Error::new(ErrorKind::Internal, format!("random: {e}")))?,
     );
     // Make the first disk alone (it creates the guest's dataset), then the rest at once.
     let mut made: Vec<&DatasetName> = Vec::new();
-    let mut failure: Option<StoreError> = None;
+    let mut failure: Option<Error> = None;
     if let (Some(first), Some(vol)) = (plans.first(), vols.first()) {
         match make_or_take(store, first, vol, true, &call).await {
             Ok(new) => made.extend(new.then_some(vol)),
@@ -222,7 +221,7 @@ pub async fn create_disks(store: &Store, req: GuestRequest) -> StoreResult<Guest
 }
 
 /// Remove every disk of a guest. A guest with no disks (or unknown) is success.
-pub async fn delete_disks(store: &Store, req: GuestRequest) -> StoreResult<GuestResponse> {
+pub async fn delete_disks(store: &Store, req: GuestRequest) -> Result<GuestResponse> {
     let (guest, base) = guest_of(store, &req)?;
     store.zfs.destroy(&base, DestroyOptions { recursive: true, ..Default::default() }).await?;
     Ok(GuestResponse { guest: Some(guest.clone()), ..Default::default() })
@@ -231,13 +230,13 @@ pub async fn delete_disks(store: &Store, req: GuestRequest) -> StoreResult<Guest
 /// The pre-flight check: every image exists and is complete, and the new zvols fit in
 /// the space available to the dataset root. Both sides are MiB (upstream compared KiB
 /// with MiB and never refused).
-pub async fn verify_disks(store: &Store, req: GuestRequest) -> StoreResult<GuestResponse> {
+pub async fn verify_disks(store: &Store, req: GuestRequest) -> Result<GuestResponse> {
     let (guest, _) = guest_of(store, &req)?;
     let plans = plan(store, guest).await?;
     let needed: u64 = plans.iter().map(|p| if let Plan::Blank { size_mib } = p { *size_mib } else { 0 }).sum();
     let available = store.zfs.get(&store.root, &[Prop::Available]).await?.available.unwrap_or(0) / ids::MIB;
     if needed > available {
-        return Err(StoreError::new(
+        return Err(Error::new(
             ErrorKind::NoSpace,
             format!("guest {} needs {needed} MiB for new volumes; {available} MiB are available", guest.id),
         ));

@@ -1,20 +1,23 @@
 //! tankd: the node storage agent. Reads its configuration, checks the host, prepares
 //! the pool and dataset root, then serves HTTP on TCP and a unix socket until SIGTERM.
 
-mod api_error;
 mod attach;
 mod auth;
 mod beneath;
 mod config;
 mod containers;
 mod control;
+mod crypto;
 mod docker;
+mod error;
 mod fault;
 mod guests;
 mod health;
+mod ids;
 mod imageapi;
 mod images;
 mod imagestore;
+mod master_secret;
 mod metrics;
 mod mounts;
 mod secrets;
@@ -22,9 +25,11 @@ mod server;
 mod snapshots;
 mod startup;
 mod state;
+mod store;
 mod streams;
 mod systemd;
 mod volumes;
+mod wire;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -139,9 +144,7 @@ async fn start_control(
     master_secret: Option<String>,
 ) -> Result<control::Control, Box<dyn std::error::Error>> {
     let root = config.dataset_root.clone();
-    docker::restore::recover(zfs, &root)
-        .await
-        .map_err(|e| format!("restores left by the last run: {}", e.detail.message))?;
+    docker::restore::recover(zfs, &root).await.map_err(|e| format!("restores left by the last run: {}", e.message))?;
     let volumes = docker::VolumeStore::start(zfs.clone(), root.clone()).await?;
     let secret = control::MasterSecret::load_or_create(&config.data_dir, master_secret.as_deref())?;
     let port = config.control_listen.first().map_or(3000, |a| a.port());
@@ -185,7 +188,7 @@ async fn run(
         num_fetchers: config.num_fetchers,
         max_pending: config.max_pending,
     };
-    let store = imagestore::Store {
+    let store = store::Store {
         zfs: zfs.clone(),
         root: config.dataset_root.clone(),
         images: Arc::new(images::Fetcher::new(fetch, config.data_dir.join("spool"))),

@@ -1,5 +1,5 @@
-//! Secret material: random bytes from the kernel, constant-time comparison, and the
-//! private files tankd keeps secrets in (the API token, the master key).
+//! The private files tankd keeps secrets in (the API token, the master key). The
+//! primitives (random bytes, HMAC, constant-time compares) are in `crate::crypto`.
 //!
 //! A secret file is written once (a temporary file, 0600, synced, renamed into place, so
 //! a crash never leaves half a secret that a restart would then use) and refused when
@@ -8,26 +8,6 @@
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-
-use subtle::ConstantTimeEq;
-
-/// Whether two secrets are equal, in time that does not depend on where they differ.
-/// Lengths are not secret (tokens have a fixed length in practice).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.ct_eq(b).into()
-}
-
-/// `n` bytes from the kernel's RNG.
-pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
-    let mut buf = [0u8; N];
-    getrandom::fill(&mut buf).map_err(std::io::Error::from)?;
-    Ok(buf)
-}
-
-/// A new random token: 32 bytes as 64 lowercase hex digits.
-pub fn random_token() -> std::io::Result<String> {
-    Ok(hex::encode(random_bytes::<32>()?))
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretFileError {
@@ -85,22 +65,7 @@ pub fn load_or_create(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"secret-token-123", b"secret-token-123"));
-        assert!(!constant_time_eq(b"secret-token-123", b"secret-token-124"));
-        assert!(!constant_time_eq(b"secret", b"secret-token"));
-        assert!(constant_time_eq(b"", b""));
-    }
-
-    #[test]
-    fn tokens_are_64_hex_digits_and_differ() {
-        let (a, b) = (random_token().unwrap(), random_token().unwrap());
-        assert_eq!(a.len(), 64);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, b);
-    }
+    use crate::crypto::random_token;
 
     #[test]
     fn made_once_0600_then_read_back_and_exposed_files_refused() {

@@ -37,7 +37,7 @@ struct RequestIds {
 
 impl RequestIds {
     fn new() -> Self {
-        let seed = crate::secrets::random_bytes::<4>().unwrap_or_default();
+        let seed = crate::crypto::random_bytes::<4>().unwrap_or_default();
         RequestIds { prefix: format!("{:08x}", u32::from_le_bytes(seed)).into(), next: Arc::new(AtomicU64::new(1)) }
     }
 }

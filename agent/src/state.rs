@@ -7,7 +7,7 @@ use std::time::Instant;
 use zfs_sys_shim::Zfs;
 
 use crate::config::Config;
-use crate::imagestore::Store;
+use crate::store::Store;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use rpc_schema::imagestore::{Volume, VolumeRequest, VolumeResponse};
 use zfs_sys_shim::{Dataset, DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, VolumeOptions};
 
-use crate::imagestore::Store;
-use crate::imagestore::error::{StoreError, StoreResult};
-use crate::imagestore::ids::{self, MIB, to_mib};
+use crate::error::{Error, Result};
+use crate::ids::{self, MIB, to_mib};
+use crate::store::Store;
 
 /// How long to wait for a new zvol's device node (udev's link where udev runs).
 pub const DEVICE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,9 +24,9 @@ pub async fn device_now(store: &Store, name: &DatasetName) -> String {
     }
 }
 
-async fn wire(store: &Store, ds: &Dataset) -> StoreResult<Volume> {
+async fn wire(store: &Store, ds: &Dataset) -> Result<Volume> {
     let name: DatasetName =
-        ds.name.parse().map_err(|e: zfs_sys_shim::NameError| StoreError::from(zfs_sys_shim::Error::from(e)))?;
+        ds.name.parse().map_err(|e: zfs_sys_shim::NameError| Error::from(zfs_sys_shim::Error::from(e)))?;
     Ok(Volume { id: ds.name.clone(), size: to_mib(ds.volsize.unwrap_or(0)), device: device_now(store, &name).await })
 }
 
@@ -37,7 +37,7 @@ pub async fn make_zvol(
     size_mib: u64,
     mut props: Vec<(String, String)>,
     parents: bool,
-) -> StoreResult<()> {
+) -> Result<()> {
     props.insert(0, ("compression".into(), "lz4".into()));
     let opts = VolumeOptions { size: size_mib * MIB, parents, props, ..Default::default() };
     Ok(store.zfs.create_volume(name, &opts).await?)
@@ -49,7 +49,7 @@ pub async fn create_zvol(
     name: &DatasetName,
     size_mib: u64,
     props: Vec<(String, String)>,
-) -> StoreResult<String> {
+) -> Result<String> {
     make_zvol(store, name, size_mib, props, true).await?;
     match store.zfs.zvol_device(name, DEVICE_TIMEOUT).await {
         Ok(dev) => Ok(dev.display().to_string()),
@@ -60,23 +60,23 @@ pub async fn create_zvol(
     }
 }
 
-pub async fn create(store: &Store, req: VolumeRequest) -> StoreResult<VolumeResponse> {
+pub async fn create(store: &Store, req: VolumeRequest) -> Result<VolumeResponse> {
     let name = ids::dataset(&store.root, "id", &req.id)?;
     let size = ids::size_mib("size", req.size)?;
     let device = create_zvol(store, &name, size, Vec::new()).await?;
     Ok(VolumeResponse { volumes: vec![Volume { id: name.to_string(), size, device }] })
 }
 
-pub async fn get(store: &Store, req: VolumeRequest) -> StoreResult<VolumeResponse> {
+pub async fn get(store: &Store, req: VolumeRequest) -> Result<VolumeResponse> {
     let name = ids::dataset(&store.root, "id", &req.id)?;
     let ds = store.zfs.get(&name, &PROPS).await?;
     if ds.kind != Some(DatasetType::Volume) {
-        return Err(StoreError::not_found(format!("{name} is not a volume")));
+        return Err(Error::not_found(format!("{name} is not a volume")));
     }
     Ok(VolumeResponse { volumes: vec![wire(store, &ds).await?] })
 }
 
-pub async fn list(store: &Store, _req: VolumeRequest) -> StoreResult<VolumeResponse> {
+pub async fn list(store: &Store, _req: VolumeRequest) -> Result<VolumeResponse> {
     let all = store.zfs.list(&ListQuery::recursive(store.root.clone(), DatasetType::Volume, &PROPS)).await?;
     let mut volumes = Vec::with_capacity(all.len());
     for ds in &all {
@@ -87,7 +87,7 @@ pub async fn list(store: &Store, _req: VolumeRequest) -> StoreResult<VolumeRespo
 
 /// Destroy a dataset (and its snapshots and children) under the root. Clones elsewhere
 /// that depend on it make this a conflict rather than a cascade.
-pub async fn delete_dataset(store: &Store, req: VolumeRequest) -> StoreResult<VolumeResponse> {
+pub async fn delete_dataset(store: &Store, req: VolumeRequest) -> Result<VolumeResponse> {
     let name = ids::dataset(&store.root, "id", &req.id)?;
     let ds = store.zfs.get(&name, &PROPS).await?;
     store.zfs.destroy(&name, DestroyOptions { recursive: true, ..Default::default() }).await?;

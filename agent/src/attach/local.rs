@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
-use crate::imageapi::error::{Error, Result};
+use crate::error::{Error, Result};
 use crate::mounts::sys::{MountEntry, parse_mountinfo};
 
 const FIELD: &str = "local.path";

@@ -6,6 +6,7 @@
 pub mod local;
 pub mod loopdev;
 pub mod rbd;
+pub mod record;
 
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -14,8 +15,8 @@ use rpc_schema::imageapi::{Attach, AttachKind, RbdPath};
 use zfs_sys_shim::{DatasetType, Prop, Zfs};
 
 use crate::beneath::{self, Held};
-use crate::imageapi::error::{Error, Result};
-use crate::imageapi::state::AttachRec;
+use crate::error::{Error, Result};
+use record::AttachRec;
 
 /// Where attachments come from and go, shared with mounts and re-adoption.
 #[derive(Clone)]

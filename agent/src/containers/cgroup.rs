@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rpc_schema::containers::Limits;
 
-use crate::imageapi::error::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Where the limits live for one container.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use super::init::{DEFAULT_CAPABILITIES, Launch};
 use super::shim::{self, Exit};
 use super::store::{Containers, Rec};
-use crate::imageapi::error::{Error, Result};
+use crate::error::{Error, Result};
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

@@ -10,7 +10,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use crate::imageapi::error::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The most one answer (or one step of a follow) reads.
 pub const MAX_READ: u64 = 4 << 20;

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use crate::imageapi::error::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The configured ranges and bridge names (a trailing `*` matches any rest).
 #[derive(Debug, Clone, Default)]

@@ -13,8 +13,10 @@ use serde::Deserialize;
 
 use super::logread;
 use super::store::Containers;
-use crate::imageapi::error::{Error, Result};
-use crate::imageapi::json;
+use crate::error::{Error, Result};
+use crate::imageapi::Answer;
+use crate::wire::imageapi::ImageApiError;
+use crate::wire::json;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,8 +36,7 @@ struct Query {
 }
 
 fn query(q: Option<String>) -> Result<Query> {
-    serde_urlencoded::from_str(q.as_deref().unwrap_or_default())
-        .map_err(|e| Error::invalid("query", format!("the query: {e}")))
+    crate::wire::query(q.as_deref())
 }
 
 async fn resolve(c: &Containers, key: &str, by_name: bool) -> Result<u64> {
@@ -50,7 +51,7 @@ async fn list(State(c): State<Containers>) -> Json<Vec<Container>> {
     Json(c.list().await)
 }
 
-async fn create(State(c): State<Containers>, b: Bytes) -> Result<(StatusCode, Json<Container>)> {
+async fn create(State(c): State<Containers>, b: Bytes) -> Answer<(StatusCode, Json<Container>)> {
     let spec: Container = json(&b)?;
     let start = spec.state == Some(ContainerState::Running);
     let rec = c.create(spec).await?;
@@ -61,7 +62,7 @@ async fn create(State(c): State<Containers>, b: Bytes) -> Result<(StatusCode, Js
             Err(e) => {
                 // Nothing started: the record goes too.
                 let _ = c.remove(id).await;
-                return Err(e);
+                return Err(ImageApiError::from(e));
             }
         }
     } else {
@@ -70,18 +71,20 @@ async fn create(State(c): State<Containers>, b: Bytes) -> Result<(StatusCode, Js
     Ok((StatusCode::CREATED, Json(rec.spec)))
 }
 
-async fn get_one(c: &Containers, key: &str, by_name: bool) -> Result<Json<Container>> {
+async fn get_one(c: &Containers, key: &str, by_name: bool) -> Answer<Json<Container>> {
     let id = resolve(c, key, by_name).await?;
     Ok(Json(c.find(id).await?.spec))
 }
 
-async fn delete_one(c: &Containers, key: &str, by_name: bool, q: Option<String>) -> Result<Json<Container>> {
+async fn delete_one(c: &Containers, key: &str, by_name: bool, q: Option<String>) -> Answer<Json<Container>> {
     let id = resolve(c, key, by_name).await?;
     let force = query(q)?.force.unwrap_or(false);
     let rec = c.find(id).await?;
     if matches!(rec.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping)) {
         if !force {
-            return Err(Error::conflict(format!("container {id} is running: stop it first or pass force=true")));
+            return Err(ImageApiError::from(Error::conflict(format!(
+                "container {id} is running: stop it first or pass force=true"
+            ))));
         }
         c.stop(id).await?;
     }
@@ -90,24 +93,29 @@ async fn delete_one(c: &Containers, key: &str, by_name: bool, q: Option<String>)
     Ok(Json(rec.spec))
 }
 
-async fn change(c: &Containers, key: &str, by_name: bool, to: ContainerState) -> Result<Json<Container>> {
+async fn change(c: &Containers, key: &str, by_name: bool, to: ContainerState) -> Answer<Json<Container>> {
     let id = resolve(c, key, by_name).await?;
     let rec = match to {
         ContainerState::Running => c.start(id).await?,
         ContainerState::Exited => c.stop(id).await?,
-        other => return Err(Error::invalid("state", format!("{other:?} cannot be asked for: running or exited"))),
+        other => {
+            return Err(ImageApiError::from(Error::invalid(
+                "state",
+                format!("{other:?} cannot be asked for: running or exited"),
+            )));
+        }
     };
     Ok(Json(rec.spec))
 }
 
-async fn log(c: &Containers, key: &str, by_name: bool, q: Option<String>) -> Result<axum::response::Response> {
+async fn log(c: &Containers, key: &str, by_name: bool, q: Option<String>) -> Answer<axum::response::Response> {
     use axum::response::IntoResponse;
     let id = resolve(c, key, by_name).await?;
     let q = query(q)?;
     let rec = c.find(id).await?;
     let path = super::shim::log_file(&rec.dir);
     let page = match (q.tail, q.offset) {
-        (Some(_), Some(_)) => return Err(Error::invalid("tail", "give tail or offset, not both")),
+        (Some(_), Some(_)) => return Err(ImageApiError::from(Error::invalid("tail", "give tail or offset, not both"))),
         (Some(n), None) => logread::tail(&path, n)?,
         (None, offset) => logread::range(&path, offset.unwrap_or(0), q.limit)?,
     };

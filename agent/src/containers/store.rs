@@ -10,8 +10,8 @@ use rpc_schema::containers::{Container, ContainerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use crate::error::{Error, Result};
 use crate::imageapi::Registry;
-use crate::imageapi::error::{Error, Result};
 
 /// One container and what tankd needs to find its processes again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@
 
 use rpc_schema::containers::{IdMap, UserNs};
 
-use crate::imageapi::error::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Automatic ranges: 65536 ids each (a whole 16-bit id space, as podman's `auto` and
 /// systemd-nspawn's `pick` give), from here up, inside the span systemd reserves for

@@ -9,24 +9,22 @@
 //! the node's token.
 
 mod provision;
-pub mod secret;
+
 mod snapshots;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use rpc_schema::ErrorKind;
-use serde::de::DeserializeOwned;
 use zfs_sys_shim::{DatasetName, Zfs};
 
-use crate::api_error::{ApiError, refused_field};
 use crate::auth::bearer;
+use crate::crypto::constant_time_eq;
 use crate::docker::VolumeStore;
-use crate::secrets::constant_time_eq;
-pub use secret::MasterSecret;
+use crate::error::{Error, Result};
+use crate::master_secret as secret;
+pub use crate::master_secret::MasterSecret;
 
 #[derive(Clone)]
 pub struct Control {
@@ -65,15 +63,15 @@ impl Control {
         self.secret.derive(secret::SERVICE_TOKEN_LABEL, service)
     }
 
-    fn require_admin(&self, caller: &Caller) -> Result<(), ApiError> {
+    fn require_admin(&self, caller: &Caller) -> Result<()> {
         match caller {
             Caller::Admin => Ok(()),
-            _ => Err(ApiError::unauthorized()),
+            _ => Err(Error::unauthorized()),
         }
     }
 
     /// The node's token, or `service`'s own.
-    fn require_service(&self, caller: &Caller, service: Option<&str>) -> Result<(), ApiError> {
+    fn require_service(&self, caller: &Caller, service: Option<&str>) -> Result<()> {
         match (caller, service) {
             (Caller::Admin, _) => Ok(()),
             (Caller::Bearer(given), Some(svc))
@@ -81,15 +79,15 @@ impl Control {
             {
                 Ok(())
             }
-            _ => Err(ApiError::unauthorized()),
+            _ => Err(Error::unauthorized()),
         }
     }
 
     /// The dataset of a volume named by a request's `name`.
-    fn volume(&self, name: &str) -> Result<DatasetName, ApiError> {
+    fn volume(&self, name: &str) -> Result<DatasetName> {
         self.volumes.dataset(name).map_err(|mut e| {
-            if e.detail.field.is_some() {
-                e.detail.field = Some("name".to_owned());
+            if e.field.is_some() {
+                e.field = Some("name".to_owned());
             }
             e
         })
@@ -98,40 +96,28 @@ impl Control {
     /// The node's token, or the token of the service owning volume `name`.
     /// Decided before anything about the volume is told: a caller without a token, or
     /// with another service's, learns nothing, not even whether the volume exists.
-    async fn require_volume_access(&self, caller: &Caller, name: &str) -> Result<(), ApiError> {
+    async fn require_volume_access(&self, caller: &Caller, name: &str) -> Result<()> {
         match caller {
-            Caller::Anonymous => Err(ApiError::unauthorized()),
+            Caller::Anonymous => Err(Error::unauthorized()),
             Caller::Admin => self.volumes.owner(name).await.map(drop),
             Caller::Bearer(_) => match self.volumes.owner(name).await {
                 Ok(owner) => self.require_service(caller, owner.as_deref()),
-                Err(_) => Err(ApiError::unauthorized()),
+                Err(_) => Err(Error::unauthorized()),
             },
         }
     }
 
-    pub fn service_dataset(&self, service: &str) -> Result<DatasetName, ApiError> {
+    pub fn service_dataset(&self, service: &str) -> Result<DatasetName> {
         crate::docker::store::check_name("serviceId", service)?;
-        self.root.join(&format!("services/{service}")).map_err(|e| ApiError::invalid("serviceId", e.reason))
+        self.root.join(&format!("services/{service}")).map_err(|e| Error::invalid("serviceId", e.reason))
     }
 }
 
 /// A JSON body into `T`, a refusal naming the member that did not fit.
-pub fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    if !crate::api_error::is_json_object(bytes) {
-        return Err(ApiError::invalid("body", "the request body must be a JSON object"));
-    }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().to_string();
-        ApiError::invalid(&refused_field(&path, &message, "body"), format!("bad request body: {message}"))
-    })
-}
+pub use crate::wire::json as body;
 
-pub fn unavailable(field: &str, message: String) -> ApiError {
-    let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unavailable, message);
-    e.detail.field = Some(field.to_owned());
-    e
+pub fn unavailable(field: &str, message: String) -> Error {
+    Error::unavailable(message).with_field(field)
 }
 
 /// Every control route but `/health` and `/metrics` (the server adds those, they need

@@ -8,20 +8,20 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use rpc_schema::ErrorKind;
+use axum::http::HeaderMap;
 use rpc_schema::control::{Capability, DeprovisionRequest, DeprovisionResponse, ProvisionRequest, ProvisionResponse};
 use zfs_sys_shim::{DestroyOptions, Prop};
 
 use super::{Control, body, unavailable};
-use crate::api_error::ApiError;
+use crate::error::{Error, Result};
+use crate::wire::ApiError;
 
 const NAME_PROP: &str = "tankd:service-name";
 
-fn check_request(req: &ProvisionRequest) -> Result<Option<u64>, ApiError> {
+fn check_request(req: &ProvisionRequest) -> Result<Option<u64>> {
     crate::docker::store::check_name("serviceId", &req.service_id)?;
     if req.service_name.len() > 256 || req.service_name.chars().any(char::is_control) {
-        return Err(ApiError::invalid("serviceName", "at most 256 characters, no control characters"));
+        return Err(Error::invalid("serviceName", "at most 256 characters, no control characters"));
     }
     for (i, cap) in req.capabilities.iter().enumerate() {
         let what = match cap {
@@ -39,7 +39,7 @@ fn check_request(req: &ProvisionRequest) -> Result<Option<u64>, ApiError> {
         .map(|q| {
             crate::config::parse_size(q)
                 .filter(|b| *b >= 1 << 20)
-                .ok_or_else(|| ApiError::invalid("quota", format!("{q:?} is not a size of at least 1M")))
+                .ok_or_else(|| Error::invalid("quota", format!("{q:?} is not a size of at least 1M")))
         })
         .transpose()
 }
@@ -99,7 +99,7 @@ pub async fn deprovision(
         }
         c.zfs.destroy(&ds, DestroyOptions { recursive: true, ..Default::default() }).await.map_err(|e| {
             if e.kind() == zfs_sys_shim::ErrorKind::Busy {
-                ApiError::new(StatusCode::CONFLICT, ErrorKind::Busy, format!("{ds} is in use: {e}"))
+                Error::busy(format!("{ds} is in use: {e}"))
             } else {
                 e.into()
             }
@@ -113,6 +113,7 @@ pub async fn deprovision(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Kind;
 
     fn req(json: &str) -> ProvisionRequest {
         serde_json::from_str(json).unwrap()
@@ -122,11 +123,11 @@ mod tests {
     fn unavailable_capabilities_and_bad_fields_are_named() {
         let e =
             check_request(&req(r#"{"serviceId":"svc-1","capabilities":["filesystem","objectstorage"]}"#)).unwrap_err();
-        assert_eq!((e.status, e.detail.field.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("capabilities[1]")));
+        assert_eq!((e.kind, e.field.as_deref()), (Kind::Unavailable, Some("capabilities[1]")));
         let e = check_request(&req(r#"{"serviceId":"../x"}"#)).unwrap_err();
-        assert_eq!(e.detail.field.as_deref(), Some("serviceId"));
+        assert_eq!(e.field.as_deref(), Some("serviceId"));
         let e = check_request(&req(r#"{"serviceId":"svc-1","quota":"1K"}"#)).unwrap_err();
-        assert_eq!(e.detail.field.as_deref(), Some("quota"));
+        assert_eq!(e.field.as_deref(), Some("quota"));
         assert_eq!(check_request(&req(r#"{"serviceId":"svc-1","quota":"2G"}"#)).unwrap(), Some(2 << 30));
     }
 }

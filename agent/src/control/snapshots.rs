@@ -11,8 +11,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use rpc_schema::ErrorKind;
+use axum::http::HeaderMap;
 use rpc_schema::control::{
     Capability, ResourceSnapshot, ResourcesRestoreRequest, ResourcesRestoreResponse, ResourcesSnapshotRequest,
     ResourcesSnapshotResponse, VolumeList, VolumeName, VolumeRestoreRequest, VolumeRestoreResponse,
@@ -21,9 +20,10 @@ use rpc_schema::control::{
 use zfs_sys_shim::{DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, SnapshotName};
 
 use super::{Control, body, unavailable};
-use crate::api_error::ApiError;
 use crate::docker::restore;
 use crate::docker::store::{check_name, check_snapshot_name};
+use crate::error::{Error, Result};
+use crate::wire::ApiError;
 
 pub async fn list_volumes(State(c): State<Control>, headers: HeaderMap) -> Result<Json<VolumeList>, ApiError> {
     c.require_admin(&c.caller(&headers))?;
@@ -35,12 +35,7 @@ fn snapshot_id(c: &Control, snap: &SnapshotName) -> String {
     snap.as_str().strip_prefix(&format!("{}/", c.root)).unwrap_or(snap.as_str()).to_owned()
 }
 
-async fn describe(
-    c: &Control,
-    snap: &SnapshotName,
-    capability: &str,
-    resource: &str,
-) -> Result<ResourceSnapshot, ApiError> {
+async fn describe(c: &Control, snap: &SnapshotName, capability: &str, resource: &str) -> Result<ResourceSnapshot> {
     let s = c.zfs.get(snap, &[Prop::Referenced, Prop::Written, Prop::Creation, Prop::Guid]).await?;
     let mut tags = BTreeMap::new();
     tags.insert("guid".to_owned(), s.guid.unwrap_or(0).to_string());
@@ -61,22 +56,18 @@ async fn volume_snapshot_request(
     c: &Control,
     headers: &HeaderMap,
     bytes: &Bytes,
-) -> Result<(VolumeSnapshotRequest, DatasetName, SnapshotName), ApiError> {
+) -> Result<(VolumeSnapshotRequest, DatasetName, SnapshotName)> {
     let caller = c.caller(headers);
     let req: VolumeSnapshotRequest = body(bytes)?;
     let ds = c.volume(&req.name)?;
     check_snapshot_name("snapshotName", &req.snapshot_name)?;
     c.require_volume_access(&caller, &req.name).await?;
-    let snap = ds.snapshot(&req.snapshot_name).map_err(|e| ApiError::invalid("snapshotName", e.reason))?;
+    let snap = ds.snapshot(&req.snapshot_name).map_err(|e| Error::invalid("snapshotName", e.reason))?;
     Ok((req, ds, snap))
 }
 
 /// A `{serviceId, snapshotName}` body checked, its caller allowed.
-fn service_snapshot_request(
-    c: &Control,
-    headers: &HeaderMap,
-    bytes: &Bytes,
-) -> Result<ResourcesSnapshotRequest, ApiError> {
+fn service_snapshot_request(c: &Control, headers: &HeaderMap, bytes: &Bytes) -> Result<ResourcesSnapshotRequest> {
     let caller = c.caller(headers);
     let req: ResourcesSnapshotRequest = body(bytes)?;
     check_name("serviceId", &req.service_id)?;
@@ -104,28 +95,19 @@ pub async fn snapshot_volume(
 
 /// Refuse (429) a request that would take `whose` past `max_service_snapshots`,
 /// counting the snapshots of `datasets` in one listing.
-async fn check_snapshot_room(
-    c: &Control,
-    whose: &str,
-    datasets: &[DatasetName],
-    adding: usize,
-) -> Result<(), ApiError> {
+async fn check_snapshot_room(c: &Control, whose: &str, datasets: &[DatasetName], adding: usize) -> Result<()> {
     let held = snapshots_of(c, datasets).await?.len();
     if held + adding > c.max_service_snapshots {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::TooManyRequests,
-            format!(
-                "{whose} holds {held} snapshots and may hold {} (max_service_snapshots); destroy some first",
-                c.max_service_snapshots
-            ),
-        ));
+        return Err(Error::too_many(format!(
+            "{whose} holds {held} snapshots and may hold {} (max_service_snapshots); destroy some first",
+            c.max_service_snapshots
+        )));
     }
     Ok(())
 }
 
 /// The names of the snapshots of `datasets` (not of their children), in one listing.
-async fn snapshots_of(c: &Control, datasets: &[DatasetName]) -> Result<Vec<String>, ApiError> {
+async fn snapshots_of(c: &Control, datasets: &[DatasetName]) -> Result<Vec<String>> {
     let all = c.zfs.list(&ListQuery::recursive(c.root.clone(), DatasetType::Snapshot, &[])).await?;
     Ok(all
         .into_iter()
@@ -134,8 +116,8 @@ async fn snapshots_of(c: &Control, datasets: &[DatasetName]) -> Result<Vec<Strin
         .collect())
 }
 
-fn no_such_snapshot(whose: &str, name: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("{whose} has no snapshot named {name}"))
+fn no_such_snapshot(whose: &str, name: &str) -> Error {
+    Error::not_found(format!("{whose} has no snapshot named {name}"))
 }
 
 /// `POST /volumes/snapshot/destroy {name, snapshotName}`: the way back under the bound.
@@ -148,37 +130,33 @@ pub async fn destroy_volume_snapshot(
     // zfs destroy of a missing snapshot succeeds (the shim makes destroy idempotent):
     // ask first, so the answer says what really went.
     if !c.zfs.exists(&snap).await? {
-        return Err(no_such_snapshot(&format!("volume {}", req.name), &req.snapshot_name));
+        return Err(ApiError::from(no_such_snapshot(&format!("volume {}", req.name), &req.snapshot_name)));
     }
     c.zfs.destroy(&snap, DestroyOptions::default()).await?;
     Ok(Json(serde_json::json!({ "destroyed": [snapshot_id(&c, &snap)] })))
 }
 
 /// A snapshot id for `live`: its full relative id, or just the part after `@`.
-fn resolve_snapshot(c: &Control, live: &DatasetName, field: &str, id: &str) -> Result<SnapshotName, ApiError> {
+fn resolve_snapshot(c: &Control, live: &DatasetName, field: &str, id: &str) -> Result<SnapshotName> {
     let (ds, short) = match id.split_once('@') {
         Some((ds, short)) => (Some(ds), short),
         None => (None, id),
     };
     check_snapshot_name(field, short)?;
     if let Some(ds) = ds {
-        let named = c.root.join(ds).map_err(|e| ApiError::invalid(field, e.reason))?;
+        let named = c.root.join(ds).map_err(|e| Error::invalid(field, e.reason))?;
         if &named != live {
-            return Err(ApiError::invalid(field, format!("{id:?} is not a snapshot of {live}")));
+            return Err(Error::invalid(field, format!("{id:?} is not a snapshot of {live}")));
         }
     }
-    live.snapshot(short).map_err(|e| ApiError::invalid(field, e.reason))
+    live.snapshot(short).map_err(|e| Error::invalid(field, e.reason))
 }
 
-fn busy(name: &str, ids: &[String]) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        ErrorKind::Busy,
-        format!(
-            "volume {name} is mounted by containers ({}); their mounts would keep the old data. Stop them, or force",
-            ids.join(", ")
-        ),
-    )
+fn busy(name: &str, ids: &[String]) -> Error {
+    Error::busy(format!(
+        "volume {name} is mounted by containers ({}); their mounts would keep the old data. Stop them, or force",
+        ids.join(", ")
+    ))
 }
 
 pub async fn restore_volume(
@@ -193,13 +171,13 @@ pub async fn restore_volume(
     c.require_volume_access(&caller, &req.name).await?;
     let mounted = c.volumes.mount_ids(&req.name).await;
     if !mounted.is_empty() && !req.force {
-        return Err(busy(&req.name, &mounted));
+        return Err(ApiError::from(busy(&req.name, &mounted)));
     }
     let kept = restore::restore(&c.zfs, &c.root, &snap).await?;
     Ok(Json(VolumeRestoreResponse { name: req.name, snapshot_id: snapshot_id(&c, &snap), kept_as: kept.to_string() }))
 }
 
-async fn volume_for_restore_step(c: &Control, headers: &HeaderMap, bytes: &Bytes) -> Result<DatasetName, ApiError> {
+async fn volume_for_restore_step(c: &Control, headers: &HeaderMap, bytes: &Bytes) -> Result<DatasetName> {
     let caller = c.caller(headers);
     let req: VolumeName = body(bytes)?;
     let live = c.volume(&req.name)?;
@@ -229,7 +207,7 @@ pub async fn undo_restore(
 
 /// The datasets of a service: its own (`filesystem`, resource `data`) when provisioned,
 /// and the volumes it owns (`volume`, resource = the volume's name).
-async fn service_resources(c: &Control, service: &str) -> Result<Vec<(DatasetName, &'static str, String)>, ApiError> {
+async fn service_resources(c: &Control, service: &str) -> Result<Vec<(DatasetName, &'static str, String)>> {
     let own = c.service_dataset(service)?;
     let mut out = Vec::new();
     if c.zfs.exists(&own).await? {
@@ -242,7 +220,7 @@ async fn service_resources(c: &Control, service: &str) -> Result<Vec<(DatasetNam
 }
 
 /// The datasets of [`service_resources`], what its snapshot bound counts.
-async fn service_datasets(c: &Control, service: &str) -> Result<Vec<DatasetName>, ApiError> {
+async fn service_datasets(c: &Control, service: &str) -> Result<Vec<DatasetName>> {
     Ok(service_resources(c, service).await?.into_iter().map(|(d, _, _)| d).collect())
 }
 
@@ -254,15 +232,14 @@ pub async fn snapshot_resources(
     let req = service_snapshot_request(&c, &headers, &bytes)?;
     let resources = service_resources(&c, &req.service_id).await?;
     if resources.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorKind::NotFound,
-            format!("service {} has no dataset and no volumes on this node", req.service_id),
-        ));
+        return Err(ApiError::from(Error::not_found(format!(
+            "service {} has no dataset and no volumes on this node",
+            req.service_id
+        ))));
     }
     let snaps = resources
         .iter()
-        .map(|(ds, _, _)| ds.snapshot(&req.snapshot_name).map_err(|e| ApiError::invalid("snapshotName", e.reason)))
+        .map(|(ds, _, _)| ds.snapshot(&req.snapshot_name).map_err(|e| Error::invalid("snapshotName", e.reason)))
         .collect::<Result<Vec<_>, _>>()?;
     let datasets: Vec<DatasetName> = resources.iter().map(|(d, _, _)| d.clone()).collect();
     check_snapshot_room(&c, &format!("service {}", req.service_id), &datasets, snaps.len()).await?;
@@ -288,14 +265,14 @@ pub async fn destroy_resource_snapshots(
     let present = snapshots_of(&c, &datasets).await?;
     let mut destroyed = Vec::new();
     for ds in &datasets {
-        let snap = ds.snapshot(&req.snapshot_name).map_err(|e| ApiError::invalid("snapshotName", e.reason))?;
+        let snap = ds.snapshot(&req.snapshot_name).map_err(|e| Error::invalid("snapshotName", e.reason))?;
         if present.iter().any(|p| p == snap.as_str()) {
             c.zfs.destroy(&snap, DestroyOptions::default()).await?;
             destroyed.push(snapshot_id(&c, &snap));
         }
     }
     if destroyed.is_empty() {
-        return Err(no_such_snapshot(&format!("service {}", req.service_id), &req.snapshot_name));
+        return Err(ApiError::from(no_such_snapshot(&format!("service {}", req.service_id), &req.snapshot_name)));
     }
     Ok(Json(serde_json::json!({ "destroyed": destroyed })))
 }
@@ -317,37 +294,29 @@ pub async fn restore_resources(
         if let Ok(Capability::Database | Capability::Objectstorage) =
             serde_json::from_value::<Capability>(serde_json::json!(s.capability))
         {
-            return Err(unavailable(
+            return Err(ApiError::from(unavailable(
                 &format!("snapshots[{i}].capability"),
                 format!("capability {} is not available on this node yet", s.capability),
-            ));
+            )));
         }
         let Some((ds, _, name)) = resources.iter().find(|(ds, _, _)| {
             s.snapshot_id.split_once('@').is_some_and(|(d, _)| c.root.join(d).ok().as_ref() == Some(ds))
         }) else {
-            return Err(ApiError::invalid(
+            return Err(ApiError::from(Error::invalid(
                 &field,
                 format!("{:?} is not a snapshot of a resource of service {}", s.snapshot_id, req.service_id),
-            ));
+            )));
         };
         let snap = resolve_snapshot(&c, ds, &field, &s.snapshot_id)?;
         if !c.zfs.exists(&snap).await? {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                ErrorKind::NotFound,
-                format!("{field}: no snapshot {snap}"),
-            ));
+            return Err(ApiError::from(Error::not_found(format!("{field}: no snapshot {snap}"))));
         }
         if restore::pending(&c.zfs, &c.root, ds).await?.is_some() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorKind::Conflict,
-                format!("{ds} has a restore awaiting confirm or undo"),
-            ));
+            return Err(ApiError::from(Error::conflict(format!("{ds} has a restore awaiting confirm or undo"))));
         }
         let mounted = c.volumes.mount_ids(name).await;
         if !mounted.is_empty() && !req.force {
-            return Err(busy(name, &mounted));
+            return Err(ApiError::from(busy(name, &mounted)));
         }
         plan.push((snap, name.clone()));
     }
@@ -363,10 +332,10 @@ pub async fn restore_resources(
                 // All or nothing: put back what this call already restored.
                 for (done, _) in plan.iter().take(restored.len()) {
                     if let Err(u) = restore::undo(&c.zfs, &c.root, &done.dataset()).await {
-                        tracing::error!(dataset = %done.dataset(), error = ?u.detail, "could not undo a partial resource restore");
+                        tracing::error!(dataset = %done.dataset(), error = %u, "could not undo a partial resource restore");
                     }
                 }
-                return Err(e);
+                return Err(ApiError::from(e));
             }
         }
     }

@@ -14,49 +14,30 @@ use std::collections::BTreeMap;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use rpc_schema::ErrorKind;
-use rpc_schema::control::docker::{CONTENT_TYPE, Reply, Request, Volume};
 
-use crate::api_error::ApiError;
+use axum::routing::post;
+
+use rpc_schema::control::docker::{Reply, Request, Volume};
+
+use crate::error::{Error, Result};
+use crate::wire::docker::PluginReply;
 use known::KnownVolume;
 pub use store::{VolumeOpts, VolumeStore};
 
-/// What the plugin socket answers with.
-struct PluginReply(StatusCode, serde_json::Value);
-
-impl IntoResponse for PluginReply {
-    fn into_response(self) -> Response {
-        (self.0, [(header::CONTENT_TYPE, CONTENT_TYPE)], self.1.to_string()).into_response()
-    }
-}
-
 fn ok(reply: Reply) -> PluginReply {
-    PluginReply(StatusCode::OK, serde_json::to_value(reply).unwrap_or_default())
+    PluginReply::ok(serde_json::to_value(reply).unwrap_or_default())
 }
 
-fn err(e: ApiError) -> PluginReply {
-    let message = match &e.detail.field {
-        Some(f) if !e.detail.message.contains(f.as_str()) => format!("{f}: {}", e.detail.message),
-        _ => e.detail.message.clone(),
-    };
-    tracing::info!(kind = ?e.detail.kind, %message, "volume driver call refused");
-    // Docker takes any status but 200 as the call's failure and shows `Err`; bad input
-    // says so with a 400 (its field named in the text), everything else is Docker's
-    // usual 500.
-    let status =
-        if e.detail.kind == ErrorKind::Invalid { StatusCode::BAD_REQUEST } else { StatusCode::INTERNAL_SERVER_ERROR };
-    PluginReply(status, serde_json::json!({ "Err": message }))
+fn err(e: Error) -> PluginReply {
+    PluginReply::err(e)
 }
 
-fn parse(body: &Bytes) -> Result<Request, ApiError> {
+fn parse(body: &Bytes) -> Result<Request> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Request::default());
     }
-    let bad = |e: String| ApiError::invalid("body", format!("not a VolumeDriver request: {e}"));
-    if !crate::api_error::is_json_object(body) {
+    let bad = |e: String| Error::invalid("body", format!("not a VolumeDriver request: {e}"));
+    if !crate::wire::is_json_object(body) {
         return Err(bad("a JSON object is expected".into()));
     }
     serde_json::from_slice(body).map_err(|e| bad(e.to_string()))
@@ -80,7 +61,7 @@ pub fn routes(store: VolumeStore) -> Router {
 }
 
 fn ok_json(v: serde_json::Value) -> PluginReply {
-    PluginReply(StatusCode::OK, v)
+    PluginReply::ok(v)
 }
 
 async fn create(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
@@ -179,6 +160,6 @@ mod tests {
     fn empty_and_bad_bodies() {
         assert_eq!(parse(&Bytes::from_static(b"")).unwrap(), Request::default());
         assert_eq!(parse(&Bytes::from_static(b"{}")).unwrap(), Request::default());
-        assert_eq!(parse(&Bytes::from_static(b"{nope")).unwrap_err().detail.field.as_deref(), Some("body"));
+        assert_eq!(parse(&Bytes::from_static(b"{nope")).unwrap_err().field.as_deref(), Some("body"));
     }
 }

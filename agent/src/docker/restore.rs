@@ -8,11 +8,9 @@
 //! it back. Every step is one `zfs` command; [`recover`] finishes or reverts a swap that
 //! a crash interrupted, so no half-restored volume survives a restart.
 
-use axum::http::StatusCode;
-use rpc_schema::ErrorKind;
 use zfs_sys_shim::{DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, SnapshotName, Zfs};
 
-use crate::api_error::ApiError;
+use crate::error::{Error, Result};
 
 /// The names one restore of `live` works with.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,26 +25,26 @@ pub struct Swap {
 }
 
 impl Swap {
-    pub fn of(root: &DatasetName, live: &DatasetName) -> Result<Swap, ApiError> {
+    pub fn of(root: &DatasetName, live: &DatasetName) -> Result<Swap> {
         let rel = live
             .relative_to(root)
             .filter(|r| !r.is_empty() && !r.starts_with("prerestore"))
-            .ok_or_else(|| ApiError::invalid("name", format!("{live} is not a dataset tankd restores")))?;
+            .ok_or_else(|| Error::invalid("name", format!("{live} is not a dataset tankd restores")))?;
         let at = |prefix: &str| {
-            root.join(&format!("prerestore/{prefix}/{rel}")).map_err(|e| ApiError::invalid("name", e.reason))
+            root.join(&format!("prerestore/{prefix}/{rel}")).map_err(|e| Error::invalid("name", e.reason))
         };
         Ok(Swap { live: live.clone(), kept: at("kept")?, incoming: at("incoming")?, discard: at("discard")? })
     }
 }
 
-fn conflict(message: String) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, ErrorKind::Conflict, message)
+fn conflict(message: String) -> Error {
+    Error::conflict(message)
 }
 
 /// Properties a clone needs to look like the dataset it replaces: the local ones but
 /// `mountpoint`/`canmount` (the clone must not mount over the live dataset while both
 /// exist; the live name brings the mountpoint back).
-async fn clone_props(zfs: &Zfs, live: &DatasetName) -> Result<(Vec<(String, String)>, Option<String>), ApiError> {
+async fn clone_props(zfs: &Zfs, live: &DatasetName) -> Result<(Vec<(String, String)>, Option<String>)> {
     let mut mountpoint = None;
     let mut props = Vec::new();
     for (k, v) in zfs.local_props(live).await? {
@@ -61,7 +59,7 @@ async fn clone_props(zfs: &Zfs, live: &DatasetName) -> Result<(Vec<(String, Stri
 
 /// Restore `snap` (a snapshot of `live`) into `live`; the old state is kept. Returns the
 /// kept dataset's name.
-pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Result<DatasetName, ApiError> {
+pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Result<DatasetName> {
     let live = snap.dataset();
     let swap = Swap::of(root, &live)?;
     if zfs.exists(&swap.kept).await? {
@@ -71,7 +69,7 @@ pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Resu
         )));
     }
     if !zfs.exists(snap).await? {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("no snapshot {snap}")));
+        return Err(Error::not_found(format!("no snapshot {snap}")));
     }
     // A leftover from a crash that recover() did not see (it runs at start only).
     zfs.destroy(&swap.incoming, DestroyOptions { recursive: true, ..Default::default() }).await?;
@@ -80,7 +78,7 @@ pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Resu
     crate::fault::point("restore-cloned");
     if let Err(e) = zfs.rename(&live, &swap.kept, true).await {
         let _ = zfs.destroy(&swap.incoming, DestroyOptions::default()).await;
-        return Err(ApiError::from(e));
+        return Err(e.into());
     }
     crate::fault::point("restore-set-aside");
     if let Err(e) = zfs.rename(&swap.incoming, &live, false).await {
@@ -90,7 +88,7 @@ pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Resu
         if let Err(b) = back {
             tracing::error!(dataset = %live, error = %b, "could not put the dataset back after a failed restore; the next start will");
         }
-        return Err(ApiError::from(e));
+        return Err(e.into());
     }
     if let Some(mp) = mountpoint {
         zfs.set(&live, &[("mountpoint".into(), mp)]).await?;
@@ -106,13 +104,13 @@ pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Resu
 }
 
 /// The clone relation between two datasets: whether `a` is a clone of a snapshot of `b`.
-async fn is_clone_of(zfs: &Zfs, a: &DatasetName, b: &DatasetName) -> Result<bool, ApiError> {
+async fn is_clone_of(zfs: &Zfs, a: &DatasetName, b: &DatasetName) -> Result<bool> {
     let origin = zfs.get(a, &[Prop::Origin]).await?.origin;
     Ok(origin.is_some_and(|o| o.split_once('@').is_some_and(|(ds, _)| ds == b.as_str())))
 }
 
 /// Keep the restored state: destroy the kept pre-restore dataset.
-pub async fn confirm(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<(), ApiError> {
+pub async fn confirm(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<()> {
     let swap = Swap::of(root, live)?;
     if !zfs.exists(&swap.kept).await? {
         return Err(conflict(format!("{live} has no restore awaiting confirm")));
@@ -127,7 +125,7 @@ pub async fn confirm(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Resul
 
 /// Go back to the pre-restore state: the kept dataset takes the live name again and the
 /// restored one is destroyed.
-pub async fn undo(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<(), ApiError> {
+pub async fn undo(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<()> {
     let swap = Swap::of(root, live)?;
     if !zfs.exists(&swap.kept).await? {
         return Err(conflict(format!("{live} has no restore to undo")));
@@ -152,7 +150,7 @@ pub async fn undo(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<(
 
 /// A pending restore of `live`: (the snapshot restored, relative to the root; the kept
 /// dataset), or `None`.
-pub async fn pending(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<Option<(String, String)>, ApiError> {
+pub async fn pending(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<Option<(String, String)>> {
     let swap = Swap::of(root, live)?;
     let kept = match zfs.get(&swap.kept, &[Prop::Origin]).await {
         Ok(k) => k,
@@ -176,8 +174,8 @@ pub async fn pending(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Resul
 ///   so it takes the name (the kept state stays, undoable);
 /// - a `discard` with a live dataset: an undo that did not finish destroying it;
 /// - a `kept` with the live name free (an undo between its renames): it takes the name.
-pub async fn recover(zfs: &Zfs, root: &DatasetName) -> Result<(), ApiError> {
-    let pre = root.join("prerestore").map_err(|e| ApiError::invalid("root", e.reason))?;
+pub async fn recover(zfs: &Zfs, root: &DatasetName) -> Result<()> {
+    let pre = root.join("prerestore").map_err(|e| Error::invalid("root", e.reason))?;
     if !zfs.exists(&pre).await? {
         return Ok(());
     }

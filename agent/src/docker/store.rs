@@ -8,14 +8,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use axum::http::StatusCode;
-use rpc_schema::ErrorKind;
 use rpc_schema::control::{PendingRestore, VolumeInfo};
 use tokio::sync::Mutex;
 use zfs_sys_shim::{Dataset, DatasetName, DatasetType, Depth, DestroyOptions, ListQuery, Prop, Zfs};
 
 use super::known::{KnownVolume, format_mounts};
-use crate::api_error::ApiError;
+use crate::error::{Error, Result};
 use crate::mounts::sys::MountEntry;
 
 pub const OWNER_PROP: &str = "tankd:service";
@@ -47,11 +45,11 @@ const COMPRESSION: &[&str] = &["on", "off", "lz4", "zstd", "zstd-fast", "gzip", 
 
 impl VolumeOpts {
     /// Parse Docker's `Opts` map; an unknown or bad option names itself (`Opts.<key>`).
-    pub fn parse(opts: &BTreeMap<String, String>) -> Result<VolumeOpts, ApiError> {
+    pub fn parse(opts: &BTreeMap<String, String>) -> Result<VolumeOpts> {
         let mut out = VolumeOpts::default();
         for (key, value) in opts {
             let field = format!("Opts.{key}");
-            let bad = |why: String| ApiError::invalid(&field, format!("{key}={value:?}: {why}"));
+            let bad = |why: String| Error::invalid(&field, format!("{key}={value:?}: {why}"));
             match key.as_str() {
                 "size" | "quota" => {
                     let bytes = crate::config::parse_size(value)
@@ -86,7 +84,7 @@ impl VolumeOpts {
                     out.service = Some(value.clone());
                 }
                 _ => {
-                    return Err(ApiError::invalid(
+                    return Err(Error::invalid(
                         &field,
                         format!(
                             "unknown option {key:?} (size, quota, from_snapshot, compression, recordsize, service)"
@@ -118,7 +116,7 @@ impl VolumeOpts {
 
 /// Docker's volume name rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`), which also fits ZFS; also
 /// used for service ids.
-pub fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
+pub fn check_name(field: &str, name: &str) -> Result<()> {
     let ok = name.len() >= 2
         && name.len() <= 128
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -126,7 +124,7 @@ pub fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(
+        Err(Error::invalid(
             field,
             format!("{name:?} is not a name: 2-128 of [A-Za-z0-9_.-], starting with a letter or digit"),
         ))
@@ -134,20 +132,20 @@ pub fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
 }
 
 /// A snapshot's short name: the same alphabet, may start with `_`, at most 128.
-pub fn check_snapshot_name(field: &str, name: &str) -> Result<(), ApiError> {
+pub fn check_snapshot_name(field: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':'));
-    if ok { Ok(()) } else { Err(ApiError::invalid(field, format!("{name:?} is not a snapshot name"))) }
+    if ok { Ok(()) } else { Err(Error::invalid(field, format!("{name:?} is not a snapshot name"))) }
 }
 
 /// Docker mount ids come from Docker, but they still end up in a `zfs set` argument.
-fn check_mount_id(id: &str) -> Result<(), ApiError> {
+fn check_mount_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok { Ok(()) } else { Err(ApiError::invalid("ID", format!("{id:?} is not a mount id"))) }
+    if ok { Ok(()) } else { Err(Error::invalid("ID", format!("{id:?} is not a mount id"))) }
 }
 
 #[derive(Clone)]
@@ -178,8 +176,8 @@ fn list_props() -> Vec<Prop> {
     p
 }
 
-fn not_found(name: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("no volume named {name:?}"))
+fn not_found(name: &str) -> Error {
+    Error::not_found(format!("no volume named {name:?}"))
 }
 
 /// Where the kernel has `dataset` mounted, preferring `expected` when it is one of the
@@ -226,9 +224,9 @@ impl VolumeStore {
         self.root.join(what).expect("a fixed name")
     }
 
-    pub fn dataset(&self, name: &str) -> Result<DatasetName, ApiError> {
+    pub fn dataset(&self, name: &str) -> Result<DatasetName> {
         check_name("Name", name)?;
-        self.parent("volumes").join(name).map_err(|e| ApiError::invalid("Name", e.reason))
+        self.parent("volumes").join(name).map_err(|e| Error::invalid("Name", e.reason))
     }
 
     fn short<'a>(&self, full: &'a str) -> &'a str {
@@ -245,7 +243,7 @@ impl VolumeStore {
 
     /// The volumes as ZFS lists them now, which also makes that what tankd knows: a
     /// volume made or destroyed behind its back shows up or goes.
-    async fn listed(&self) -> Result<Vec<Dataset>, ApiError> {
+    async fn listed(&self) -> Result<Vec<Dataset>> {
         let mut known = self.known.lock().await;
         let all = self.list_datasets().await?;
         *known = self.index(&all);
@@ -256,7 +254,7 @@ impl VolumeStore {
         datasets.iter().map(|d| (self.short(&d.name).to_owned(), KnownVolume::from_dataset(d))).collect()
     }
 
-    async fn find(&self, name: &str) -> Result<Dataset, ApiError> {
+    async fn find(&self, name: &str) -> Result<Dataset> {
         let ds = self.dataset(name)?;
         match self.zfs.get(&ds, &list_props()).await {
             Ok(d) => Ok(d),
@@ -267,7 +265,7 @@ impl VolumeStore {
 
     /// Create a volume. An existing one is success (Docker asks `Get` first, but two
     /// daemons' worth of retries must not fail), and its options are left as they are.
-    pub async fn create(&self, name: &str, opts: &VolumeOpts) -> Result<(), ApiError> {
+    pub async fn create(&self, name: &str, opts: &VolumeOpts) -> Result<()> {
         let ds = self.dataset(name)?;
         let mut known = self.known.lock().await;
         let existing = || tracing::info!(volume = name, "create of an existing volume: left as it is");
@@ -296,13 +294,9 @@ impl VolumeStore {
             Some(_) if self.zfs.exists(&ds).await? => existing(),
             Some((vol, snap)) => {
                 let source =
-                    self.dataset(vol)?.snapshot(snap).map_err(|e| ApiError::invalid("Opts.from_snapshot", e.reason))?;
+                    self.dataset(vol)?.snapshot(snap).map_err(|e| Error::invalid("Opts.from_snapshot", e.reason))?;
                 if !self.zfs.exists(&source).await? {
-                    return Err(ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        ErrorKind::NotFound,
-                        format!("from_snapshot: no snapshot {vol}@{snap}"),
-                    ));
+                    return Err(Error::not_found(format!("from_snapshot: no snapshot {vol}@{snap}")));
                 }
                 self.zfs.clone_snapshot(&source, &ds, false, &props).await?;
                 tracing::info!(volume = name, dataset = %ds, origin = %source, "volume created");
@@ -314,19 +308,15 @@ impl VolumeStore {
 
     /// Destroy a volume with its snapshots (and a pending restore's kept state). Refused
     /// while mounted, or while another volume is a clone of one of its snapshots.
-    pub async fn remove(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn remove(&self, name: &str) -> Result<()> {
         let ds = self.dataset(name)?;
         let mut known = self.known.lock().await;
         match known.get(name) {
             Some(k) if !k.mounts.is_empty() => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    ErrorKind::Busy,
-                    format!(
-                        "volume {name} is mounted (mount ids: {})",
-                        k.mounts.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                ));
+                return Err(Error::busy(format!(
+                    "volume {name} is mounted (mount ids: {})",
+                    k.mounts.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
             }
             Some(_) => {}
             None if !self.zfs.exists(&ds).await? => return Err(not_found(name)),
@@ -337,27 +327,23 @@ impl VolumeStore {
         Ok(())
     }
 
-    async fn destroy_unlocked(&self, ds: &DatasetName) -> Result<(), ApiError> {
+    async fn destroy_unlocked(&self, ds: &DatasetName) -> Result<()> {
         let kept = super::restore::Swap::of(&self.root, ds)?.kept;
         if self.zfs.exists(&kept).await? {
             super::restore::confirm(&self.zfs, &self.root, ds).await?;
         }
         match self.zfs.destroy(ds, DestroyOptions { recursive: true, ..Default::default() }).await {
             Ok(()) => Ok(()),
-            Err(e) if e.to_string().contains("dependent clones") || e.to_string().contains("has dependent") => {
-                Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    ErrorKind::Busy,
-                    format!("{ds} has snapshots that other volumes were cloned from; remove those first: {e}"),
-                ))
-            }
+            Err(e) if e.to_string().contains("dependent clones") || e.to_string().contains("has dependent") => Err(
+                Error::busy(format!("{ds} has snapshots that other volumes were cloned from; remove those first: {e}")),
+            ),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Remove every volume owned by `service`; with `force` even mounted ones (their mount
     /// records go with them). Returns the datasets destroyed.
-    pub async fn remove_owned(&self, service: &str, force: bool) -> Result<Vec<String>, ApiError> {
+    pub async fn remove_owned(&self, service: &str, force: bool) -> Result<Vec<String>> {
         let owned: Vec<Dataset> = self
             .list_datasets()
             .await?
@@ -371,16 +357,15 @@ impl VolumeStore {
             .filter(|n| known.get(*n).is_some_and(|k| !k.mounts.is_empty()))
             .collect();
         if !busy.is_empty() && !force {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorKind::Busy,
-                format!("volumes of service {service} are mounted: {} (force to remove anyway)", busy.join(", ")),
-            ));
+            return Err(Error::busy(format!(
+                "volumes of service {service} are mounted: {} (force to remove anyway)",
+                busy.join(", ")
+            )));
         }
         let mut removed = Vec::new();
         for d in &owned {
             let ds: DatasetName =
-                d.name.parse().map_err(|e: zfs_sys_shim::NameError| ApiError::invalid("name", e.reason))?;
+                d.name.parse().map_err(|e: zfs_sys_shim::NameError| Error::invalid("name", e.reason))?;
             self.destroy_unlocked(&ds).await?;
             known.remove(self.short(&d.name));
             removed.push(d.name.clone());
@@ -390,7 +375,7 @@ impl VolumeStore {
 
     /// Count a mount by `id` and make sure the dataset is mounted; returns the path, as
     /// the kernel's mount table has it.
-    pub async fn mount(&self, name: &str, id: &str) -> Result<String, ApiError> {
+    pub async fn mount(&self, name: &str, id: &str) -> Result<String> {
         check_mount_id(id)?;
         let ds = self.dataset(name)?;
         let mut known = self.known.lock().await;
@@ -425,7 +410,7 @@ impl VolumeStore {
     }
 
     /// Undo one `mount` by `id`. An id that holds no mount is an error Docker logs.
-    pub async fn unmount(&self, name: &str, id: &str) -> Result<(), ApiError> {
+    pub async fn unmount(&self, name: &str, id: &str) -> Result<()> {
         check_mount_id(id)?;
         let ds = self.dataset(name)?;
         let mut known = self.known.lock().await;
@@ -436,11 +421,7 @@ impl VolumeStore {
                 next.remove(id);
             }
             None => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    ErrorKind::Conflict,
-                    format!("volume {name} is not mounted by {id}"),
-                ));
+                return Err(Error::conflict(format!("volume {name} is not mounted by {id}")));
             }
         }
         self.zfs.set(&ds, &[(MOUNTS_PROP.to_owned(), format_mounts(&next))]).await?;
@@ -456,7 +437,7 @@ impl VolumeStore {
 
     /// Number of volumes, for the metrics: listed without taking the lock, so a scrape
     /// never holds up Docker's calls.
-    pub async fn count(&self) -> Result<usize, ApiError> {
+    pub async fn count(&self) -> Result<usize> {
         Ok(self.list_datasets().await?.len())
     }
 
@@ -470,7 +451,7 @@ impl VolumeStore {
     /// receive` put there): Docker asks `Get` before every create, and a name that is
     /// nowhere then costs no command. An unmounted stranger is found by `List` or adopted
     /// by a create of its name.
-    pub async fn known(&self, name: &str) -> Result<KnownVolume, ApiError> {
+    pub async fn known(&self, name: &str) -> Result<KnownVolume> {
         let ds = self.dataset(name)?;
         let mut known = self.known.lock().await;
         if let Some(k) = known.get(name) {
@@ -485,7 +466,7 @@ impl VolumeStore {
     }
 
     /// Every volume, fresh from ZFS (one `zfs list`), for Docker's `List`.
-    pub async fn known_all(&self) -> Result<Vec<(String, KnownVolume)>, ApiError> {
+    pub async fn known_all(&self) -> Result<Vec<(String, KnownVolume)>> {
         let all = self.listed().await?;
         let mut volumes: Vec<_> =
             all.iter().map(|d| (self.short(&d.name).to_owned(), KnownVolume::from_dataset(d))).collect();
@@ -494,7 +475,7 @@ impl VolumeStore {
     }
 
     /// Every volume with its usage, snapshots and pending restore, for the control API.
-    pub async fn list(&self) -> Result<Vec<VolumeInfo>, ApiError> {
+    pub async fn list(&self) -> Result<Vec<VolumeInfo>> {
         let snaps = self.snapshots().await?;
         let mut out = Vec::new();
         for d in self.listed().await? {
@@ -504,7 +485,7 @@ impl VolumeStore {
     }
 
     /// Snapshot names per volume dataset, oldest first, in one listing.
-    async fn snapshots(&self) -> Result<HashMap<String, Vec<String>>, ApiError> {
+    async fn snapshots(&self) -> Result<HashMap<String, Vec<String>>> {
         let q = ListQuery::recursive(self.parent("volumes"), DatasetType::Snapshot, &[]).depth(Depth::Max(2));
         let mut by_volume: HashMap<String, Vec<String>> = HashMap::new();
         for s in self.zfs.list(&q).await? {
@@ -516,10 +497,9 @@ impl VolumeStore {
         Ok(by_volume)
     }
 
-    async fn describe(&self, d: Dataset, snaps: &HashMap<String, Vec<String>>) -> Result<VolumeInfo, ApiError> {
+    async fn describe(&self, d: Dataset, snaps: &HashMap<String, Vec<String>>) -> Result<VolumeInfo> {
         let name = self.short(&d.name).to_owned();
-        let ds: DatasetName =
-            d.name.parse().map_err(|e: zfs_sys_shim::NameError| ApiError::invalid("name", e.reason))?;
+        let ds: DatasetName = d.name.parse().map_err(|e: zfs_sys_shim::NameError| Error::invalid("name", e.reason))?;
         let pending = super::restore::pending(&self.zfs, &self.root, &ds).await?;
         let created_at = created_at(&d);
         Ok(VolumeInfo {
@@ -538,7 +518,7 @@ impl VolumeStore {
     }
 
     /// Volume names owned by `service`.
-    pub async fn owned_by(&self, service: &str) -> Result<Vec<String>, ApiError> {
+    pub async fn owned_by(&self, service: &str) -> Result<Vec<String>> {
         Ok(self
             .list_datasets()
             .await?
@@ -549,7 +529,7 @@ impl VolumeStore {
     }
 
     /// The owner of a volume, if any (for service-token checks).
-    pub async fn owner(&self, name: &str) -> Result<Option<String>, ApiError> {
+    pub async fn owner(&self, name: &str) -> Result<Option<String>> {
         Ok(self.find(name).await?.user.get(OWNER_PROP).cloned())
     }
 }
@@ -558,7 +538,7 @@ impl VolumeStore {
 mod tests {
     use super::*;
 
-    fn opts(pairs: &[(&str, &str)]) -> Result<VolumeOpts, ApiError> {
+    fn opts(pairs: &[(&str, &str)]) -> Result<VolumeOpts> {
         VolumeOpts::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
@@ -594,7 +574,7 @@ mod tests {
             ("mountpoint", "/etc"),
         ] {
             let err = opts(&[(k, v)]).unwrap_err();
-            assert_eq!(err.detail.field.as_deref(), Some(format!("Opts.{k}").as_str()), "{k}={v}");
+            assert_eq!(err.field.as_deref(), Some(format!("Opts.{k}").as_str()), "{k}={v}");
         }
     }
 

@@ -6,7 +6,6 @@
 //! `crate::attach` and `crate::mounts`; the graph and its state file in `registry`.
 
 pub mod adopt;
-pub mod error;
 pub mod registry;
 pub mod state;
 
@@ -18,9 +17,12 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use rpc_schema::imageapi::{Attach, Filter, Mount, MountKind, MountOverlay, MountRbd, Rbd, Unknown};
-use serde::de::DeserializeOwned;
 
-use self::error::{Error, Result};
+use crate::error::{Error, Result};
+use crate::wire::imageapi::ImageApiError;
+
+/// What an imageapi route answers: its value, or the error in imageapi's shape.
+pub(crate) type Answer<T> = std::result::Result<T, ImageApiError>;
 pub use self::registry::Registry;
 use crate::attach::Env;
 
@@ -42,21 +44,7 @@ pub async fn start(env: Env) -> std::io::Result<Registry> {
     Ok(Registry::new(env, st, file))
 }
 
-/// A JSON request body; a refusal names the member (shared with the container routes).
-pub(crate) fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
-    if !crate::api_error::is_json_object(body) {
-        return Err(Error::invalid("body", "the request body must be a JSON object"));
-    }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        Error::invalid(
-            &crate::api_error::refused_field(&path, &message, "body"),
-            format!("the request body: {message}"),
-        )
-    })
-}
+use crate::wire::json;
 
 /// An optional label (`name`) of an attachment, mount or container.
 pub(crate) fn check_label(name: &str) -> Result<()> {
@@ -72,10 +60,7 @@ pub(crate) fn check_label(name: &str) -> Result<()> {
 }
 
 fn filter(q: Option<String>) -> Result<Filter> {
-    serde_urlencoded::from_str(q.as_deref().unwrap_or_default()).map_err(|e| {
-        let message = e.to_string();
-        Error::invalid(&crate::api_error::refused_field("", &message, "query"), format!("the query: {message}"))
-    })
+    crate::wire::query(q.as_deref())
 }
 
 fn the_id(f: &Filter) -> Result<u64> {
@@ -86,29 +71,29 @@ type Created<T> = (StatusCode, Json<T>);
 
 // ---- v0.2: the general collections ----
 
-async fn list_attach(State(r): State<Registry>, RawQuery(q): RawQuery) -> Result<Json<Vec<Attach>>> {
+async fn list_attach(State(r): State<Registry>, RawQuery(q): RawQuery) -> Answer<Json<Vec<Attach>>> {
     Ok(Json(r.attachments(&filter(q)?).await?))
 }
 
-async fn post_attach(State(r): State<Registry>, body: Bytes) -> Result<Created<Attach>> {
+async fn post_attach(State(r): State<Registry>, body: Bytes) -> Answer<Created<Attach>> {
     Ok((StatusCode::CREATED, Json(r.create_attach(json(&body)?).await?)))
 }
 
-async fn delete_attach(State(r): State<Registry>, RawQuery(q): RawQuery) -> Result<Json<Attach>> {
+async fn delete_attach(State(r): State<Registry>, RawQuery(q): RawQuery) -> Answer<Json<Attach>> {
     let f = filter(q)?;
     Ok(Json(r.delete_attach(the_id(&f)?, f.force.unwrap_or(false)).await?))
 }
 
-async fn list_mount(State(r): State<Registry>, RawQuery(q): RawQuery) -> Result<Json<Vec<Mount>>> {
+async fn list_mount(State(r): State<Registry>, RawQuery(q): RawQuery) -> Answer<Json<Vec<Mount>>> {
     Ok(Json(r.mounts(&filter(q)?).await?))
 }
 
-async fn post_mount(State(r): State<Registry>, body: Bytes) -> Result<Created<Mount>> {
+async fn post_mount(State(r): State<Registry>, body: Bytes) -> Answer<Created<Mount>> {
     Ok((StatusCode::CREATED, Json(r.create_mount(json(&body)?).await?)))
 }
 
 /// `?id=N[&force=true]`, or v0.1's body `{"mount_id": N, "kind": …}`.
-async fn delete_mount(State(r): State<Registry>, RawQuery(q): RawQuery, body: Bytes) -> Result<Json<Mount>> {
+async fn delete_mount(State(r): State<Registry>, RawQuery(q): RawQuery, body: Bytes) -> Answer<Json<Mount>> {
     let f = filter(q)?;
     let id = match f.id {
         Some(id) => id,
@@ -116,12 +101,12 @@ async fn delete_mount(State(r): State<Registry>, RawQuery(q): RawQuery, body: By
             let m: Mount = json(&body)?;
             m.id.or(m.mount_id).ok_or_else(|| Error::invalid("mount_id", "missing: which mount"))?
         }
-        None => return Err(Error::invalid("id", "missing: which mount (?id=N)")),
+        None => return Err(ImageApiError::from(Error::invalid("id", "missing: which mount (?id=N)"))),
     };
     Ok(Json(r.delete_mount(id, f.force.unwrap_or(false)).await?))
 }
 
-async fn unknown(State(r): State<Registry>) -> Result<Json<Unknown>> {
+async fn unknown(State(r): State<Registry>) -> Answer<Json<Unknown>> {
     let env = r.env.clone();
     let table = crate::mounts::sys::mountinfo();
     Ok(Json(r.inspect(move |s| adopt::unknown(&env, s, &table)).await))
@@ -171,66 +156,66 @@ fn one<T>(mut v: Vec<T>, what: &str, id: u64) -> Result<T> {
     v.pop().ok_or_else(|| Error::not_found(format!("{what} {id} does not exist")))
 }
 
-async fn v01_list_rbd(State(r): State<Registry>) -> Result<Json<Vec<Rbd>>> {
+async fn v01_list_rbd(State(r): State<Registry>) -> Answer<Json<Vec<Rbd>>> {
     let f = Filter { kind: Some("rbd".into()), ..Default::default() };
     Ok(Json(r.attachments(&f).await?.into_iter().map(as_rbd).collect()))
 }
 
-async fn v01_post_rbd(State(r): State<Registry>, body: Bytes) -> Result<Created<Rbd>> {
+async fn v01_post_rbd(State(r): State<Registry>, body: Bytes) -> Answer<Created<Rbd>> {
     let rbd: Rbd = json(&body)?;
     Ok((StatusCode::CREATED, Json(as_rbd(r.create_attach(Attach::of_rbd(rbd)).await?))))
 }
 
-async fn v01_get_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Result<Json<Rbd>> {
+async fn v01_get_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Answer<Json<Rbd>> {
     let id = path_id(&id)?;
     Ok(Json(as_rbd(one(r.attachments(&by_id(id, "rbd")).await?, "rbd attachment", id)?)))
 }
 
-async fn v01_delete_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Result<Json<Rbd>> {
+async fn v01_delete_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Answer<Json<Rbd>> {
     let id = path_id(&id)?;
     one(r.attachments(&by_id(id, "rbd")).await?, "rbd attachment", id)?;
     Ok(Json(as_rbd(r.delete_attach(id, false).await?)))
 }
 
-async fn v01_list_mount_rbd(State(r): State<Registry>) -> Result<Json<Vec<MountRbd>>> {
+async fn v01_list_mount_rbd(State(r): State<Registry>) -> Answer<Json<Vec<MountRbd>>> {
     let f = Filter { kind: Some("rbd".into()), ..Default::default() };
     Ok(Json(r.mounts(&f).await?.into_iter().map(as_mount_rbd).collect()))
 }
 
-async fn v01_post_mount_rbd(State(r): State<Registry>, body: Bytes) -> Result<Created<MountRbd>> {
+async fn v01_post_mount_rbd(State(r): State<Registry>, body: Bytes) -> Answer<Created<MountRbd>> {
     let m: MountRbd = json(&body)?;
     let spec = Mount { rbd: Some(m), ..Mount::new(MountKind::Rbd) };
     Ok((StatusCode::CREATED, Json(as_mount_rbd(r.create_mount(spec).await?))))
 }
 
-async fn v01_get_mount_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Result<Json<MountRbd>> {
+async fn v01_get_mount_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Answer<Json<MountRbd>> {
     let id = path_id(&id)?;
     Ok(Json(as_mount_rbd(one(r.mounts(&by_id(id, "rbd")).await?, "rbd mount", id)?)))
 }
 
-async fn v01_delete_mount_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Result<Json<MountRbd>> {
+async fn v01_delete_mount_rbd(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Answer<Json<MountRbd>> {
     let id = path_id(&id)?;
     one(r.mounts(&by_id(id, "rbd")).await?, "rbd mount", id)?;
     Ok(Json(as_mount_rbd(r.delete_mount(id, false).await?)))
 }
 
-async fn v01_list_overlay(State(r): State<Registry>) -> Result<Json<Vec<MountOverlay>>> {
+async fn v01_list_overlay(State(r): State<Registry>) -> Answer<Json<Vec<MountOverlay>>> {
     let f = Filter { kind: Some("overlay".into()), ..Default::default() };
     Ok(Json(r.mounts(&f).await?.into_iter().map(as_overlay).collect()))
 }
 
-async fn v01_post_overlay(State(r): State<Registry>, body: Bytes) -> Result<Created<MountOverlay>> {
+async fn v01_post_overlay(State(r): State<Registry>, body: Bytes) -> Answer<Created<MountOverlay>> {
     let o: MountOverlay = json(&body)?;
     let spec = Mount { overlay: Some(o), ..Mount::new(MountKind::Overlay) };
     Ok((StatusCode::CREATED, Json(as_overlay(r.create_mount(spec).await?))))
 }
 
-async fn v01_get_overlay(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Result<Json<MountOverlay>> {
+async fn v01_get_overlay(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Answer<Json<MountOverlay>> {
     let id = path_id(&id)?;
     Ok(Json(as_overlay(one(r.mounts(&by_id(id, "overlay")).await?, "overlay", id)?)))
 }
 
-async fn v01_delete_overlay(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Result<Json<MountOverlay>> {
+async fn v01_delete_overlay(State(r): State<Registry>, UrlPath(id): UrlPath<String>) -> Answer<Json<MountOverlay>> {
     let id = path_id(&id)?;
     one(r.mounts(&by_id(id, "overlay")).await?, "overlay", id)?;
     Ok(Json(as_overlay(r.delete_mount(id, false).await?)))

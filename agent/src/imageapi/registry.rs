@@ -8,9 +8,9 @@ use std::sync::Arc;
 use rpc_schema::imageapi::{Attach, AttachKind, Filter, Mount, MountAttach, MountKind, MountOverlay};
 use tokio::sync::Mutex;
 
-use super::error::{Error, Result};
 use super::state::{AttachRec, MountRec, Phase, State, StateFile};
 use crate::attach::{self, Env};
+use crate::error::{Error, Result};
 use crate::mounts::{self, options};
 
 #[derive(Clone)]

@@ -31,9 +31,9 @@ use super::checksum;
 use super::decode::{self, Compression};
 use super::sources::Sources;
 use super::{image_dataset, prop};
-use crate::imagestore::Store;
-use crate::imagestore::error::{StoreError, StoreResult};
-use crate::imagestore::ids::MIB;
+use crate::error::{Error, Result};
+use crate::ids::MIB;
+use crate::store::Store;
 
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
@@ -55,7 +55,7 @@ pub struct Progress {
     pub status: ImageStatus,
     pub received: u64,
     pub expected: Option<u64>,
-    pub error: Option<StoreError>,
+    pub error: Option<Error>,
     /// The image a successful fetch made.
     pub image: Option<Box<Image>>,
 }
@@ -93,7 +93,7 @@ impl Fetcher {
 
     /// The URL to fetch: the request's `source` when given (a relative one is joined to
     /// the image server), else the server's `/images/<id>/download`.
-    pub fn resolve_url(&self, id: &str, source: &str) -> StoreResult<String> {
+    pub fn resolve_url(&self, id: &str, source: &str) -> Result<String> {
         let base = self.config.image_server.as_deref().map(|s| {
             let s = s.trim_end_matches('/');
             if s.contains("://") { s.to_owned() } else { format!("http://{s}") }
@@ -101,8 +101,7 @@ impl Fetcher {
         let url = if source.contains("://") {
             source.to_owned()
         } else {
-            let base =
-                base.ok_or_else(|| StoreError::invalid("source", "no source URL and no image_server configured"))?;
+            let base = base.ok_or_else(|| Error::invalid("source", "no source URL and no image_server configured"))?;
             if source.is_empty() {
                 format!("{base}/images/{id}/download")
             } else {
@@ -110,19 +109,19 @@ impl Fetcher {
             }
         };
         let shown = redacted(&url);
-        let parsed = reqwest::Url::parse(&url).map_err(|e| StoreError::invalid("source", format!("{shown:?}: {e}")))?;
+        let parsed = reqwest::Url::parse(&url).map_err(|e| Error::invalid("source", format!("{shown:?}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(StoreError::invalid("source", format!("{shown:?}: only http and https")));
+            return Err(Error::invalid("source", format!("{shown:?}: only http and https")));
         }
         // The source is recorded on the image's dataset and in logs: no secret may ride in it.
         if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(StoreError::invalid(
+            return Err(Error::invalid(
                 "source",
                 format!("{shown:?}: a URL with credentials is refused (tankd records the source on the image)"),
             ));
         }
         if !self.sources.admits(&parsed) {
-            return Err(StoreError::invalid(
+            return Err(Error::invalid(
                 "source",
                 format!(
                     "{shown:?} is not under the image server or an image_sources prefix ({})",
@@ -164,13 +163,13 @@ impl Fetcher {
         url: &str,
         kind: &str,
         stale: bool,
-    ) -> StoreResult<watch::Receiver<Progress>> {
+    ) -> Result<watch::Receiver<Progress>> {
         let mut inflight = self.inflight.lock().expect("lock");
         if let Some(rx) = inflight.get(id) {
             return Ok(rx.clone());
         }
         if inflight.len() >= self.config.max_pending {
-            return Err(StoreError::new(
+            return Err(Error::new(
                 ErrorKind::Busy,
                 format!("{} image fetches are pending (max_pending); try again later", inflight.len()),
             ));
@@ -216,16 +215,16 @@ impl Fetcher {
 }
 
 /// Wait for a fetch to end: the image it made, or why it failed.
-pub async fn wait(mut rx: watch::Receiver<Progress>) -> StoreResult<Image> {
+pub async fn wait(mut rx: watch::Receiver<Progress>) -> Result<Image> {
     let p = rx
         .wait_for(|p| matches!(p.status, ImageStatus::Complete | ImageStatus::Error))
         .await
-        .map_err(|_| StoreError::new(ErrorKind::Internal, "the fetch task ended without a result"))?
+        .map_err(|_| Error::new(ErrorKind::Internal, "the fetch task ended without a result"))?
         .clone();
     match (p.error, p.image) {
         (Some(e), _) => Err(e),
         (None, Some(image)) => Ok(*image),
-        (None, None) => Err(StoreError::new(ErrorKind::Internal, "the fetch ended without an image")),
+        (None, None) => Err(Error::new(ErrorKind::Internal, "the fetch ended without an image")),
     }
 }
 
@@ -255,7 +254,7 @@ impl Meta {
 }
 
 /// Replace whatever the fetch left with an empty placeholder that says why it failed.
-async fn record_failure(store: &Store, id: &str, meta: &Meta, err: &StoreError) {
+async fn record_failure(store: &Store, id: &str, meta: &Meta, err: &Error) {
     let Ok(name) = image_dataset(store, id) else {
         return;
     };
@@ -331,7 +330,7 @@ fn decompress<R: AsyncBufRead + Unpin + Send + 'static>(
     }
 }
 
-async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Sender<Progress>) -> StoreResult<Dataset> {
+async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Sender<Progress>) -> Result<Dataset> {
     let zfs = &store.zfs;
     let url = meta.url.as_str();
     let name = image_dataset(store, id)?;
@@ -345,17 +344,16 @@ async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Send
     tx.send_modify(|p| p.status = ImageStatus::Downloading);
 
     let client = &store.images.client;
-    let resp =
-        client.get(url).send().await.map_err(|e| StoreError::new(ErrorKind::Internal, format!("GET {url}: {e}")))?;
+    let resp = client.get(url).send().await.map_err(|e| Error::new(ErrorKind::Internal, format!("GET {url}: {e}")))?;
     let status = resp.status();
     if !status.is_success() {
         let kind = if status.as_u16() == 404 { ErrorKind::NotFound } else { ErrorKind::Internal };
-        return Err(StoreError::new(kind, format!("GET {url}: HTTP {status}")));
+        return Err(Error::new(kind, format!("GET {url}: HTTP {status}")));
     }
     let expected_len = resp.content_length();
     let max = store.images.config.max_size;
     if expected_len.is_some_and(|n| n > max) {
-        return Err(StoreError::invalid("source", format!("{url} is larger than max_image_size ({max} bytes)")));
+        return Err(Error::invalid("source", format!("{url} is larger than max_image_size ({max} bytes)")));
     }
     tx.send_modify(|p| p.expected = expected_len);
     let header_digest = checksum::from_headers(
@@ -375,7 +373,7 @@ async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Send
     let mut plain = decompress(compression, raw);
     let head = plain.fill_buf().await.map_err(|e| io_err(url, e))?.to_vec();
     if head.is_empty() {
-        return Err(StoreError::invalid("source", format!("{url} is empty")));
+        return Err(Error::invalid("source", format!("{url} is empty")));
     }
 
     // The dataset is born `downloading` with its metadata; what is only known at the end
@@ -393,7 +391,7 @@ async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Send
         if short.is_none() {
             let query = ListQuery::recursive(name.clone(), DatasetType::Snapshot, &[]).depth(Depth::Max(1));
             let snaps = zfs.list(&query).await?;
-            let first = snaps.first().ok_or_else(|| StoreError::invalid("source", "the stream carried no snapshot"))?;
+            let first = snaps.first().ok_or_else(|| Error::invalid("source", "the stream carried no snapshot"))?;
             done.push(kv(prop::SNAPSHOT, &first.name));
         }
     } else {
@@ -412,7 +410,7 @@ async fn run(store: &Store, id: &str, meta: &Meta, stale: bool, tx: &watch::Send
             (hex::encode(h.hasher.clone().expect("hashing").finalize()), h.count)
         };
         if *expected != actual {
-            return Err(StoreError::invalid(
+            return Err(Error::invalid(
                 "source",
                 format!("checksum mismatch for {url}: expected sha256 {expected}, got {actual} ({total} bytes)"),
             ));
@@ -443,8 +441,8 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
-fn io_err(url: &str, e: std::io::Error) -> StoreError {
-    StoreError::new(ErrorKind::Internal, format!("reading {url}: {e}"))
+fn io_err(url: &str, e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Internal, format!("reading {url}: {e}"))
 }
 
 async fn sidecar_digest(client: &reqwest::Client, url: &str) -> Option<String> {
@@ -464,7 +462,7 @@ async fn write_raw(
     known_len: Option<u64>,
     id: &str,
     props: Vec<(String, String)>,
-) -> StoreResult<u64> {
+) -> Result<u64> {
     let mut spooled: Option<BufReader<tokio::fs::File>> = None;
     let size = match known_len {
         Some(n) => n,
@@ -504,7 +502,7 @@ async fn write_raw(
     }
     dev.sync_all().await.map_err(|e| spool_err(&device, e))?;
     if written != size {
-        return Err(StoreError::invalid("source", format!("expected {size} bytes of image, got {written}")));
+        return Err(Error::invalid("source", format!("expected {size} bytes of image, got {written}")));
     }
     Ok(size)
 }
@@ -521,8 +519,8 @@ async fn read_full(r: &mut (dyn AsyncBufRead + Unpin + Send), buf: &mut [u8]) ->
     Ok(filled)
 }
 
-fn spool_err(path: impl AsRef<std::path::Path>, e: std::io::Error) -> StoreError {
-    StoreError::new(ErrorKind::Internal, format!("{}: {e}", path.as_ref().display()))
+fn spool_err(path: impl AsRef<std::path::Path>, e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Internal, format!("{}: {e}", path.as_ref().display()))
 }
 
 #[cfg(test)]

@@ -29,9 +29,9 @@ use zfs_sys_shim::{Dataset, DatasetName, DatasetType, Depth, DestroyOptions, Lis
 pub use catalog::{Entry, ReadyImage};
 pub use fetch::{FetchConfig, Fetcher};
 
-use crate::imagestore::Store;
-use crate::imagestore::error::{StoreError, StoreResult};
-use crate::imagestore::ids::{self, to_mib};
+use crate::error::{Error, Result};
+use crate::ids::{self, to_mib};
+use crate::store::Store;
 
 /// The user properties tankd keeps on images.
 pub mod prop {
@@ -52,8 +52,8 @@ pub fn images_root(store: &Store) -> DatasetName {
     store.root.join("images").expect("valid")
 }
 
-fn image_dataset(store: &Store, id: &str) -> StoreResult<DatasetName> {
-    images_root(store).join(&ids::component("id", id)?).map_err(|e| StoreError::invalid("id", e.reason))
+fn image_dataset(store: &Store, id: &str) -> Result<DatasetName> {
+    images_root(store).join(&ids::component("id", id)?).map_err(|e| Error::invalid("id", e.reason))
 }
 
 pub(crate) fn props() -> Vec<Prop> {
@@ -118,7 +118,7 @@ pub(crate) fn ready_of(ds: &Dataset) -> Option<ReadyImage> {
 }
 
 /// Every image dataset, from one scoped `zfs list`.
-async fn list_datasets(store: &Store) -> StoreResult<Vec<Dataset>> {
+async fn list_datasets(store: &Store) -> Result<Vec<Dataset>> {
     let root = images_root(store);
     let types = [DatasetType::Filesystem, DatasetType::Volume];
     let query = ListQuery::recursive(root.clone(), DatasetType::Volume, &props()).types(&types).depth(Depth::Max(1));
@@ -138,7 +138,7 @@ fn index(rows: &[Dataset]) -> BTreeMap<String, Entry> {
 }
 
 /// Every image dataset: from the catalog, listed once when it is not loaded.
-async fn entries(store: &Store) -> StoreResult<BTreeMap<String, Entry>> {
+async fn entries(store: &Store) -> Result<BTreeMap<String, Entry>> {
     if let Some(map) = store.images.catalog.entries() {
         return Ok(map);
     }
@@ -148,7 +148,7 @@ async fn entries(store: &Store) -> StoreResult<BTreeMap<String, Entry>> {
 }
 
 /// Every complete image: from the catalog, listed once when it is not loaded.
-pub async fn ready_images(store: &Store) -> StoreResult<BTreeMap<String, ReadyImage>> {
+pub async fn ready_images(store: &Store) -> Result<BTreeMap<String, ReadyImage>> {
     if let Some(map) = store.images.catalog.ready() {
         return Ok(map);
     }
@@ -156,7 +156,7 @@ pub async fn ready_images(store: &Store) -> StoreResult<BTreeMap<String, ReadyIm
     Ok(store.images.catalog.ready().unwrap_or_default())
 }
 
-pub async fn list(store: &Store, _req: ImageRequest) -> StoreResult<ImageResponse> {
+pub async fn list(store: &Store, _req: ImageRequest) -> Result<ImageResponse> {
     let rows = list_datasets(store).await?;
     let mut images: BTreeMap<String, Image> =
         rows.iter().map(|ds| wire(store, ds)).map(|img| (img.id.clone(), img)).collect();
@@ -174,25 +174,25 @@ fn pending(store: &Store, id: &str) -> Image {
 }
 
 /// One image: its dataset, or a fetch that has not made one yet.
-async fn one(store: &Store, id: &str) -> StoreResult<Image> {
+async fn one(store: &Store, id: &str) -> Result<Image> {
     match store.zfs.get(&image_dataset(store, id)?, &props()).await {
         Ok(ds) => Ok(wire(store, &ds)),
         Err(e) if e.is_not_found() && store.images.in_flight(id) => Ok(pending(store, id)),
-        Err(e) if e.is_not_found() => Err(StoreError::not_found(format!("image {id} does not exist"))),
+        Err(e) if e.is_not_found() => Err(Error::not_found(format!("image {id} does not exist"))),
         Err(e) => Err(e.into()),
     }
 }
 
-pub async fn get(store: &Store, req: ImageRequest) -> StoreResult<ImageResponse> {
+pub async fn get(store: &Store, req: ImageRequest) -> Result<ImageResponse> {
     Ok(ImageResponse { images: vec![one(store, &req.id).await?] })
 }
 
 /// Remove an image, or what a failed fetch left. Guest disks cloned from it make this a
 /// conflict: they would otherwise be destroyed with it.
-pub async fn delete(store: &Store, req: ImageRequest) -> StoreResult<ImageResponse> {
+pub async fn delete(store: &Store, req: ImageRequest) -> Result<ImageResponse> {
     let image = one(store, &req.id).await?;
     if store.images.in_flight(&req.id) {
-        return Err(StoreError::new(ErrorKind::Busy, format!("image {} is being fetched", req.id)));
+        return Err(Error::new(ErrorKind::Busy, format!("image {} is being fetched", req.id)));
     }
     store.images.catalog.remove(&req.id);
     store
@@ -203,13 +203,13 @@ pub async fn delete(store: &Store, req: ImageRequest) -> StoreResult<ImageRespon
 }
 
 /// Clone an image's snapshot to `dest` (root-relative, or a full name under the root).
-pub async fn clone(store: &Store, req: ImageRequest) -> StoreResult<ImageResponse> {
+pub async fn clone(store: &Store, req: ImageRequest) -> Result<ImageResponse> {
     let mut image = one(store, &req.id).await?;
     let snapshot = match (&image.status, &image.snapshot) {
         (Some(ImageStatus::Complete), Some(snap)) => {
-            snap.parse().map_err(|e: zfs_sys_shim::NameError| StoreError::new(ErrorKind::Internal, e.to_string()))?
+            snap.parse().map_err(|e: zfs_sys_shim::NameError| Error::new(ErrorKind::Internal, e.to_string()))?
         }
-        _ => return Err(StoreError::not_found(format!("id: image {} is not complete", req.id))),
+        _ => return Err(Error::not_found(format!("id: image {} is not complete", req.id))),
     };
     let dest = ids::dataset(&store.root, "dest", ids::relative(&store.root, &req.dest))?;
     let props = [("compression".to_owned(), "lz4".to_owned())];
@@ -221,7 +221,7 @@ pub async fn clone(store: &Store, req: ImageRequest) -> StoreResult<ImageRespons
 /// Fetch an image unless it is complete. The catalog answers what is there, so a new
 /// fetch costs no command before its receive; the finished fetch hands back the image
 /// it made.
-pub async fn request(store: &Store, req: ImageRequest) -> StoreResult<ImageResponse> {
+pub async fn request(store: &Store, req: ImageRequest) -> Result<ImageResponse> {
     let id = ids::component("id", &req.id)?;
     let url = store.images.resolve_url(&id, &req.source)?;
     // A dataset that is there but not complete (a failed or orphaned fetch) is replaced.
@@ -254,7 +254,7 @@ pub async fn request(store: &Store, req: ImageRequest) -> StoreResult<ImageRespo
 /// On start: make the images root, load the catalog, and restart every fetch that a crash or restart cut
 /// short, from its recorded source, after destroying its partial data. Failed fetches
 /// stay failed until requested again.
-pub async fn recover(store: &Store) -> StoreResult<()> {
+pub async fn recover(store: &Store) -> Result<()> {
     // `zfs receive` makes no parents: the images root must be there before any fetch.
     let root = images_root(store);
     if !store.zfs.exists(&root).await? {

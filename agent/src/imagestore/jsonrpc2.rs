@@ -11,6 +11,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::{CallError, Store, call};
+use crate::error::{Error, Kind};
 
 fn params_object(params: &Params<'_>) -> Result<Value, ErrorObjectOwned> {
     let Some(raw) = params.as_str() else {
@@ -28,11 +29,36 @@ fn params_object(params: &Params<'_>) -> Result<Value, ErrorObjectOwned> {
     }
 }
 
+/// JSON-RPC 2.0 error code of a kind: -32602 for bad params, application codes otherwise.
+fn code(kind: Kind) -> i32 {
+    match kind {
+        Kind::Invalid => -32602,
+        Kind::NotFound => -32001,
+        Kind::Exists => -32002,
+        Kind::Busy | Kind::TooManyRequests => -32003,
+        Kind::NoSpace => -32004,
+        Kind::Conflict => -32005,
+        Kind::Timeout => -32006,
+        Kind::Unauthorized | Kind::Forbidden => -32007,
+        Kind::Unavailable => -32008,
+        Kind::Internal => -32000,
+    }
+}
+
+/// The error's `data`: its kind and the refused member.
+fn data(e: &Error) -> Value {
+    let mut data = serde_json::json!({ "kind": e.kind });
+    if let Some(f) = &e.field {
+        data["field"] = Value::String(f.clone());
+    }
+    data
+}
+
 fn to_error(err: CallError) -> ErrorObjectOwned {
     match err {
         CallError::UnknownMethod(m) => ErrorObjectOwned::owned(-32601, format!("unknown method {m}"), None::<()>),
         CallError::BadParams(e) | CallError::Failed(e) => {
-            ErrorObjectOwned::owned(e.code(), e.message.clone(), Some(e.data()))
+            ErrorObjectOwned::owned(code(e.kind), e.message.clone(), Some(data(&e)))
         }
     }
 }

@@ -2,31 +2,18 @@
 //! [`call`] dispatches a method name and its params to the capability modules; the
 //! two endpoints in [`legacy`] and [`jsonrpc2`] only translate their wire formats.
 
-pub mod error;
 #[cfg(test)]
 mod fuzz;
-pub mod ids;
 pub mod jsonrpc2;
 pub mod legacy;
-
-use std::sync::Arc;
 
 use rpc_schema::imagestore::ALIASES;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use zfs_sys_shim::{DatasetName, Zfs};
 
-use crate::images::Fetcher;
-use error::{StoreError, StoreResult};
-
-/// What every ImageStore method needs. Cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    pub zfs: Zfs,
-    pub root: DatasetName,
-    pub images: Arc<Fetcher>,
-}
+use crate::error::{Error, Result};
+pub use crate::store::Store;
 
 /// `/_mistify_RPC_` (legacy codec, any HTTP method so it can answer 405 itself) and
 /// `/rpc` (JSON-RPC 2.0).
@@ -44,22 +31,17 @@ pub enum CallError {
     /// No such method (legacy: HTTP 400; 2.0: -32601).
     UnknownMethod(String),
     /// Params that do not decode into the method's request type (legacy: HTTP 400).
-    BadParams(StoreError),
+    BadParams(Error),
     /// The method ran and failed.
-    Failed(StoreError),
+    Failed(Error),
 }
 
 /// Decode params, naming the offending member (`guest.disks[0].size`).
 fn decode<T: DeserializeOwned>(params: Value) -> Result<T, CallError> {
-    serde_path_to_error::deserialize(params).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let field = crate::api_error::refused_field(&path, &inner, "params");
-        CallError::BadParams(StoreError::invalid(&field, inner))
-    })
+    crate::wire::value(params, "params").map_err(CallError::BadParams)
 }
 
-fn encode<T: Serialize>(r: StoreResult<T>) -> Result<Value, CallError> {
+fn encode<T: Serialize>(r: Result<T>) -> Result<Value, CallError> {
     match r {
         Ok(v) => Ok(serde_json::to_value(v).expect("wire types serialize")),
         Err(e) => Err(CallError::Failed(e)),

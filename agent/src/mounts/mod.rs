@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 
 use crate::attach::{Env, blocking};
-use crate::imageapi::error::{Error, Result};
+use crate::error::{Error, Result};
 
 pub fn mountpoint(env: &Env, id: u64) -> PathBuf {
     env.mount_root.join(id.to_string())

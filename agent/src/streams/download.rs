@@ -24,31 +24,24 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::bytes::BytesMut;
 use zfs_sys_shim::{SendArgs, SendFrom, SendStream, SnapshotName};
 
+use super::Streams;
 use super::holds::{self, Held};
-use super::{Streams, query};
-use crate::api_error::{ApiError, refused_field};
-use crate::imagestore::ids;
+use crate::error::{Error, Result};
+use crate::ids;
+use crate::wire::ApiError;
 
 /// Read size from the pipe; the pipe itself holds up to 8 MiB.
 const CHUNK: usize = 1 << 20;
 
 /// mistify's form: a JSON body `{"id": …}`, with or without a JSON content type.
 pub async fn by_body(State(s): State<Streams>, body: Bytes) -> Result<Response, ApiError> {
-    let req = if body.iter().all(u8::is_ascii_whitespace) {
-        DownloadRequest::default()
-    } else {
-        let mut de = serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            ApiError::invalid(&refused_field(&path, &message, "body"), format!("the request body: {message}"))
-        })?
-    };
-    download(s, req).await
+    let req =
+        if body.iter().all(u8::is_ascii_whitespace) { DownloadRequest::default() } else { crate::wire::json(&body)? };
+    Ok(download(s, req).await?)
 }
 
 pub async fn by_query(State(s): State<Streams>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    download(s, query(q.as_deref())?).await
+    Ok(download(s, crate::wire::query(q.as_deref())?).await?)
 }
 
 /// The send to run and the snapshots it must pin.
@@ -58,18 +51,18 @@ struct Plan {
     name: String,
 }
 
-fn from_base(s: &Streams, snapshot: &SnapshotName, from: &str, intermediates: bool) -> Result<SendFrom, ApiError> {
+fn from_base(s: &Streams, snapshot: &SnapshotName, from: &str, intermediates: bool) -> Result<SendFrom> {
     let dataset = snapshot.dataset();
-    let bad = |e: zfs_sys_shim::NameError| ApiError::invalid("from", e.reason);
+    let bad = |e: zfs_sys_shim::NameError| Error::invalid("from", e.reason);
     if let Some(mark) = from.strip_prefix('#') {
         if intermediates {
-            return Err(ApiError::invalid("intermediates", "a bookmark base has no intermediate snapshots"));
+            return Err(Error::invalid("intermediates", "a bookmark base has no intermediate snapshots"));
         }
         return Ok(SendFrom::Bookmark(dataset.bookmark(mark).map_err(bad)?));
     }
     if let Some((ds, mark)) = from.split_once('#') {
         if intermediates {
-            return Err(ApiError::invalid("intermediates", "a bookmark base has no intermediate snapshots"));
+            return Err(Error::invalid("intermediates", "a bookmark base has no intermediate snapshots"));
         }
         return Ok(SendFrom::Bookmark(s.dataset("from", ds)?.bookmark(mark).map_err(bad)?));
     }
@@ -81,7 +74,7 @@ fn from_base(s: &Streams, snapshot: &SnapshotName, from: &str, intermediates: bo
     Ok(if intermediates { SendFrom::Intermediates(base) } else { SendFrom::Snapshot(base) })
 }
 
-async fn plan(s: &Streams, req: &DownloadRequest) -> Result<Plan, ApiError> {
+async fn plan(s: &Streams, req: &DownloadRequest) -> Result<Plan> {
     if let Some(token) = &req.resume_token {
         let extra = !req.id.is_empty()
             || req.from.is_some()
@@ -91,7 +84,7 @@ async fn plan(s: &Streams, req: &DownloadRequest) -> Result<Plan, ApiError> {
             || req.compressed
             || req.large_blocks;
         if extra {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "resume_token",
                 "a resumed send takes its snapshot and flags from the token; pass none",
             ));
@@ -101,7 +94,7 @@ async fn plan(s: &Streams, req: &DownloadRequest) -> Result<Plan, ApiError> {
         return Ok(Plan { args, name: target.to_string(), hold: vec![target] });
     }
     if req.id.is_empty() {
-        return Err(ApiError::invalid("id", "missing: the snapshot to send (dataset@snap)"));
+        return Err(Error::invalid("id", "missing: the snapshot to send (dataset@snap)"));
     }
     let snapshot = ids::snapshot(&s.root, "id", ids::relative(&s.root, &req.id))?;
     let mut hold = vec![snapshot.clone()];
@@ -113,7 +106,7 @@ async fn plan(s: &Streams, req: &DownloadRequest) -> Result<Plan, ApiError> {
             }
             SendArgs::incremental(snapshot.clone(), base)?
         }
-        None if req.intermediates => return Err(ApiError::invalid("intermediates", "needs `from`")),
+        None if req.intermediates => return Err(Error::invalid("intermediates", "needs `from`")),
         None => SendArgs::full(snapshot.clone()),
     };
     args.replicate = req.replicate;
@@ -123,7 +116,7 @@ async fn plan(s: &Streams, req: &DownloadRequest) -> Result<Plan, ApiError> {
     Ok(Plan { args, hold, name: snapshot.to_string() })
 }
 
-pub async fn download(s: Streams, req: DownloadRequest) -> Result<Response, ApiError> {
+pub async fn download(s: Streams, req: DownloadRequest) -> Result<Response> {
     let slot = s.slot()?;
     let plan = plan(&s, &req).await?;
     let (held, send) =

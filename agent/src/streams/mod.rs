@@ -21,13 +21,13 @@ use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use rpc_schema::ErrorKind;
 use rpc_schema::streams::{ResumeTokenQuery, ResumeTokenResponse};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zfs_sys_shim::{DatasetName, Zfs};
 
-use crate::api_error::ApiError;
-use crate::imagestore::ids;
+use crate::error::{Error, Result};
+use crate::ids;
+use crate::wire::ApiError;
 
 pub use holds::release_leftover_holds;
 
@@ -74,7 +74,7 @@ impl Streams {
     }
 
     /// Claim `dest` for one upload; 409 while another upload receives into it.
-    fn receive_into(&self, dest: &DatasetName) -> Result<Receiving, ApiError> {
+    fn receive_into(&self, dest: &DatasetName) -> Result<Receiving> {
         let mut set = self.receiving.lock().unwrap_or_else(|p| p.into_inner());
         if !set.insert(dest.to_string()) {
             return Err(still_receiving(dest));
@@ -82,7 +82,7 @@ impl Streams {
         Ok(Receiving { set: self.receiving.clone(), dest: dest.to_string() })
     }
 
-    fn check_not_receiving(&self, dest: &DatasetName) -> Result<(), ApiError> {
+    fn check_not_receiving(&self, dest: &DatasetName) -> Result<()> {
         match self.receiving.lock().unwrap_or_else(|p| p.into_inner()).contains(dest.as_str()) {
             true => Err(still_receiving(dest)),
             false => Ok(()),
@@ -95,28 +95,20 @@ impl Streams {
     }
 
     /// A slot for one stream, held until the stream ends; 429 when all are taken.
-    fn slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    fn slot(&self) -> Result<OwnedSemaphorePermit> {
         self.permits.clone().try_acquire_owned().map_err(|_| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorKind::TooManyRequests,
-                format!("{} snapshot streams are running (max_streams); try again later", self.max),
-            )
+            Error::too_many(format!("{} snapshot streams are running (max_streams); try again later", self.max))
         })
     }
 
     /// A root-relative (or full, under the root) dataset from a request field.
-    fn dataset(&self, field: &str, id: &str) -> Result<DatasetName, ApiError> {
-        Ok(ids::dataset(&self.root, field, ids::relative(&self.root, id))?)
+    fn dataset(&self, field: &str, id: &str) -> Result<DatasetName> {
+        ids::dataset(&self.root, field, ids::relative(&self.root, id))
     }
 }
 
-fn still_receiving(dest: &DatasetName) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        ErrorKind::Busy,
-        format!("an upload into {dest} is still running (or ending); ask again when it has ended"),
-    )
+fn still_receiving(dest: &DatasetName) -> Error {
+    Error::busy(format!("an upload into {dest} is still running (or ending); ask again when it has ended"))
 }
 
 pub fn routes(streams: Streams) -> Router {
@@ -127,42 +119,24 @@ pub fn routes(streams: Streams) -> Router {
         .with_state(streams)
 }
 
-/// Query strings decode through the same wire types; a bad one names its field.
-fn query<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
-    serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
-        let message = e.to_string();
-        let mut err = ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Invalid, format!("query: {message}"));
-        err.detail.field = message.split('`').nth(1).map(str::to_owned);
-        err
-    })
-}
-
 /// The token of an upload that stopped part-way, to hand to the sending side.
 async fn resume_token(State(s): State<Streams>, RawQuery(q): RawQuery) -> Result<Json<ResumeTokenResponse>, ApiError> {
-    let q: ResumeTokenQuery = query(q.as_deref())?;
+    let q: ResumeTokenQuery = crate::wire::query(q.as_deref())?;
     let dest = s.dataset("dest", &q.dest)?;
     s.check_not_receiving(&dest)?;
     match s.zfs.resume_token(&dest).await? {
         Some(token) => Ok(Json(ResumeTokenResponse { dest: dest.to_string(), token })),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorKind::NotFound,
-            format!("{dest} has no interrupted receive to resume"),
-        )),
+        None => Err(ApiError::from(Error::not_found(format!("{dest} has no interrupted receive to resume")))),
     }
 }
 
 /// Give up on an interrupted upload: `zfs receive -A` discards its partial state.
 async fn abort_resume(State(s): State<Streams>, RawQuery(q): RawQuery) -> Result<StatusCode, ApiError> {
-    let q: ResumeTokenQuery = query(q.as_deref())?;
+    let q: ResumeTokenQuery = crate::wire::query(q.as_deref())?;
     let dest = s.dataset("dest", &q.dest)?;
     s.check_not_receiving(&dest)?;
     if s.zfs.resume_token(&dest).await?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorKind::NotFound,
-            format!("{dest} has no interrupted receive to abort"),
-        ));
+        return Err(ApiError::from(Error::not_found(format!("{dest} has no interrupted receive to abort"))));
     }
     s.zfs.abort_receive(&dest).await?;
     Ok(StatusCode::NO_CONTENT)

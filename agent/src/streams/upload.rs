@@ -14,17 +14,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
 use futures_util::{StreamExt, TryStreamExt};
-use rpc_schema::ErrorKind;
 use rpc_schema::streams::{UploadQuery, UploadResponse};
 use tokio::io::AsyncReadExt;
 use zfs_sys_shim::ReceiveArgs;
 
-use super::{Streams, query};
-use crate::api_error::ApiError;
+use super::Streams;
+use crate::error::{Error, Kind, Result};
+use crate::ids;
 use crate::images::decode;
-use crate::imagestore::ids;
+use crate::wire::ApiError;
 
 /// Enough of the stream to read its BEGIN record (312 bytes).
 const HEAD: usize = 1024;
@@ -34,7 +33,7 @@ pub async fn upload(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Result<Json<UploadResponse>, ApiError> {
-    let q: UploadQuery = query(q.as_deref())?;
+    let q: UploadQuery = crate::wire::query(q.as_deref())?;
     let dest = s.dataset("dest", &q.dest)?;
     let origin =
         q.origin.as_deref().map(|o| ids::snapshot(&s.root, "origin", ids::relative(&s.root, o))).transpose()?;
@@ -69,10 +68,10 @@ pub async fn upload(
         }
     }
     if head.is_empty() {
-        return Err(invalid("the body is empty; send a `zfs send` stream"));
+        return Err(ApiError::from(invalid("the body is empty; send a `zfs send` stream")));
     }
     if !decode::is_zfs_stream(&head) {
-        return Err(invalid("the body is not a `zfs send` stream (no DRR_BEGIN record)"));
+        return Err(ApiError::from(invalid("the body is not a `zfs send` stream (no DRR_BEGIN record)")));
     }
     let resuming = decode::is_resuming(&head);
     let snapshot = decode::stream_snapshot(&head).map(|short| format!("{dest}@{short}"));
@@ -88,9 +87,9 @@ pub async fn upload(
         }
         Err(e) if broken.load(Ordering::Relaxed) => {
             tracing::warn!(%dest, error = %e, "upload cut off; partial state kept for a resumed send");
-            let mut err = ApiError::from(e);
-            err.detail.message.push_str("; the partial state is kept: GET /snapshots/resume-token to resume");
-            Err(err)
+            let mut err = Error::from(e);
+            err.message.push_str("; the partial state is kept: GET /snapshots/resume-token to resume");
+            Err(err.into())
         }
         Err(e) => {
             // State from an earlier interrupted upload is not this upload's to discard:
@@ -99,22 +98,21 @@ pub async fn upload(
             if !earlier && let Err(abort) = s.zfs.abort_receive(&dest).await {
                 tracing::warn!(%dest, error = %abort, "could not discard a failed upload's partial state");
             }
-            let mut err = ApiError::from(e);
-            if err.detail.kind == ErrorKind::Conflict && !earlier {
+            let mut err = Error::from(e);
+            if err.kind == Kind::Conflict && !earlier {
                 // With -s a short stream reads as "interrupted"; from a body that ended
                 // cleanly it is a truncated stream, and nothing of it was kept.
-                err =
-                    invalid(&format!("the stream is truncated or corrupt; nothing was kept ({})", err.detail.message));
+                err = invalid(&format!("the stream is truncated or corrupt; nothing was kept ({})", err.message));
             }
-            Err(err)
+            Err(err.into())
         }
     }
 }
 
-fn invalid(message: &str) -> ApiError {
-    ApiError::invalid("body", message)
+fn invalid(message: &str) -> Error {
+    Error::invalid("body", message)
 }
 
-fn read_err(e: std::io::Error) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Invalid, format!("reading the request body: {e}"))
+fn read_err(e: std::io::Error) -> Error {
+    Error::new(Kind::Invalid, format!("reading the request body: {e}"))
 }

@@ -8,9 +8,7 @@
 
 use std::path::Path;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
+use crate::crypto::{hmac_sha256, random_bytes};
 use crate::secrets::{self, SecretFileError};
 
 /// The key file's name under the data dir.
@@ -44,7 +42,7 @@ impl MasterSecret {
             return Self::parse(text.trim(), "from the environment");
         }
         let path = data_dir.join(FILE);
-        let (text, made) = secrets::load_or_create(&path, || Ok(hex::encode(secrets::random_bytes::<32>()?)))?;
+        let (text, made) = secrets::load_or_create(&path, || Ok(hex::encode(random_bytes::<32>()?)))?;
         if made {
             tracing::info!(path = %path.display(), "generated the master secret");
         }
@@ -84,29 +82,9 @@ impl MasterSecret {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104), RustCrypto's.
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hmac_matches_rfc_4231() {
-        // Test case 2 ("Jefe") and test case 6 (a key longer than the block).
-        assert_eq!(
-            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-        assert_eq!(
-            hex::encode(hmac_sha256(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First")),
-            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
-        );
-    }
 
     use std::os::unix::fs::PermissionsExt;
 

@@ -3,7 +3,7 @@
 
 use zfs_sys_shim::{DatasetName, SnapshotName};
 
-use super::error::{StoreError, StoreResult};
+use super::error::{Error, Result};
 
 pub const MIB: u64 = 1 << 20;
 /// Sizes above this many MiB (1 PiB) are refused as absurd before ZFS sees them.
@@ -17,44 +17,44 @@ pub fn relative<'a>(root: &DatasetName, id: &'a str) -> &'a str {
 
 /// A root-relative dataset id (`guests/g1/disk-0`). The empty id is refused: nothing
 /// addresses the root itself.
-pub fn dataset(root: &DatasetName, field: &str, id: &str) -> StoreResult<DatasetName> {
+pub fn dataset(root: &DatasetName, field: &str, id: &str) -> Result<DatasetName> {
     if id.is_empty() {
-        return Err(StoreError::invalid(field, "must not be empty"));
+        return Err(Error::invalid(field, "must not be empty"));
     }
     if id.contains('@') {
-        return Err(StoreError::invalid(field, format!("{id:?} is a snapshot, not a dataset")));
+        return Err(Error::invalid(field, format!("{id:?} is a snapshot, not a dataset")));
     }
-    root.join(id).map_err(|e| StoreError::invalid(field, e.reason))
+    root.join(id).map_err(|e| Error::invalid(field, e.reason))
 }
 
 /// A root-relative snapshot id (`guests/g1/disk-0@s1`).
-pub fn snapshot(root: &DatasetName, field: &str, id: &str) -> StoreResult<SnapshotName> {
+pub fn snapshot(root: &DatasetName, field: &str, id: &str) -> Result<SnapshotName> {
     let Some((ds, snap)) = id.split_once('@') else {
-        return Err(StoreError::invalid(field, format!("{id:?} is not a snapshot (dataset@name)")));
+        return Err(Error::invalid(field, format!("{id:?} is not a snapshot (dataset@name)")));
     };
     let ds = dataset(root, field, ds)?;
-    ds.snapshot(snap).map_err(|e| StoreError::invalid(field, e.reason))
+    ds.snapshot(snap).map_err(|e| Error::invalid(field, e.reason))
 }
 
 /// A single path component (an image id, a guest id, a snapshot's short name).
-pub fn component(field: &str, id: &str) -> StoreResult<String> {
+pub fn component(field: &str, id: &str) -> Result<String> {
     if id.is_empty() {
-        return Err(StoreError::invalid(field, "must not be empty"));
+        return Err(Error::invalid(field, "must not be empty"));
     }
     if id.contains('/') || id.contains('@') {
-        return Err(StoreError::invalid(field, format!("{id:?} may not contain '/' or '@'")));
+        return Err(Error::invalid(field, format!("{id:?} may not contain '/' or '@'")));
     }
-    zfs_sys_shim::name::check_component(id, id).map_err(|e| StoreError::invalid(field, e.reason))?;
+    zfs_sys_shim::name::check_component(id, id).map_err(|e| Error::invalid(field, e.reason))?;
     Ok(id.to_owned())
 }
 
 /// A size in MiB from a request: positive and not absurd.
-pub fn size_mib(field: &str, size: i64) -> StoreResult<u64> {
+pub fn size_mib(field: &str, size: i64) -> Result<u64> {
     if size <= 0 {
-        return Err(StoreError::invalid(field, format!("{size} MiB: must be above 0")));
+        return Err(Error::invalid(field, format!("{size} MiB: must be above 0")));
     }
     if size > MAX_SIZE_MIB {
-        return Err(StoreError::invalid(field, format!("{size} MiB is more than 1 PiB")));
+        return Err(Error::invalid(field, format!("{size} MiB is more than 1 PiB")));
     }
     Ok(size as u64)
 }
