@@ -142,10 +142,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     {
         g.docker_volumes = Some((vs, control.volumes.mount_count().await));
     }
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        crate::metrics::render(&state.http, &g),
-    )
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render(&state.http, &g))
 }
 
 /// On a node configured with `zfs = false`, the ZFS endpoints say so instead of 404.
