@@ -243,3 +243,80 @@ pub async fn verify_disks(store: &Store, req: GuestRequest) -> Result<GuestRespo
     }
     Ok(GuestResponse { guest: Some(guest.clone()), ..Default::default() })
 }
+
+#[cfg(test)]
+mod tests {
+    use rpc_schema::imagestore::Disk;
+
+    use super::*;
+    use crate::testing::{FakeZfs, answer, rule, store};
+
+    fn three_blank_disks() -> GuestRequest {
+        let disk = |size| Disk { size, ..Default::default() };
+        let guest = Guest { id: "g1".into(), disks: Some(vec![disk(64), disk(64), disk(64)]), ..Default::default() };
+        GuestRequest { guest: Some(guest), ..Default::default() }
+    }
+
+    /// The mark the first `create` of this run set, as `zfs get` shows it.
+    const MARK_OF_THIS_CALL: &str = r#"printf 'tankd:guest-call\t%s\n' "$(grep -o 'tankd:guest-call=[0-9a-f]*' "$CALLS" | head -n1 | cut -d= -f2)""#;
+    const FULL: &str = "cannot create 'tank/tankd/guests/g1/disk-2': out of space\n";
+
+    #[tokio::test]
+    async fn a_failing_later_disk_removes_the_ones_this_call_made() {
+        let fake = FakeZfs::new(
+            "tank/tankd",
+            vec![
+                rule("\"create\"*\"guests/g1/disk-2\"", 1, FULL),
+                answer("\"get\"*\"tankd:guest-call\"*\"guests/g1/disk-0\"", MARK_OF_THIS_CALL),
+            ],
+        );
+        let spool = tempfile::tempdir().unwrap();
+        let err = create_disks(&store(&fake, spool.path().into()), three_blank_disks()).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NoSpace, "{err}");
+        assert!(err.message.contains("disk-2"), "the error names the disk: {err}");
+        let creates = fake.calls_of("create");
+        assert_eq!(creates.len(), 3, "{creates:?}");
+        assert!(
+            creates[0].contains(" -p ") && !creates[1].contains(" -p "),
+            "only the first makes parents: {creates:?}"
+        );
+        assert_eq!(
+            fake.calls_of("destroy"),
+            vec![
+                "destroy -r tank/tankd/guests/g1/disk-1".to_owned(),
+                "destroy -r tank/tankd/guests/g1/disk-0".to_owned(),
+                "destroy tank/tankd/guests/g1".to_owned(),
+            ],
+            "disk-2 was never made; the others go, then the guest's dataset if empty"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_first_disk_that_was_there_before_is_kept() {
+        // disk-0 carries another call's mark: `create -p` answered success for a disk
+        // that existed, so this call did not make it and must not remove it.
+        let fake = FakeZfs::new(
+            "tank/tankd",
+            vec![
+                rule("\"create\"*\"guests/g1/disk-2\"", 1, FULL),
+                rule("\"get\"*\"tankd:guest-call\"*\"guests/g1/disk-0\"", 0, "tankd:guest-call\t0123456789abcdef\n"),
+            ],
+        );
+        let spool = tempfile::tempdir().unwrap();
+        create_disks(&store(&fake, spool.path().into()), three_blank_disks()).await.unwrap_err();
+        let destroys = fake.calls_of("destroy");
+        assert!(destroys.contains(&"destroy -r tank/tankd/guests/g1/disk-1".to_owned()), "{destroys:?}");
+        assert!(!destroys.iter().any(|d| d.contains("disk-0")), "{destroys:?}");
+    }
+
+    #[tokio::test]
+    async fn bad_disks_are_refused_before_anything_is_made() {
+        let fake = FakeZfs::new("tank/tankd", vec![]);
+        let spool = tempfile::tempdir().unwrap();
+        let mut req = three_blank_disks();
+        req.guest.as_mut().unwrap().disks.as_mut().unwrap()[2].size = -1;
+        let err = create_disks(&store(&fake, spool.path().into()), req).await.unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("guest.disks[2].size"));
+        assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    }
+}

@@ -1,46 +1,15 @@
 //! tankd: the node storage agent. Reads its configuration, checks the host, prepares
 //! the pool and dataset root, then serves HTTP on TCP and a unix socket until SIGTERM.
 
-mod attach;
-mod auth;
-mod beneath;
-mod config;
-mod containers;
-mod control;
-mod crypto;
-mod docker;
-mod error;
-mod fault;
-mod guests;
-mod health;
-mod ids;
-mod imageapi;
-mod images;
-mod imagestore;
-mod master_secret;
-mod metrics;
-mod mounts;
-mod secrets;
-mod server;
-mod snapshots;
-mod startup;
-mod state;
-mod store;
-mod streams;
-mod systemd;
-mod volumes;
-mod wire;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DEFAULT_CONFIG_FILE, Layer, LogFormat};
+use tankd::config::{Config, DEFAULT_CONFIG_FILE, Layer, LogFormat};
+use tankd::{auth, containers, server, startup, systemd};
 
 #[derive(Debug, Parser)]
 #[command(name = "tankd", version, about = "Node storage agent over OpenZFS and block devices")]
@@ -136,29 +105,6 @@ async fn agent_main(activated: Vec<(String, std::os::fd::OwnedFd)>, env: HashMap
     }
 }
 
-/// Docker volumes and the control API: the volume parents, interrupted restores
-/// finished or reverted, mount counts rebuilt, the master secret loaded or made.
-async fn start_control(
-    config: &Config,
-    zfs: &zfs_sys_shim::Zfs,
-    master_secret: Option<String>,
-) -> Result<control::Control, Box<dyn std::error::Error>> {
-    let root = config.dataset_root.clone();
-    docker::restore::recover(zfs, &root).await.map_err(|e| format!("restores left by the last run: {}", e.message))?;
-    let volumes = docker::VolumeStore::start(zfs.clone(), root.clone()).await?;
-    let secret = control::MasterSecret::load_or_create(&config.data_dir, master_secret.as_deref())?;
-    let port = config.control_listen.first().map_or(3000, |a| a.port());
-    Ok(control::Control {
-        zfs: zfs.clone(),
-        root,
-        volumes,
-        secret,
-        admin_token: config.api_token.as_deref().map(Arc::from),
-        public_url: format!("http://{}:{port}", config.public_host),
-        max_service_snapshots: config.max_service_snapshots,
-    })
-}
-
 async fn run(
     mut config: Config,
     activated: Vec<(String, std::os::fd::OwnedFd)>,
@@ -180,49 +126,7 @@ async fn run(
     let shutdown = CancellationToken::new();
     server::cancel_on_signals(shutdown.clone())?;
     let grace = config.shutdown_timeout;
-    let fetch = images::FetchConfig {
-        image_server: config.image_server.clone(),
-        image_sources: config.image_sources.clone(),
-        timeout: config.image_fetch_timeout,
-        max_size: config.max_image_size,
-        num_fetchers: config.num_fetchers,
-        max_pending: config.max_pending,
-    };
-    let store = store::Store {
-        zfs: zfs.clone(),
-        root: config.dataset_root.clone(),
-        images: Arc::new(images::Fetcher::new(fetch, config.data_dir.join("spool"))),
-    };
-    if config.zfs {
-        images::recover(&store).await?;
-        match streams::release_leftover_holds(&zfs, &config.dataset_root).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(released = n, "released stream holds left by the last run"),
-            Err(e) => tracing::warn!(error = %e, "could not check for stream holds left by the last run"),
-        }
-    }
-    let imageapi = imageapi::start(imageapi::env(&config, config.zfs.then(|| zfs.clone())))
-        .await
-        .map_err(|e| format!("imageapi state: {e}"))?;
-    let net_policy = containers::netpolicy::NetPolicy::new(&config.container_networks, &config.container_bridges)
-        .map_err(|e| format!("configuration container_networks: {e}"))?;
-    let containers = containers::Containers::start_service(&config.data_dir, imageapi.clone(), net_policy)
-        .await
-        .map_err(|e| format!("container state: {e}"))?;
-    let control = if config.zfs { Some(start_control(&config, &zfs, master_secret).await?) } else { None };
-    let streams =
-        streams::Streams::new(zfs.clone(), config.dataset_root.clone(), config.max_streams, config.stream_idle_timeout);
-    let state = state::AppState {
-        config: Arc::new(config),
-        zfs,
-        started: Instant::now(),
-        store,
-        streams,
-        imageapi,
-        containers,
-        control,
-        http: metrics::HttpMetrics::default(),
-    };
+    let state = tankd::assemble(config, zfs, master_secret).await?;
     let mut served: Vec<(server::Bound, axum::Router)> = Vec::new();
     let (tcp_app, unix_app) = (server::app(state.clone()), server::unix_app(state.clone()));
     served.extend(listeners.main.into_iter().map(|l| {

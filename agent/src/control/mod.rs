@@ -50,6 +50,15 @@ pub enum Caller {
 }
 
 impl Control {
+    /// Who sends a request that needs some token: a caller with none is refused here,
+    /// before its body is read, so it learns nothing from how the body is judged.
+    pub fn token_caller(&self, headers: &HeaderMap) -> Result<Caller> {
+        match self.caller(headers) {
+            Caller::Anonymous => Err(Error::unauthorized()),
+            known => Ok(known),
+        }
+    }
+
     pub fn caller(&self, headers: &HeaderMap) -> Caller {
         let Some(admin) = &self.admin_token else { return Caller::Admin };
         match bearer(headers) {

@@ -57,7 +57,7 @@ async fn volume_snapshot_request(
     headers: &HeaderMap,
     bytes: &Bytes,
 ) -> Result<(VolumeSnapshotRequest, DatasetName, SnapshotName)> {
-    let caller = c.caller(headers);
+    let caller = c.token_caller(headers)?;
     let req: VolumeSnapshotRequest = body(bytes)?;
     let ds = c.volume(&req.name)?;
     check_snapshot_name("snapshotName", &req.snapshot_name)?;
@@ -68,7 +68,7 @@ async fn volume_snapshot_request(
 
 /// A `{serviceId, snapshotName}` body checked, its caller allowed.
 fn service_snapshot_request(c: &Control, headers: &HeaderMap, bytes: &Bytes) -> Result<ResourcesSnapshotRequest> {
-    let caller = c.caller(headers);
+    let caller = c.token_caller(headers)?;
     let req: ResourcesSnapshotRequest = body(bytes)?;
     check_name("serviceId", &req.service_id)?;
     check_snapshot_name("snapshotName", &req.snapshot_name)?;
@@ -164,7 +164,7 @@ pub async fn restore_volume(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Json<VolumeRestoreResponse>, ApiError> {
-    let caller = c.caller(&headers);
+    let caller = c.token_caller(&headers)?;
     let req: VolumeRestoreRequest = body(&bytes)?;
     let live = c.volume(&req.name)?;
     let snap = resolve_snapshot(&c, &live, "snapshotId", &req.snapshot_id)?;
@@ -178,7 +178,7 @@ pub async fn restore_volume(
 }
 
 async fn volume_for_restore_step(c: &Control, headers: &HeaderMap, bytes: &Bytes) -> Result<DatasetName> {
-    let caller = c.caller(headers);
+    let caller = c.token_caller(headers)?;
     let req: VolumeName = body(bytes)?;
     let live = c.volume(&req.name)?;
     c.require_volume_access(&caller, &req.name).await?;
@@ -282,7 +282,7 @@ pub async fn restore_resources(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Json<ResourcesRestoreResponse>, ApiError> {
-    let caller = c.caller(&headers);
+    let caller = c.token_caller(&headers)?;
     let req: ResourcesRestoreRequest = body(&bytes)?;
     check_name("serviceId", &req.service_id)?;
     c.require_service(&caller, Some(&req.service_id))?;

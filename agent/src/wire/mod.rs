@@ -73,9 +73,11 @@ pub fn value<T: DeserializeOwned>(v: serde_json::Value, whole: &str) -> Result<T
 
 /// A query string into `T`; a refusal names the parameter, or `query`.
 pub fn query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T> {
-    serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
-        let message = e.to_string();
-        Error::invalid(&refused_field(".", &message, "query"), format!("query: {message}"))
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.unwrap_or("").as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        Error::invalid(&refused_field(&path, &message, "query"), format!("query: {message}"))
     })
 }
 
@@ -108,7 +110,7 @@ mod tests {
         assert_eq!(field(json(br#"["a"]"#)), "body");
         assert_eq!(field(json(b"{")), "body");
         assert_eq!(field(value(serde_json::json!({"name": 5}), "params")), "name");
-        assert_eq!(field(query(Some("name=a&size=x"))), "query");
+        assert_eq!(field(query(Some("name=a&size=x"))), "size");
         assert_eq!(field(query(Some("size=1"))), "name");
         assert_eq!(query::<Req>(Some("name=a&size=2")).unwrap().size, Some(2));
     }

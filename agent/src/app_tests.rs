@@ -1,0 +1,169 @@
+//! The routers driven in-process (`oneshot`, no socket, no VM): which routes are open,
+//! who reaches what on the control API, and how each wire format names a refused field
+//! and maps a ZFS failure. ZFS is the recording double of `crate::testing`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::testing::{FakeZfs, rule, state};
+
+const TOKEN: &str = "node-token-for-in-process-tests-0123456789";
+
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+async fn ask(app: &Router, method: &str, path: &str, token: Option<&str>, body: &str) -> Answer {
+    let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = app.clone().oneshot(req.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec();
+    Answer { status, body }
+}
+
+/// `zfs list`/`get` of a service dataset that does not exist, in ZFS's words.
+fn missing_services() -> crate::testing::Rule {
+    rule("*services/*", 1, "cannot open 'tank/tankd/services/x': dataset does not exist\n")
+}
+
+async fn node(rules: Vec<crate::testing::Rule>) -> (FakeZfs, tempfile::TempDir, crate::state::AppState) {
+    let fake = FakeZfs::new("tank/tankd", rules);
+    let data = tempfile::tempdir().unwrap();
+    let st = state(&fake, data.path().to_path_buf(), TOKEN).await;
+    (fake, data, st)
+}
+
+#[tokio::test]
+async fn only_health_and_metrics_are_open_on_the_main_api() {
+    let pool = rule("\"list -H -p -o name,size,allocated,free,health\"*", 0, "tank\t1000\t100\t900\tONLINE\n");
+    let (_fake, _data, st) = node(vec![pool]).await;
+    let app = crate::server::app(st);
+    assert_eq!(ask(&app, "GET", "/health", None, "").await.status, 200);
+    assert_eq!(ask(&app, "GET", "/metrics", None, "").await.status, 200);
+    let guarded = [
+        ("POST", "/rpc"),
+        ("POST", "/_mistify_RPC_"),
+        ("GET", "/imageapi/v1/attach"),
+        ("POST", "/imageapi/v1/mount"),
+        ("GET", "/imageapi/v1/container"),
+        ("GET", "/snapshots/resume-token?dest=x"),
+        ("POST", "/snapshots/download"),
+        ("GET", "/no/such/route"),
+    ];
+    for (method, path) in guarded {
+        let a = ask(&app, method, path, None, "{}").await;
+        assert_eq!(a.status, 401, "{method} {path} without a token");
+        assert_eq!(a.json()["error"]["kind"], "unauthorized", "{method} {path}");
+        assert_eq!(ask(&app, method, path, Some("wrong-token"), "{}").await.status, 401, "{method} {path}");
+    }
+    assert_eq!(ask(&app, "GET", "/imageapi/v1/attach", Some(TOKEN), "").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_service_token_reaches_its_own_service_only() {
+    let (fake, _data, st) = node(vec![missing_services()]).await;
+    let control = st.control.clone().unwrap();
+    let app = crate::server::control_app(st).unwrap();
+    let (a, b) = (control.service_token("svc-a"), control.service_token("svc-b"));
+    assert_ne!(a, b);
+
+    // Provisioning is the node's: neither no token nor a service's token will do.
+    let body = r#"{"serviceId": "svc-a"}"#;
+    assert_eq!(ask(&app, "POST", "/resources/provision", None, body).await.status, 401);
+    assert_eq!(ask(&app, "POST", "/resources/provision", Some(&a), body).await.status, 401);
+    assert!(fake.calls_of("create").is_empty(), "{:?}", fake.calls());
+
+    // Another service's snapshot: refused before anything is looked up.
+    let before = fake.calls().len();
+    let snap = r#"{"serviceId": "svc-b", "snapshotName": "s1"}"#;
+    for token in [None, Some(a.as_str())] {
+        let r = ask(&app, "POST", "/resources/snapshot", token, snap).await;
+        assert_eq!((r.status, r.json()["error"]["kind"].as_str()), (401, Some("unauthorized")), "{token:?}");
+        let r = ask(&app, "POST", "/resources/snapshot/destroy", token, snap).await;
+        assert_eq!(r.status, 401, "{token:?}");
+        let restore = r#"{"serviceId": "svc-b", "snapshots": [{"capability": "filesystem", "resourceName": "svc-b", "snapshotId": "tank/tankd/services/svc-b@s1"}]}"#;
+        let r = ask(&app, "POST", "/resources/restore", token, restore).await;
+        assert_eq!(r.status, 401, "{token:?}");
+        // Without a token the body is not even judged.
+        assert_eq!(ask(&app, "POST", "/resources/restore", None, "{").await.status, 401);
+    }
+    assert_eq!(fake.calls().len(), before, "a refused caller ran no zfs command: {:?}", fake.calls());
+    // Its own service: past auth, to ZFS (whose "does not exist" is a 404).
+    let r = ask(&app, "POST", "/resources/snapshot", Some(&b), snap).await;
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["kind"], "not_found");
+}
+
+#[tokio::test]
+async fn every_wire_format_names_the_refused_field() {
+    let (fake, _data, st) = node(vec![]).await;
+    let api = crate::server::app(st.clone());
+    let control = crate::server::control_app(st.clone()).unwrap();
+    let docker = crate::server::docker_app(st).unwrap();
+
+    // REST JSON: {"error": {kind, message, field}}.
+    let r = ask(&control, "POST", "/resources/provision", Some(TOKEN), r#"{"serviceId": 5}"#).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        (r.json()["error"]["kind"].as_str(), r.json()["error"]["field"].as_str()),
+        (Some("invalid"), Some("serviceId"))
+    );
+    let r = ask(&control, "POST", "/resources/provision", Some(TOKEN), r#"{"serviceId": "-R"}"#).await;
+    assert_eq!((r.status, r.json()["error"]["field"].as_str()), (400, Some("serviceId")));
+    // imageapi: {code, message, field}.
+    let r = ask(&api, "POST", "/imageapi/v1/attach", Some(TOKEN), r#"{"kind": 5}"#).await;
+    assert_eq!((r.status, r.json()["code"].as_u64(), r.json()["field"].as_str()), (400, Some(400), Some("kind")));
+    let r = ask(&api, "GET", "/imageapi/v1/attach?id=x", Some(TOKEN), "").await;
+    assert_eq!((r.status, r.json()["field"].as_str()), (400, Some("id")));
+    // JSON-RPC 2.0: -32602 with data {kind, field}.
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "ImageStore.GetVolume", "params": {"id": 7}}).to_string();
+    let r = ask(&api, "POST", "/rpc", Some(TOKEN), &call).await;
+    assert_eq!(r.json()["error"]["code"], -32602, "{}", r.json());
+    assert_eq!(r.json()["error"]["data"]["field"], "id");
+    // mistify v1: a 400 whose text names the member.
+    let call = json!({"method": "ImageStore.GetVolume", "params": [{"id": "../etc"}], "id": 1}).to_string();
+    let r = ask(&api, "POST", "/_mistify_RPC_", Some(TOKEN), &call).await;
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert!(text.contains("id"), "{} {text}", r.status);
+    // Docker: {"Err"} with a 400 for bad input.
+    let r = ask(&docker, "POST", "/VolumeDriver.Create", None, r#"{"Name": "-x"}"#).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["Err"].as_str().unwrap().contains("Name") || r.json()["Err"].as_str().unwrap().contains("name"),
+        "{}",
+        r.json()
+    );
+    assert!(fake.calls_of("create").is_empty(), "bad input made nothing: {:?}", fake.calls());
+}
+
+#[tokio::test]
+async fn a_zfs_failure_maps_onto_each_wire_format() {
+    let gone = "cannot open 'tank/tankd/vols/v9': dataset does not exist\n";
+    let (_fake, _data, st) = node(vec![rule("*tank/tankd/vols/v9*", 1, gone)]).await;
+    let api = crate::server::app(st);
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "ImageStore.GetVolume", "params": {"id": "vols/v9"}});
+    let r = ask(&api, "POST", "/rpc", Some(TOKEN), &call.to_string()).await;
+    assert_eq!(
+        (r.json()["error"]["code"].as_i64(), r.json()["error"]["data"]["kind"].as_str()),
+        (Some(-32001), Some("not_found"))
+    );
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("vols/v9"), "the message names the dataset");
+    let call = json!({"method": "ImageStore.GetVolume", "params": [{"id": "vols/v9"}], "id": 1});
+    let r = ask(&api, "POST", "/_mistify_RPC_", Some(TOKEN), &call.to_string()).await;
+    assert_eq!(r.status, 200, "mistify v1 carries method errors in the body");
+    assert!(r.json()["error"].as_str().unwrap().contains("does not exist"), "{}", r.json());
+}

@@ -1,0 +1,121 @@
+//! tankd as a library: every capability module, and [`assemble`], which builds the
+//! state the routers serve from a resolved configuration. The binary (`main.rs`) reads
+//! the configuration, checks the host, binds the listeners and serves
+//! `server::app(state)`; tests build the same state and drive the same routers
+//! in-process (`tower::ServiceExt::oneshot`), with a recording `zfs` double where the
+//! logic under test is tankd's and not ZFS's.
+
+pub mod attach;
+pub mod auth;
+pub mod beneath;
+pub mod config;
+pub mod containers;
+pub mod control;
+pub mod crypto;
+pub mod docker;
+pub mod error;
+pub mod fault;
+pub mod guests;
+pub mod health;
+pub mod ids;
+pub mod imageapi;
+pub mod images;
+pub mod imagestore;
+pub mod master_secret;
+pub mod metrics;
+pub mod mounts;
+pub mod secrets;
+pub mod server;
+pub mod snapshots;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod streams;
+pub mod systemd;
+pub mod volumes;
+pub mod wire;
+
+#[cfg(test)]
+mod app_tests;
+#[cfg(test)]
+pub mod testing;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Config;
+
+/// Docker volumes and the control API: the volume parents, interrupted restores
+/// finished or reverted, mount counts rebuilt, the master secret loaded or made.
+pub async fn start_control(
+    config: &Config,
+    zfs: &zfs_sys_shim::Zfs,
+    master_secret: Option<String>,
+) -> Result<control::Control, Box<dyn std::error::Error>> {
+    let root = config.dataset_root.clone();
+    docker::restore::recover(zfs, &root).await.map_err(|e| format!("restores left by the last run: {}", e.message))?;
+    let volumes = docker::VolumeStore::start(zfs.clone(), root.clone()).await?;
+    let secret = control::MasterSecret::load_or_create(&config.data_dir, master_secret.as_deref())?;
+    let port = config.control_listen.first().map_or(3000, |a| a.port());
+    Ok(control::Control {
+        zfs: zfs.clone(),
+        root,
+        volumes,
+        secret,
+        admin_token: config.api_token.as_deref().map(Arc::from),
+        public_url: format!("http://{}:{port}", config.public_host),
+        max_service_snapshots: config.max_service_snapshots,
+    })
+}
+
+/// Every capability's state, recovered from what the last run left: image fetches,
+/// stream holds, imageapi's records, containers, and (with ZFS) the control API.
+pub async fn assemble(
+    config: Config,
+    zfs: zfs_sys_shim::Zfs,
+    master_secret: Option<String>,
+) -> Result<state::AppState, Box<dyn std::error::Error>> {
+    let fetch = images::FetchConfig {
+        image_server: config.image_server.clone(),
+        image_sources: config.image_sources.clone(),
+        timeout: config.image_fetch_timeout,
+        max_size: config.max_image_size,
+        num_fetchers: config.num_fetchers,
+        max_pending: config.max_pending,
+    };
+    let store = store::Store {
+        zfs: zfs.clone(),
+        root: config.dataset_root.clone(),
+        images: Arc::new(images::Fetcher::new(fetch, config.data_dir.join("spool"))),
+    };
+    if config.zfs {
+        images::recover(&store).await?;
+        match streams::release_leftover_holds(&zfs, &config.dataset_root).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "released stream holds left by the last run"),
+            Err(e) => tracing::warn!(error = %e, "could not check for stream holds left by the last run"),
+        }
+    }
+    let imageapi = imageapi::start(imageapi::env(&config, config.zfs.then(|| zfs.clone())))
+        .await
+        .map_err(|e| format!("imageapi state: {e}"))?;
+    let net_policy = containers::netpolicy::NetPolicy::new(&config.container_networks, &config.container_bridges)
+        .map_err(|e| format!("configuration container_networks: {e}"))?;
+    let containers = containers::Containers::start_service(&config.data_dir, imageapi.clone(), net_policy)
+        .await
+        .map_err(|e| format!("container state: {e}"))?;
+    let control = if config.zfs { Some(start_control(&config, &zfs, master_secret).await?) } else { None };
+    let streams =
+        streams::Streams::new(zfs.clone(), config.dataset_root.clone(), config.max_streams, config.stream_idle_timeout);
+    Ok(state::AppState {
+        config: Arc::new(config),
+        zfs,
+        started: Instant::now(),
+        store,
+        streams,
+        imageapi,
+        containers,
+        control,
+        http: metrics::HttpMetrics::default(),
+    })
+}
