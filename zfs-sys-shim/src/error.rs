@@ -103,7 +103,57 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         self.kind() == ErrorKind::NotFound
     }
+
+    /// What ZFS wrote, for the errors that come from a command's failure.
+    fn stderr(&self) -> Option<&str> {
+        match self {
+            Error::NotFound { stderr, .. }
+            | Error::AlreadyExists { stderr, .. }
+            | Error::Busy { stderr, .. }
+            | Error::NoSpace { stderr, .. }
+            | Error::PermissionDenied { stderr, .. }
+            | Error::Conflict { stderr, .. }
+            | Error::InvalidStream { stderr, .. }
+            | Error::Interrupted { stderr, .. }
+            | Error::CommandFailed { stderr, .. } => Some(stderr),
+            _ => None,
+        }
+    }
+
+    /// Whether ZFS's words say `detail`, beyond the error's kind.
+    pub fn says(&self, detail: Detail) -> bool {
+        let Some(text) = self.stderr() else { return false };
+        let lower = text.to_ascii_lowercase();
+        DETAILS.iter().filter(|(d, _)| *d == detail).any(|(_, needles)| needles.iter().any(|n| lower.contains(n)))
+    }
 }
+
+/// Facts a caller acts on that a failure's kind does not carry. Read from stderr here,
+/// beside [`classify`], so that nothing above the shim matches ZFS's text itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// A destroy refused because clones depend on the dataset's snapshots.
+    DependentClones,
+    /// A receive refused because the target holds an earlier interrupted receive's state.
+    PartialReceiveState,
+    /// `zfs mount` of a dataset that is mounted.
+    AlreadyMounted,
+    /// `zfs receive -A` on a dataset with nothing to abort.
+    NoResumableState,
+    /// `zfs hold` with a tag the snapshot already has.
+    TagExists,
+    /// `zfs release` of a tag the snapshot does not have.
+    NoSuchTag,
+}
+
+const DETAILS: &[(Detail, &[&str])] = &[
+    (Detail::DependentClones, &["dependent clones", "has dependent"]),
+    (Detail::PartialReceiveState, &["partially-complete state"]),
+    (Detail::AlreadyMounted, &["already mounted"]),
+    (Detail::NoResumableState, &["does not have any resumable receive state"]),
+    (Detail::TagExists, &["tag already exists"]),
+    (Detail::NoSuchTag, &["no such tag"]),
+];
 
 /// Map a failed command's stderr to a typed error. The one place that reads ZFS's words;
 /// `LC_ALL=C` is set on every command so these are stable.
@@ -185,6 +235,27 @@ mod tests {
 
     fn k(stderr: &str) -> ErrorKind {
         classify("tank/x", "zfs test", "exit status: 1".into(), stderr).kind()
+    }
+
+    #[test]
+    fn details_are_read_from_the_words_kinds_do_not_carry() {
+        let e = |stderr: &str| classify("tank/x", "zfs test", "exit status: 1".into(), stderr);
+        let clones = e(
+            "cannot destroy 'tank/x': filesystem has dependent clones\nuse '-R' to destroy the following datasets:\n",
+        );
+        assert!(clones.says(Detail::DependentClones) && !clones.says(Detail::AlreadyMounted));
+        assert!(e("cannot mount 'tank/x': filesystem already mounted\n").says(Detail::AlreadyMounted));
+        assert!(e("cannot hold snapshot 'tank/x@s': tag already exists on this dataset\n").says(Detail::TagExists));
+        assert!(
+            e("cannot release hold from snapshot 'tank/x@s': no such tag on this dataset\n").says(Detail::NoSuchTag)
+        );
+        assert!(e("'tank/x' does not have any resumable receive state to abort\n").says(Detail::NoResumableState));
+        let partial = e(
+            "cannot receive new filesystem stream: destination tank/x contains partially-complete state from \"zfs receive -s\".\n",
+        );
+        assert!(partial.says(Detail::PartialReceiveState));
+        let name = Error::InvalidArgument { field: "x", reason: "dependent clones".into() };
+        assert!(!name.says(Detail::DependentClones), "only ZFS's own words count");
     }
 
     #[test]

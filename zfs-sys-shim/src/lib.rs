@@ -30,7 +30,7 @@ pub mod zvol;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use error::{Error, ErrorKind};
+pub use error::{Detail, Error, ErrorKind};
 pub use list::{Dataset, DatasetType, Depth, ListQuery, Prop};
 pub use name::{BookmarkName, DatasetName, HoldTag, NameError, PoolName, Roots, SnapshotName, UserProp, ZfsName};
 pub use pool::{PoolInfo, ZfsVersion};

@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use crate::error::ErrorKind;
+use crate::error::{Detail, ErrorKind};
 use crate::name::{DatasetName, SnapshotName};
 use crate::send::enlarge_pipe;
 use crate::{Error, Prop, Zfs};
@@ -152,7 +152,7 @@ impl Zfs {
         let inv = self.zfs(dest)?.args(["receive", "-A"]).arg(dest.as_str());
         match inv.run().await {
             Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() || e.to_string().contains("does not have any resumable receive state") => Ok(()),
+            Err(e) if e.is_not_found() || e.says(Detail::NoResumableState) => Ok(()),
             Err(e) => Err(e),
         }
     }

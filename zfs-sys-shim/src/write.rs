@@ -2,7 +2,7 @@
 //! hold/release, bookmark. Operations that are naturally idempotent (hold, release,
 //! bookmark, destroy of what is gone) say so in their docs.
 
-use crate::error::ErrorKind;
+use crate::error::{Detail, ErrorKind};
 use crate::name::{BookmarkName, DatasetName, HoldTag, SnapshotName, UserProp, ZfsName};
 use crate::{Error, Prop, Zfs};
 
@@ -183,7 +183,7 @@ impl Zfs {
     pub async fn mount(&self, name: &DatasetName) -> Result<(), Error> {
         match self.zfs(name)?.arg("mount").arg(name.as_str()).run().await {
             Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("already mounted") => Ok(()),
+            Err(e) if e.says(Detail::AlreadyMounted) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -215,12 +215,12 @@ impl Zfs {
 
     /// `zfs hold [-r] tag snap...`. A tag already held is success.
     pub async fn hold(&self, snaps: &[SnapshotName], tag: &HoldTag, recursive: bool) -> Result<(), Error> {
-        self.hold_or_release("hold", snaps, tag, recursive, ErrorKind::AlreadyExists, "tag already exists").await
+        self.hold_or_release("hold", snaps, tag, recursive, ErrorKind::AlreadyExists, Detail::TagExists).await
     }
 
     /// `zfs release [-r] tag snap...`. A tag that is not held is success.
     pub async fn release(&self, snaps: &[SnapshotName], tag: &HoldTag, recursive: bool) -> Result<(), Error> {
-        self.hold_or_release("release", snaps, tag, recursive, ErrorKind::NotFound, "no such tag").await
+        self.hold_or_release("release", snaps, tag, recursive, ErrorKind::NotFound, Detail::NoSuchTag).await
     }
 
     async fn hold_or_release(
@@ -230,7 +230,7 @@ impl Zfs {
         tag: &HoldTag,
         recursive: bool,
         benign: ErrorKind,
-        benign_text: &str,
+        benign_detail: Detail,
     ) -> Result<(), Error> {
         let Some(first) = snaps.first() else {
             return Ok(());
@@ -244,7 +244,7 @@ impl Zfs {
             let inv = self.zfs(first)?.arg(verb).arg_if(recursive, "-r").arg(tag.as_str()).arg(snap.as_str());
             match inv.run().await {
                 Ok(_) => {}
-                Err(e) if e.kind() == benign || e.to_string().contains(benign_text) => {}
+                Err(e) if e.kind() == benign || e.says(benign_detail) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -334,9 +334,9 @@ impl VolumeStore {
         }
         match self.zfs.destroy(ds, DestroyOptions { recursive: true, ..Default::default() }).await {
             Ok(()) => Ok(()),
-            Err(e) if e.to_string().contains("dependent clones") || e.to_string().contains("has dependent") => Err(
-                Error::busy(format!("{ds} has snapshots that other volumes were cloned from; remove those first: {e}")),
-            ),
+            Err(e) if e.says(zfs_sys_shim::Detail::DependentClones) => Err(Error::busy(format!(
+                "{ds} has snapshots that other volumes were cloned from; remove those first: {e}"
+            ))),
             Err(e) => Err(e.into()),
         }
     }

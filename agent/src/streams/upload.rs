@@ -94,7 +94,7 @@ pub async fn upload(
         Err(e) => {
             // State from an earlier interrupted upload is not this upload's to discard:
             // a failed resume keeps it, and ZFS refuses a new stream before touching it.
-            let earlier = resuming || e.to_string().contains("partially-complete state");
+            let earlier = resuming || e.says(zfs_sys_shim::Detail::PartialReceiveState);
             if !earlier && let Err(abort) = s.zfs.abort_receive(&dest).await {
                 tracing::warn!(%dest, error = %abort, "could not discard a failed upload's partial state");
             }
