@@ -233,6 +233,12 @@ mod tests {
         let path = dev.path.clone();
         drop(dev);
         detach(&path).unwrap();
+        // LOOP_CLR_FD on a device something else still has open (udev's probe of the new
+        // device, say) is deferred to its last close: give that a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while backing_file(sys, &path).is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert_eq!(backing_file(sys, &path), None);
         detach(&path).unwrap();
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use rpc_schema::containers::ContainerState;
+use rpc_schema::containers::{Container, ContainerState};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::init::{DEFAULT_CAPABILITIES, Launch};
@@ -76,41 +76,111 @@ impl Containers {
         }
     }
 
-    /// Start a created (or exited) container: shim, handshake, running.
+    /// Record a container and, when its spec asks for `running`, start it. A start
+    /// that fails takes the record with it: nothing is left of the request.
+    pub(super) async fn create_and_start(&self, spec: Container) -> Result<Rec> {
+        let start = spec.state == Some(ContainerState::Running);
+        let rec = self.create(spec).await?;
+        if !start {
+            return Ok(rec);
+        }
+        let id = rec.spec.id.expect("recorded");
+        match self.start(id).await {
+            Ok(rec) => Ok(rec),
+            Err(e) => {
+                if let Err(r) = self.remove(id).await {
+                    tracing::warn!(id, error = %r, "could not remove a container whose start failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Ask for a state: `running` starts, `exited` stops.
+    pub(super) async fn change_state(&self, id: u64, to: ContainerState) -> Result<Rec> {
+        match to {
+            ContainerState::Running => self.start(id).await,
+            ContainerState::Exited => self.stop(id).await,
+            other => Err(Error::invalid("state", format!("{other:?} cannot be asked for: running or exited"))),
+        }
+    }
+
+    /// Remove a container; a running one only with `force` (it is stopped first).
+    /// Answers the container as it was last.
+    pub(super) async fn delete(&self, id: u64, force: bool) -> Result<Rec> {
+        let rec = self.find(id).await?;
+        if matches!(rec.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping)) {
+            if !force {
+                return Err(Error::conflict(format!("container {id} is running: stop it first or pass force=true")));
+            }
+            self.stop(id).await?;
+        }
+        let rec = self.find(id).await?;
+        self.remove(id).await?;
+        Ok(rec)
+    }
+
+    /// Start a created (or exited) container: shim, handshake, running. Whatever a
+    /// failed start made is undone in one place ([`Starting::undo`]), whichever step
+    /// failed.
     pub(super) async fn start(&self, id: u64) -> Result<Rec> {
         let _changing = self.change_lock(id).await;
         let mut rec = self.find(id).await?;
-        match rec.spec.state {
-            Some(ContainerState::Running) | Some(ContainerState::Stopping) => {
-                return Err(Error::conflict(format!("container {id} is already running")));
-            }
-            _ => {}
+        if matches!(rec.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping)) {
+            return Err(Error::conflict(format!("container {id} is already running")));
         }
-        let launch = self.launch(&rec);
+        let mut made = Starting::default();
+        if let Err(e) = self.bring_up(&mut rec, &mut made).await {
+            made.undo(self, id).await;
+            return Err(e);
+        }
+        log_line(&rec, &format!("running as host pid {}", rec.spec.pid.unwrap_or(0)));
+        tracing::info!(id, pid = rec.spec.pid, "container started");
+        // The shim is tankd's child while tankd lives: reap it, then read the exit.
+        let mut shim = made.shim.take().expect("a started container has its shim");
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = shim.wait().await;
+            this.finished(id).await;
+        });
+        Ok(rec)
+    }
+
+    /// The steps of a start, each recording in `made` what it made.
+    async fn bring_up(&self, rec: &mut Rec, made: &mut Starting) -> Result<()> {
+        let id = rec.spec.id.expect("recorded");
+        let launch = self.launch(rec);
         let _ = std::fs::remove_file(shim::exit_file(&rec.dir));
         std::fs::write(shim::launch_file(&rec.dir), serde_json::to_vec_pretty(&launch).expect("serialises"))
             .map_err(|e| Error::os(format!("writing {}", shim::launch_file(&rec.dir).display()), e))?;
-        log_line(&rec, &format!("starting container: {} {}", launch.command, launch.args.join(" ")));
+        log_line(rec, &format!("starting container: {} {}", launch.command, launch.args.join(" ")));
 
         // Every container has a group: its device policy, and its limits if any.
         let limits = rec.spec.limits.clone().unwrap_or_default();
-        let groups = super::cgroup::create(&self.cgroup_fs, &self.cgroup_parent, id, &limits, super::devices::apply)?;
+        let groups = made.groups.insert(super::cgroup::create(
+            &self.cgroup_fs,
+            &self.cgroup_parent,
+            id,
+            &limits,
+            super::devices::apply,
+        )?);
         let exe = std::env::current_exe().map_err(|e| Error::os("finding tankd's own binary", e))?;
-        let mut child = tokio::process::Command::new(exe)
-            .arg(shim::ARG)
-            .arg(&rec.dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(shim::log_file(&rec.dir))
-                    .map_err(|e| Error::os("opening the container log", e))?,
-            ))
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|e| Error::os("starting the container shim", e))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(shim::log_file(&rec.dir))
+            .map_err(|e| Error::os("opening the container log", e))?;
+        let child = made.shim.insert(
+            tokio::process::Command::new(exe)
+                .arg(shim::ARG)
+                .arg(&rec.dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(log))
+                .kill_on_drop(false)
+                .spawn()
+                .map_err(|e| Error::os("starting the container shim", e))?,
+        );
         let shim_pid = child.id().map(|p| p as i32);
         let mut stdin = child.stdin.take().expect("piped");
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
@@ -119,21 +189,14 @@ impl Containers {
             _ => None,
         };
         let Some(pid) = pid else {
-            abandon(&mut child, &groups).await;
             let log = std::fs::read_to_string(shim::log_file(&rec.dir)).unwrap_or_default();
             let last = log.lines().last().unwrap_or("no output").to_owned();
             return Err(Error::internal(format!("container {id} did not start: {last}")));
         };
         // PID 1 joins its cgroups before it is let go.
-        if let Err(e) = super::cgroup::join(&groups, pid) {
-            abandon(&mut child, &groups).await;
-            return Err(e);
-        }
+        super::cgroup::join(groups, pid)?;
         let ticks = start_ticks(pid);
-        if let Err(e) = self.wire_veth(&mut rec, pid).await {
-            abandon(&mut child, &groups).await;
-            return Err(e);
-        }
+        made.veth = self.wire_veth(rec, pid).await?;
         crate::fault::point("container-start");
         // Recorded before PID 1 is let go: a crash from here on leaves a record that
         // names the process (re-adopted, or found ended, at the next start). A crash
@@ -146,22 +209,11 @@ impl Containers {
         rec.spec.exit_signal = None;
         rec.start_ticks = ticks;
         rec.shim_pid = shim_pid;
-        if let Err(e) = self.update(&rec).await {
-            abandon(&mut child, &groups).await;
-            return Err(e);
-        }
+        self.update(rec).await?;
+        made.recorded = true;
         crate::fault::point("container-started");
         stdin.write_all(b"go\n").await.map_err(|e| Error::os("releasing the container", e))?;
-        drop(stdin);
-        log_line(&rec, &format!("running as host pid {pid}"));
-        tracing::info!(id, pid, "container started");
-        // The shim is tankd's child while tankd lives: reap it, then read the exit.
-        let this = self.clone();
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-            this.finished(id).await;
-        });
-        Ok(rec)
+        Ok(())
     }
 
     /// veth mode: the pair, addresses and default route, before PID 1 is let go.
@@ -316,11 +368,34 @@ impl Containers {
     }
 }
 
-/// A start that failed after the shim was spawned: the shim goes (PID 1, still waiting
-/// for its go, ends with it) and so does the container's cgroup.
-async fn abandon(shim: &mut tokio::process::Child, groups: &super::cgroup::Groups) {
-    let _ = shim.kill().await;
-    super::cgroup::remove(groups);
+/// What a start has made so far, so that a failure at any step undoes exactly that.
+#[derive(Default)]
+struct Starting {
+    groups: Option<super::cgroup::Groups>,
+    shim: Option<tokio::process::Child>,
+    veth: Option<String>,
+    /// The record says running (with PID 1's pid).
+    recorded: bool,
+}
+
+impl Starting {
+    /// The shim goes (PID 1, still waiting for its go, ends with it), then the
+    /// container's cgroup and network pair; a record that already says running is
+    /// brought to its end like any exit.
+    async fn undo(self, containers: &Containers, id: u64) {
+        if let Some(mut shim) = self.shim {
+            let _ = shim.kill().await;
+        }
+        if let Some(groups) = self.groups {
+            crate::attach::blocking(move || super::cgroup::remove(&groups)).await;
+        }
+        if let Some(host) = self.veth {
+            let _ = super::net::delete(&host).await;
+        }
+        if self.recorded {
+            containers.finished(id).await;
+        }
+    }
 }
 
 /// syncfs on the container's root after it stops, so its writes are on disk.

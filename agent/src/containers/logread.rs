@@ -63,6 +63,36 @@ pub fn tail(path: &Path, lines: usize) -> Result<Page> {
     Ok(page)
 }
 
+/// What the container appends to its log from `at` on, polled, until it is no longer
+/// running and the file has nothing more: the rest of a `follow=true` answer.
+pub fn follow(
+    c: super::store::Containers,
+    id: u64,
+    path: std::path::PathBuf,
+    at: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> {
+    use rpc_schema::containers::ContainerState;
+    futures_util::stream::unfold((c, at), move |(c, mut at)| {
+        let path = path.clone();
+        async move {
+            loop {
+                let more = range(&path, at, None).map(|p| p.bytes).unwrap_or_default();
+                if !more.is_empty() {
+                    at += more.len() as u64;
+                    return Some((Ok(axum::body::Bytes::from(more)), (c, at)));
+                }
+                let running = c.find(id).await.is_ok_and(|r| {
+                    matches!(r.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping))
+                });
+                if !running {
+                    return None;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,22 +53,7 @@ async fn list(State(c): State<Containers>) -> Json<Vec<Container>> {
 
 async fn create(State(c): State<Containers>, b: Bytes) -> Answer<(StatusCode, Json<Container>)> {
     let spec: Container = json(&b)?;
-    let start = spec.state == Some(ContainerState::Running);
-    let rec = c.create(spec).await?;
-    let id = rec.spec.id.expect("recorded");
-    let rec = if start {
-        match c.start(id).await {
-            Ok(r) => r,
-            Err(e) => {
-                // Nothing started: the record goes too.
-                let _ = c.remove(id).await;
-                return Err(ImageApiError::from(e));
-            }
-        }
-    } else {
-        rec
-    };
-    Ok((StatusCode::CREATED, Json(rec.spec)))
+    Ok((StatusCode::CREATED, Json(c.create_and_start(spec).await?.spec)))
 }
 
 async fn get_one(c: &Containers, key: &str, by_name: bool) -> Answer<Json<Container>> {
@@ -79,37 +64,17 @@ async fn get_one(c: &Containers, key: &str, by_name: bool) -> Answer<Json<Contai
 async fn delete_one(c: &Containers, key: &str, by_name: bool, q: Option<String>) -> Answer<Json<Container>> {
     let id = resolve(c, key, by_name).await?;
     let force = query(q)?.force.unwrap_or(false);
-    let rec = c.find(id).await?;
-    if matches!(rec.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping)) {
-        if !force {
-            return Err(ImageApiError::from(Error::conflict(format!(
-                "container {id} is running: stop it first or pass force=true"
-            ))));
-        }
-        c.stop(id).await?;
-    }
-    let rec = c.find(id).await?;
-    c.remove(id).await?;
-    Ok(Json(rec.spec))
+    Ok(Json(c.delete(id, force).await?.spec))
 }
 
 async fn change(c: &Containers, key: &str, by_name: bool, to: ContainerState) -> Answer<Json<Container>> {
     let id = resolve(c, key, by_name).await?;
-    let rec = match to {
-        ContainerState::Running => c.start(id).await?,
-        ContainerState::Exited => c.stop(id).await?,
-        other => {
-            return Err(ImageApiError::from(Error::invalid(
-                "state",
-                format!("{other:?} cannot be asked for: running or exited"),
-            )));
-        }
-    };
-    Ok(Json(rec.spec))
+    Ok(Json(c.change_state(id, to).await?.spec))
 }
 
 async fn log(c: &Containers, key: &str, by_name: bool, q: Option<String>) -> Answer<axum::response::Response> {
     use axum::response::IntoResponse;
+    use futures_util::StreamExt;
     let id = resolve(c, key, by_name).await?;
     let q = query(q)?;
     let rec = c.find(id).await?;
@@ -125,29 +90,12 @@ async fn log(c: &Containers, key: &str, by_name: bool, q: Option<String>) -> Ans
     if !q.follow.unwrap_or(false) {
         return Ok((headers, head).into_response());
     }
-    // Follow: the part already there, then what is appended, polled, until the
-    // container is no longer running and the file has nothing more.
-    let state = (c.clone(), id, path, start, Some(head));
-    let body = futures_util::stream::unfold(state, |(c, id, path, mut at, first)| async move {
-        if let Some(first) = first {
-            return Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(first)), (c, id, path, at, None)));
-        }
-        loop {
-            let more = logread::range(&path, at, None).map(|p| p.bytes).unwrap_or_default();
-            if !more.is_empty() {
-                at += more.len() as u64;
-                return Some((Ok(axum::body::Bytes::from(more)), (c, id, path, at, None)));
-            }
-            let running = c
-                .find(id)
-                .await
-                .is_ok_and(|r| matches!(r.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping)));
-            if !running {
-                return None;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-    });
+    let body = futures_util::stream::once(async move { Ok(axum::body::Bytes::from(head)) }).chain(logread::follow(
+        c.clone(),
+        id,
+        path,
+        start,
+    ));
     Ok(axum::body::Body::from_stream(body).into_response())
 }
 

@@ -6,6 +6,8 @@
 //! served without the API token: it is root-only (0600) and Docker cannot send one.
 
 pub mod known;
+pub mod options;
+pub mod report;
 pub mod restore;
 pub mod store;
 

@@ -4,15 +4,20 @@
 //! Everything about a volume lives on its dataset: the owner (`tankd:service`), the size
 //! (`refquota`) and the Docker mount ids holding it (`tankd:docker-mounts`), so a
 //! restarted tankd rebuilds what it knows ([`KnownVolume`]) from one `zfs list`.
+//!
+//! This file is the volume index and the changes that keep it true (create, remove,
+//! mount, unmount); `options` holds the option and name rules, `report` what the
+//! control API and the metrics read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use rpc_schema::control::{PendingRestore, VolumeInfo};
 use tokio::sync::Mutex;
 use zfs_sys_shim::{Dataset, DatasetName, DatasetType, Depth, DestroyOptions, ListQuery, Prop, Zfs};
 
 use super::known::{KnownVolume, format_mounts};
+use super::options::check_mount_id;
+pub use super::options::{VolumeOpts, check_name, check_snapshot_name};
 use crate::error::{Error, Result};
 use crate::mounts::sys::MountEntry;
 
@@ -29,132 +34,13 @@ pub fn created_at(d: &Dataset) -> u64 {
     d.user.get(CREATED_PROP).and_then(|v| v.parse().ok()).or(d.creation).unwrap_or(0)
 }
 
-/// Options `docker volume create --opt` may pass, already checked.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct VolumeOpts {
-    /// `refquota` in bytes: snapshots do not eat into the volume's own size.
-    pub size: Option<u64>,
-    /// A snapshot of another volume to clone, `<volume>@<snapshot>`.
-    pub from_snapshot: Option<(String, String)>,
-    pub compression: Option<String>,
-    pub recordsize: Option<u64>,
-    pub service: Option<String>,
-}
-
-const COMPRESSION: &[&str] = &["on", "off", "lz4", "zstd", "zstd-fast", "gzip", "zle", "lzjb"];
-
-impl VolumeOpts {
-    /// Parse Docker's `Opts` map; an unknown or bad option names itself (`Opts.<key>`).
-    pub fn parse(opts: &BTreeMap<String, String>) -> Result<VolumeOpts> {
-        let mut out = VolumeOpts::default();
-        for (key, value) in opts {
-            let field = format!("Opts.{key}");
-            let bad = |why: String| Error::invalid(&field, format!("{key}={value:?}: {why}"));
-            match key.as_str() {
-                "size" | "quota" => {
-                    let bytes = crate::config::parse_size(value)
-                        .filter(|b| *b >= 1 << 20)
-                        .ok_or_else(|| bad("not a size of at least 1M (e.g. 64M, 10G)".into()))?;
-                    out.size = Some(bytes);
-                }
-                "from_snapshot" => {
-                    let id = value.strip_prefix("volumes/").unwrap_or(value);
-                    let (vol, snap) = id.split_once('@').ok_or_else(|| bad("not <volume>@<snapshot>".into()))?;
-                    check_name(&field, vol)?;
-                    check_snapshot_name(&field, snap)?;
-                    out.from_snapshot = Some((vol.to_owned(), snap.to_owned()));
-                }
-                "compression" => {
-                    let base = value.split_once('-').map_or(value.as_str(), |(b, level)| {
-                        if level.chars().all(|c| c.is_ascii_digit()) { b } else { value.as_str() }
-                    });
-                    if !COMPRESSION.contains(&base) {
-                        return Err(bad(format!("not one of {}", COMPRESSION.join(", "))));
-                    }
-                    out.compression = Some(value.clone());
-                }
-                "recordsize" => {
-                    let bytes = crate::config::parse_size(value)
-                        .filter(|b| b.is_power_of_two() && (512..=16 << 20).contains(b))
-                        .ok_or_else(|| bad("not a power of two from 512 to 16M".into()))?;
-                    out.recordsize = Some(bytes);
-                }
-                "service" => {
-                    check_name(&field, value)?;
-                    out.service = Some(value.clone());
-                }
-                _ => {
-                    return Err(Error::invalid(
-                        &field,
-                        format!(
-                            "unknown option {key:?} (size, quota, from_snapshot, compression, recordsize, service)"
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn props(&self) -> Vec<(String, String)> {
-        let mut props = vec![(MOUNTS_PROP.to_owned(), String::new())];
-        if let Some(s) = self.size {
-            props.push(("refquota".into(), s.to_string()));
-        }
-        if let Some(c) = &self.compression {
-            props.push(("compression".into(), c.clone()));
-        }
-        if let Some(r) = self.recordsize {
-            props.push(("recordsize".into(), r.to_string()));
-        }
-        if let Some(s) = &self.service {
-            props.push((OWNER_PROP.into(), s.clone()));
-        }
-        props
-    }
-}
-
-/// Docker's volume name rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`), which also fits ZFS; also
-/// used for service ids.
-pub fn check_name(field: &str, name: &str) -> Result<()> {
-    let ok = name.len() >= 2
-        && name.len() <= 128
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            field,
-            format!("{name:?} is not a name: 2-128 of [A-Za-z0-9_.-], starting with a letter or digit"),
-        ))
-    }
-}
-
-/// A snapshot's short name: the same alphabet, may start with `_`, at most 128.
-pub fn check_snapshot_name(field: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':'));
-    if ok { Ok(()) } else { Err(Error::invalid(field, format!("{name:?} is not a snapshot name"))) }
-}
-
-/// Docker mount ids come from Docker, but they still end up in a `zfs set` argument.
-fn check_mount_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok { Ok(()) } else { Err(Error::invalid("ID", format!("{id:?} is not a mount id"))) }
-}
-
 #[derive(Clone)]
 pub struct VolumeStore {
     pub zfs: Zfs,
     pub root: DatasetName,
     /// Volume name → what tankd knows of it. The lock also serializes the changes that
     /// keep it true (create, remove, mount, unmount).
-    known: Arc<Mutex<HashMap<String, KnownVolume>>>,
+    pub(super) known: Arc<Mutex<HashMap<String, KnownVolume>>>,
 }
 
 const PROPS: [Prop; 8] = [
@@ -229,11 +115,11 @@ impl VolumeStore {
         self.parent("volumes").join(name).map_err(|e| Error::invalid("Name", e.reason))
     }
 
-    fn short<'a>(&self, full: &'a str) -> &'a str {
+    pub(super) fn short<'a>(&self, full: &'a str) -> &'a str {
         full.rsplit('/').next().unwrap_or(full)
     }
 
-    async fn list_datasets(&self) -> Result<Vec<Dataset>, zfs_sys_shim::Error> {
+    pub(super) async fn list_datasets(&self) -> Result<Vec<Dataset>, zfs_sys_shim::Error> {
         let q =
             ListQuery::recursive(self.parent("volumes"), DatasetType::Filesystem, &list_props()).depth(Depth::Max(1));
         let all = self.zfs.list(&q).await?;
@@ -243,7 +129,7 @@ impl VolumeStore {
 
     /// The volumes as ZFS lists them now, which also makes that what tankd knows: a
     /// volume made or destroyed behind its back shows up or goes.
-    async fn listed(&self) -> Result<Vec<Dataset>> {
+    pub(super) async fn listed(&self) -> Result<Vec<Dataset>> {
         let mut known = self.known.lock().await;
         let all = self.list_datasets().await?;
         *known = self.index(&all);
@@ -254,7 +140,7 @@ impl VolumeStore {
         datasets.iter().map(|d| (self.short(&d.name).to_owned(), KnownVolume::from_dataset(d))).collect()
     }
 
-    async fn find(&self, name: &str) -> Result<Dataset> {
+    pub(super) async fn find(&self, name: &str) -> Result<Dataset> {
         let ds = self.dataset(name)?;
         match self.zfs.get(&ds, &list_props()).await {
             Ok(d) => Ok(d),
@@ -435,17 +321,6 @@ impl VolumeStore {
         self.known.lock().await.get(name).map(|k| k.mounts.keys().cloned().collect()).unwrap_or_default()
     }
 
-    /// Number of volumes, for the metrics: listed without taking the lock, so a scrape
-    /// never holds up Docker's calls.
-    pub async fn count(&self) -> Result<usize> {
-        Ok(self.list_datasets().await?.len())
-    }
-
-    /// Total mounts held, for the metrics.
-    pub async fn mount_count(&self) -> usize {
-        self.known.lock().await.values().map(KnownVolume::mount_count).sum()
-    }
-
     /// One volume as Docker's Get and Path see it, from memory. A name tankd does not
     /// know is asked of ZFS only if the kernel has such a dataset mounted (one `zfs
     /// receive` put there): Docker asks `Get` before every create, and a name that is
@@ -473,122 +348,11 @@ impl VolumeStore {
         volumes.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(volumes)
     }
-
-    /// Every volume with its usage, snapshots and pending restore, for the control API.
-    pub async fn list(&self) -> Result<Vec<VolumeInfo>> {
-        let snaps = self.snapshots().await?;
-        let mut out = Vec::new();
-        for d in self.listed().await? {
-            out.push(self.describe(d, &snaps).await?);
-        }
-        Ok(out)
-    }
-
-    /// Snapshot names per volume dataset, oldest first, in one listing.
-    async fn snapshots(&self) -> Result<HashMap<String, Vec<String>>> {
-        let q = ListQuery::recursive(self.parent("volumes"), DatasetType::Snapshot, &[]).depth(Depth::Max(2));
-        let mut by_volume: HashMap<String, Vec<String>> = HashMap::new();
-        for s in self.zfs.list(&q).await? {
-            if let Some((ds, _)) = s.name.split_once('@') {
-                let id = s.name.strip_prefix(&format!("{}/", self.root)).unwrap_or(&s.name).to_owned();
-                by_volume.entry(ds.to_owned()).or_default().push(id);
-            }
-        }
-        Ok(by_volume)
-    }
-
-    async fn describe(&self, d: Dataset, snaps: &HashMap<String, Vec<String>>) -> Result<VolumeInfo> {
-        let name = self.short(&d.name).to_owned();
-        let ds: DatasetName = d.name.parse().map_err(|e: zfs_sys_shim::NameError| Error::invalid("name", e.reason))?;
-        let pending = super::restore::pending(&self.zfs, &self.root, &ds).await?;
-        let created_at = created_at(&d);
-        Ok(VolumeInfo {
-            mounts: self.mount_ids(&name).await,
-            snapshots: snaps.get(&d.name).cloned().unwrap_or_default(),
-            pending_restore: pending.map(|(snapshot_id, kept_as)| PendingRestore { snapshot_id, kept_as }),
-            name,
-            dataset: d.name,
-            mountpoint: d.mountpoint.unwrap_or_default(),
-            service: d.user.get(OWNER_PROP).cloned(),
-            size: d.refquota,
-            used: d.used.unwrap_or(0),
-            referenced: d.referenced.unwrap_or(0),
-            created_at,
-        })
-    }
-
-    /// Volume names owned by `service`.
-    pub async fn owned_by(&self, service: &str) -> Result<Vec<String>> {
-        Ok(self
-            .list_datasets()
-            .await?
-            .into_iter()
-            .filter(|d| d.user.get(OWNER_PROP).map(String::as_str) == Some(service))
-            .map(|d| self.short(&d.name).to_owned())
-            .collect())
-    }
-
-    /// The owner of a volume, if any (for service-token checks).
-    pub async fn owner(&self, name: &str) -> Result<Option<String>> {
-        Ok(self.find(name).await?.user.get(OWNER_PROP).cloned())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn opts(pairs: &[(&str, &str)]) -> Result<VolumeOpts> {
-        VolumeOpts::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
-    }
-
-    #[test]
-    fn options_parse_into_properties() {
-        let o =
-            opts(&[("size", "64M"), ("compression", "zstd-3"), ("recordsize", "16K"), ("service", "svc-1")]).unwrap();
-        assert_eq!(o.size, Some(64 << 20));
-        let props = o.props();
-        assert!(props.contains(&("refquota".into(), (64u64 << 20).to_string())));
-        assert!(props.contains(&("compression".into(), "zstd-3".into())));
-        assert!(props.contains(&("recordsize".into(), "16384".into())));
-        assert!(props.contains(&(OWNER_PROP.into(), "svc-1".into())));
-        assert_eq!(opts(&[("quota", "1G")]).unwrap().size, Some(1 << 30));
-        assert_eq!(
-            opts(&[("from_snapshot", "volumes/v1@s1")]).unwrap().from_snapshot,
-            Some(("v1".into(), "s1".into()))
-        );
-    }
-
-    #[test]
-    fn bad_options_name_themselves() {
-        for (k, v) in [
-            ("size", "lots"),
-            ("size", "12"),
-            ("compression", "brotli"),
-            ("compression", "zstd-x"),
-            ("recordsize", "3000"),
-            ("from_snapshot", "v1"),
-            ("from_snapshot", "../x@s"),
-            ("from_snapshot", "v1@-s"),
-            ("service", "-svc"),
-            ("mountpoint", "/etc"),
-        ] {
-            let err = opts(&[(k, v)]).unwrap_err();
-            assert_eq!(err.field.as_deref(), Some(format!("Opts.{k}").as_str()), "{k}={v}");
-        }
-    }
-
-    #[test]
-    fn names() {
-        for good in ["v1", "my.vol_2-x", "A9"] {
-            assert!(check_name("Name", good).is_ok(), "{good}");
-        }
-        for bad in ["", "v", "-v", ".v", "a/b", "a..b/c", "a b", "v@s", &"x".repeat(129)] {
-            assert!(check_name("Name", bad).is_err(), "{bad:?}");
-        }
-        assert!(check_mount_id("0123abcdef").is_ok());
-        assert!(check_mount_id("a,b").is_err(), "a comma would corrupt the mount list");
-    }
 
     #[test]
     fn mounted_at_reads_the_mount_table() {
