@@ -74,7 +74,8 @@ fn main() -> ExitCode {
         };
     }
     // Socket activation is read (and its variables removed) while tankd is one thread.
-    let activated = systemd::listen_fds();
+    // SAFETY: one thread so far (the runtime is built below).
+    let activated = unsafe { systemd::listen_fds() };
     let env = take_environment();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt.block_on(agent_main(activated, env)),
@@ -140,7 +141,7 @@ async fn run(
         served.push((l, docker_app));
     }
     tracing::info!("ready");
-    systemd::notify("READY=1");
+    systemd::notify(&[systemd::NotifyState::Ready]);
     server::serve(served, listeners.owned_paths, shutdown, grace).await;
     tracing::info!("stopped");
     Ok(())

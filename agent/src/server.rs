@@ -300,7 +300,7 @@ pub async fn serve(
         };
     }
     shutdown.cancelled().await;
-    crate::systemd::notify("STOPPING=1");
+    crate::systemd::notify(&[crate::systemd::NotifyState::Stopping]);
     tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new connections, finishing requests");
     if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
         tracing::warn!("requests still running after the grace period; cancelling them");

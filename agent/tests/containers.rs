@@ -5,35 +5,25 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::imageapi_client::{call, host_agent as agent, ok, refused, rootfs};
-use common::{Agent, sh};
+use common::{Agent, sh, wait_for, wait_until};
 use serde_json::{Value, json};
 
 fn wait_log(agent: &Agent, id: u64, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    wait_for(&format!("{needle:?} in container {id}'s log"), Duration::from_secs(20), || {
         let r = call(agent, "GET", &format!("/imageapi/v1/container/{id}/log"), None);
         let text = String::from_utf8_lossy(&r.body).into_owned();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "{needle:?} never reached the log:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        if text.contains(needle) { Ok(text) } else { Err(text) }
+    })
 }
 
 fn wait_state(agent: &Agent, id: u64, state: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_for(&format!("container {id} to be {state}"), Duration::from_secs(30), || {
         let c = ok(agent, "GET", &format!("/imageapi/v1/container/{id}"), None);
-        if c["state"] == state {
-            return c;
-        }
-        assert!(Instant::now() < deadline, "container {id} never reached {state}: {c}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        if c["state"] == state { Ok(c) } else { Err(c.to_string()) }
+    })
 }
 
 #[test]
@@ -263,11 +253,9 @@ fn a_veth_address_answers_ping_from_the_host() {
     let inside = sh("nsenter", &["-t", &pid, "-n", "ip", "-o", "addr", "show", "eth0"]);
     assert!(inside.contains(&format!("10.231.{n}.2/30")), "{inside}");
     ok(&agent, "DELETE", &format!("/imageapi/v1/container/{id}?force=true"), None);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new("/sys/class/net").join(&host_if).exists() {
-        assert!(Instant::now() < deadline, "the host end outlived the container");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the host end to go with the container", Duration::from_secs(10), || {
+        !Path::new("/sys/class/net").join(&host_if).exists()
+    });
     let bad =
         json!({"mount": {"id": root}, "command": "/bin/true", "network": {"mode": "veth", "address": "10.0.0.300/24"}});
     assert_eq!(refused(&agent, "POST", "/imageapi/v1/container", Some(bad), 400)["field"], "network.address");

@@ -37,15 +37,12 @@ struct Dockerd {
 }
 
 fn wait_for_socket(path: &Path, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while std::os::unix::net::UnixStream::connect(path).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    common::wait_for(&format!("{what} to start"), Duration::from_secs(240), || {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(std::fs::read_to_string(log).unwrap_or_default()),
+        }
+    });
 }
 
 impl Dockerd {
@@ -85,11 +82,9 @@ impl Dockerd {
             .spawn()
             .expect("dockerd (apt-get install docker.io)");
         let d = Dockerd { child, containerd, dir: dir.to_owned() };
-        let deadline = Instant::now() + Duration::from_secs(240);
-        while !d.docker(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "dockerd did not answer:\n{}", d.log());
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        common::wait_for("dockerd to answer", Duration::from_secs(240), || {
+            if d.docker(&["version"]).status.success() { Ok(()) } else { Err(d.log()) }
+        });
         d
     }
 

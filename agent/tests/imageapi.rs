@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::imageapi_client::{TOKEN, call, host_agent, loops_of, ok, refused, squashfs};
 use common::{Agent, NEEDS_ZFS, mounts_under, sh};
@@ -312,11 +312,9 @@ fn restart_and_kill9_keep_or_clean_every_chain() {
     s.write_all(req.as_bytes()).unwrap();
     let mut sink = Vec::new();
     let _ = s.read_to_end(&mut sink);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while agent.child.as_mut().unwrap().try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the fault hook did not abort tankd");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until("the fault hook to abort tankd", Duration::from_secs(30), || {
+        agent.child.as_mut().unwrap().try_wait().unwrap().is_some()
+    });
     agent.child = None;
     // The crash left both records half made (the loop device itself had autoclear, so
     // the kernel let it go with tankd's last handle).

@@ -5,7 +5,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::image_server::{Entry, ImageServer, sha256_hex};
 use common::{Agent, Response};
@@ -97,16 +97,11 @@ fn start_agent(tag: &str, server: &ImageServer, extra: &[(&str, &str)]) -> Agent
 }
 
 fn wait_status(agent: &Agent, id: &str, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    common::wait_for(&format!("image {id} to be {want}"), Duration::from_secs(120), || {
         let v = rpc2(agent, "GetImage", json!({"id": id}));
         let img = v["result"]["images"][0].clone();
-        if img["status"] == want {
-            return img;
-        }
-        assert!(Instant::now() < deadline, "image {id} never reached {want}: {v}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        if img["status"] == want { Ok(img) } else { Err(v.to_string()) }
+    })
 }
 
 #[test]
@@ -475,11 +470,9 @@ fn fetches_are_shared_bounded_and_survive_a_restart() {
     rpc2(&agent, "RequestImage", json!({"id": "crash", "async": true}));
     // Kill only once the receive is under way (its dataset exists, still downloading).
     let crash_ds = format!("{}/tankd/images/crash", agent.pool);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !Command::new("zfs").args(["list", &crash_ds]).output().unwrap().status.success() {
-        assert!(Instant::now() < deadline, "the receive never started");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_until("the receive to start", Duration::from_secs(120), || {
+        Command::new("zfs").args(["list", &crash_ds]).output().unwrap().status.success()
+    });
     assert_eq!(zfs(&["get", "-H", "-o", "value", "tankd:status", &crash_ds]).trim(), "downloading");
     let mut child = agent.child.take().unwrap();
     child.kill().unwrap();

@@ -272,13 +272,13 @@ fn container_logs_are_read_in_bounded_pages() {
                     "args": ["-c", "echo one; echo two; echo three"], "state": "running"})),
     );
     let log = |q: &str| agent.tcp("GET", &format!("/imageapi/v1/container/{}/log?{q}", c["id"]), &[], b"");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     // Read once the container has exited and tankd has written its last line about it.
-    while ok(&agent, "GET", &format!("/imageapi/v1/container/{}", c["id"]), None)["state"] != "exited" {
-        assert!(std::time::Instant::now() < deadline, "the container never exited");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    common::wait_until("the container to exit", Duration::from_secs(20), || {
+        ok(&agent, "GET", &format!("/imageapi/v1/container/{}", c["id"]), None)["state"] == "exited"
+    });
+    common::wait_until("tankd's exit line in the log", Duration::from_secs(5), || {
+        String::from_utf8_lossy(&log("").body).contains("exited: code")
+    });
     assert!(String::from_utf8_lossy(&log("").body).contains("one\ntwo\nthree\n"));
     let whole = log("");
     let size: usize = whole.header("x-log-size").unwrap().parse().unwrap();
@@ -384,16 +384,11 @@ fn probe_in_container(agent: &Agent, probes: &[(&str, &str)]) -> String {
         Some(json!({"mount": {"id": root, "kind": "overlay"}, "command": "/bin/sh", "args": ["-c", script],
                     "state": "running"})),
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    common::wait_for("the probes to finish", Duration::from_secs(20), || {
         let r = agent.tcp("GET", &format!("/imageapi/v1/container/{}/log", c["id"]), &[], b"");
         let text = String::from_utf8(r.body).unwrap();
-        if text.contains("finished") {
-            return text;
-        }
-        assert!(std::time::Instant::now() < deadline, "the probes never finished:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        if text.contains("finished") { Ok(text) } else { Err(text) }
+    })
 }
 
 /// Detaches a loop device when dropped.

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Agent, NEEDS_ZFS, Response};
 use serde_json::json;
@@ -215,19 +215,17 @@ fn cut_upload(agent: &Agent, query: &str, part: &[u8], total: usize) {
 }
 
 fn wait_for_token(agent: &Agent, dest: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    common::wait_for(&format!("a resume token for {dest}"), Duration::from_secs(120), || {
         let r = get(agent, &format!("/snapshots/resume-token?dest={dest}"));
         if r.status == 200 {
             let v = r.json();
             assert_eq!(v["dest"], format!("{}/tankd/{dest}", agent.pool));
-            return v["token"].as_str().unwrap().to_owned();
+            return Ok(v["token"].as_str().unwrap().to_owned());
         }
         // 404 before the partial state exists, 409 while the cut receive is ending.
         assert!(r.status == 404 || r.status == 409, "{} {}", r.status, String::from_utf8_lossy(&r.body));
-        assert!(Instant::now() < deadline, "no resume token for {dest}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        Err(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
+    })
 }
 
 #[test]
@@ -402,17 +400,15 @@ fn a_client_that_stops_reading_is_cut_and_frees_its_slot() {
     assert_eq!(busy.status, 429, "the stalled download holds the only slot");
 
     // After the idle timeout the slot is free again.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    let whole = common::wait_for("the stalled download to give its slot back", Duration::from_secs(120), || {
         let r = get(&agent, "/snapshots/download?id=big@s1");
         if r.status == 200 {
-            assert!(r.body.len() > 48 << 20, "a whole stream: {} bytes", r.body.len());
-            break;
+            return Ok(r.body);
         }
         assert_eq!(r.status, 429);
-        assert!(Instant::now() < deadline, "the stalled download never gave its slot back");
-        std::thread::sleep(Duration::from_secs(1));
-    }
+        Err("429".into())
+    });
+    assert!(whole.len() > 48 << 20, "a whole stream: {} bytes", whole.len());
     // The stalled client, reading at last, gets a transfer cut short, not a whole body.
     stalled.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut raw = Vec::new();

@@ -1,4 +1,8 @@
 //! mount(2), umount(2) and `/proc/self/mountinfo`: the syscall seam for mounts.
+//!
+//! mountinfo is parsed here rather than with the `procfs` crate: the parse is thirty
+//! lines (the escapes are unit-tested) and the crate would bring a dozen dependencies
+//! for it.
 
 use std::path::{Path, PathBuf};
 

@@ -361,9 +361,18 @@ impl Agent {
 
 /// Poll `done` until it holds; fail naming `what` after `within`.
 pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    wait_for(what, within, || if done() { Ok(()) } else { Err(String::new()) })
+}
+
+/// Poll `poll` every 100 ms until it gives a value; past `within`, fail with `what` and
+/// the last thing it saw (its `Err`).
+pub fn wait_for<T>(what: &str, within: Duration, mut poll: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    loop {
+        match poll() {
+            Ok(v) => return v,
+            Err(seen) => assert!(Instant::now() < deadline, "timed out ({within:?}) waiting for {what}\n{seen}"),
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
