@@ -35,14 +35,11 @@ fn err(e: Error) -> PluginReply {
 }
 
 fn parse(body: &Bytes) -> Result<Request> {
+    // Docker sends some calls (List, Capabilities) with no body at all.
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Request::default());
     }
-    let bad = |e: String| Error::invalid("body", format!("not a VolumeDriver request: {e}"));
-    if !crate::wire::is_json_object(body) {
-        return Err(bad("a JSON object is expected".into()));
-    }
-    serde_json::from_slice(body).map_err(|e| bad(e.to_string()))
+    crate::wire::json(body)
 }
 
 pub fn routes(store: VolumeStore) -> Router {
