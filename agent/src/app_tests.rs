@@ -167,3 +167,55 @@ async fn a_zfs_failure_maps_onto_each_wire_format() {
     assert_eq!(r.status, 200, "mistify v1 carries method errors in the body");
     assert!(r.json()["error"].as_str().unwrap().contains("does not exist"), "{}", r.json());
 }
+
+/// `zfs get` of the service's dataset: missing until a `create` of it was recorded,
+/// then a filesystem mounted at its default place.
+const SVC_A_GET: &str = r#"if grep -q '^create .*tank/tankd/services/svc-a$' "$CALLS"; then printf 'type\tfilesystem\nmountpoint\t/tank/tankd/services/svc-a\n'; else echo "cannot open 'tank/tankd/services/svc-a': dataset does not exist" >&2; exit 1; fi"#;
+
+#[tokio::test]
+async fn provisioning_is_make_it_so_with_the_same_token() {
+    let (fake, _data, st) =
+        node(vec![crate::testing::answer("\"get\"*\"tank/tankd/services/svc-a\"", SVC_A_GET)]).await;
+    let control = st.control.clone().unwrap();
+    let app = crate::server::control_app(st).unwrap();
+    let body = r#"{"serviceId": "svc-a", "serviceName": "shop", "quota": "2G"}"#;
+    let first = ask(&app, "POST", "/resources/provision", Some(TOKEN), body).await;
+    assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&first.body));
+    let first = first.json();
+    assert_eq!(
+        (first["created"].as_bool(), first["mountpoint"].as_str()),
+        (Some(true), Some("/tank/tankd/services/svc-a"))
+    );
+    assert_eq!(first["env"]["TANKD_SERVICE_TOKEN"], control.service_token("svc-a"));
+    let creates = fake.calls_of("create");
+    assert_eq!(creates.len(), 1, "{creates:?}");
+    assert!(
+        creates[0].contains("quota=2147483648") && creates[0].ends_with("tank/tankd/services/svc-a"),
+        "{creates:?}"
+    );
+
+    let again = ask(&app, "POST", "/resources/provision", Some(TOKEN), body).await.json();
+    assert_eq!(again["created"], false);
+    assert_eq!(again["env"], first["env"], "re-provisioning hands out the same values");
+    assert_eq!(fake.calls_of("create").len(), 1, "nothing made twice");
+    assert_eq!(fake.calls_of("set").len(), 1, "the name and quota are applied to what exists");
+}
+
+#[tokio::test]
+async fn a_service_at_its_snapshot_bound_gets_429_and_nothing_is_taken() {
+    // 256 snapshots (the default bound) of the service's dataset already exist.
+    let many = r#"for i in $(seq 1 256); do printf 'tank/tankd/services/svc-a@s%s\tsnapshot\n' "$i"; done"#;
+    let (fake, _data, st) = node(vec![
+        crate::testing::answer("\"get\"*\"tank/tankd/services/svc-a\"", r#"printf 'type\tfilesystem\n'"#),
+        crate::testing::answer("\"list\"*\"-t snapshot\"*", many),
+    ])
+    .await;
+    let token = st.control.clone().unwrap().service_token("svc-a");
+    let app = crate::server::control_app(st).unwrap();
+    let r =
+        ask(&app, "POST", "/resources/snapshot", Some(&token), r#"{"serviceId": "svc-a", "snapshotName": "one-more"}"#)
+            .await;
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["kind"], "too_many_requests");
+    assert!(fake.calls_of("snapshot").is_empty(), "{:?}", fake.calls());
+}
