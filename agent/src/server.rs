@@ -147,15 +147,10 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
 
 /// On a node configured with `zfs = false`, the ZFS endpoints say so instead of 404.
 fn zfs_disabled() -> Router {
-    use axum::http::StatusCode;
-    use rpc_schema::{ErrorBody, ErrorDetail, ErrorKind};
     let off = || async {
-        let detail = ErrorDetail {
-            kind: ErrorKind::Unavailable,
-            message: "this node runs with zfs = false: ImageStore and snapshot streams are off".into(),
-            field: None,
-        };
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(ErrorBody { error: detail }))
+        crate::wire::ApiError(crate::error::Error::unavailable(
+            "this node runs with zfs = false: ImageStore and snapshot streams are off",
+        ))
     };
     Router::new()
         .route("/_mistify_RPC_", axum::routing::any(off))

@@ -25,7 +25,8 @@ impl IntoResponse for ImageApiError {
     fn into_response(self) -> Response {
         let Error { kind, message, field } = self.0;
         let status = super::status(kind);
-        if status.is_server_error() {
+        // Only tankd's own failures are errors in its log; the rest are answers.
+        if kind == crate::error::Kind::Internal {
             tracing::error!(?kind, %message, "request failed");
         }
         (status, Json(rpc_schema::imageapi::ApiError { code: status.as_u16(), message, field })).into_response()

@@ -28,7 +28,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let Error { kind, message, field } = self.0;
         let status = super::status(kind);
-        if status.is_server_error() {
+        // Only tankd's own failures are errors in its log; the rest are answers.
+        if kind == crate::error::Kind::Internal {
             tracing::error!(?kind, %message, "request failed");
         } else {
             tracing::info!(?kind, %message, "request refused");
