@@ -98,3 +98,38 @@ pub async fn delete_dataset(store: &Store, req: VolumeRequest) -> Result<VolumeR
     };
     Ok(VolumeResponse { volumes })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FakeZfs, rule, store};
+
+    fn req(id: &str) -> VolumeRequest {
+        VolumeRequest { id: id.into(), ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn delete_dataset_answers_what_it_destroyed_and_never_the_root() {
+        let vol = "type\tvolume\nvolsize\t67108864\n";
+        let fake = FakeZfs::new("tank/tankd", vec![rule("\"get\"*\"tank/tankd/vols/v1\"", 0, vol)]);
+        let spool = tempfile::tempdir().unwrap();
+        let s = store(&fake, spool.path().into());
+        let out = delete_dataset(&s, req("vols/v1")).await.unwrap();
+        assert_eq!((out.volumes[0].id.as_str(), out.volumes[0].size), ("tank/tankd/vols/v1", 64));
+        assert_eq!(fake.calls_of("destroy"), vec!["destroy -r tank/tankd/vols/v1".to_owned()]);
+        for bad in ["", "../x", "-r", "vols/v1@s"] {
+            let e = delete_dataset(&s, req(bad)).await.unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("id"), "{bad:?}");
+        }
+        assert_eq!(fake.calls_of("destroy").len(), 1, "a refused id reaches no command");
+    }
+
+    #[tokio::test]
+    async fn get_volume_of_a_filesystem_is_not_found() {
+        let fs = "type\tfilesystem\n";
+        let fake = FakeZfs::new("tank/tankd", vec![rule("\"get\"*\"tank/tankd/fs\"", 0, fs)]);
+        let spool = tempfile::tempdir().unwrap();
+        let e = get(&store(&fake, spool.path().into()), req("fs")).await.unwrap_err();
+        assert_eq!(e.kind, crate::error::Kind::NotFound, "{e}");
+    }
+}
