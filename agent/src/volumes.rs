@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::ids::{self, MIB, to_mib};
 use crate::store::Store;
 
-/// How long to wait for a new zvol's device node (udev's link where udev runs).
+/// How long to wait for a new zvol's device node (its `/dev/zvol` link: udev's, or made
+/// by the shim where no udev runs).
 pub const DEVICE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const PROPS: [Prop; 1] = [Prop::Volsize];

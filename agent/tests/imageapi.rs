@@ -419,6 +419,7 @@ fn zvol_ext4_overlay_with_upper_on_a_dataset() {
     sh("zfs", &["create", &format!("{root}/upper")]);
     let a = ok(&agent, "POST", "/imageapi/v1/attach", Some(json!({"kind": "zvol", "zvol": {"volume": "vol"}})));
     let dev = a["device_file"].as_str().unwrap().to_owned();
+    assert_eq!(dev, format!("/dev/zvol/{root}/vol"), "the stable link, not a /dev/zdN node: {a}");
     sh("mkfs.ext4", &["-q", "-F", &dev]);
     let m = ok(
         &agent,

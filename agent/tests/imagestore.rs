@@ -70,6 +70,23 @@ fn wait_for_zd(vol: &str) -> std::path::PathBuf {
     rt.block_on(zfs.zvol_device(&name, Duration::from_secs(10))).unwrap()
 }
 
+/// A volume's device as tankd answers it: the stable `/dev/zvol/<name>` link, never a
+/// `/dev/zdN` node (whose number changes across reboots), leading to the volume's zd node.
+/// In the test VM udev runs (vm-init) and the link is one its zvol rule names.
+fn assert_zvol_link(device: &str, name: &str) {
+    assert_eq!(device, format!("/dev/zvol/{name}"));
+    let real = std::fs::canonicalize(device).unwrap();
+    let zd = real.strip_prefix("/dev").ok().and_then(|f| f.to_str()).unwrap_or("");
+    assert!(zd.starts_with("zd") && zd[2..].bytes().all(|b| b.is_ascii_digit()), "{device} -> {}", real.display());
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&real).unwrap().file_type().is_block_device(), "{}", real.display());
+    if std::env::var_os("TANKD_IN_VM").is_some() {
+        common::sh("udevadm", &["settle", "--timeout=30"]);
+        let links = common::sh("udevadm", &["info", "--query=symlink", &format!("--name={}", real.display())]);
+        assert!(links.split_whitespace().any(|l| l == format!("zvol/{name}")), "udev's links of {zd}: {links}");
+    }
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut child = Command::new("gzip")
@@ -199,7 +216,10 @@ fn every_method_through_both_endpoints() {
     assert_eq!(v["size"], 16);
     use std::os::unix::fs::FileTypeExt;
     assert!(std::fs::metadata(v["device"].as_str().unwrap()).unwrap().file_type().is_block_device(), "{v}");
-    assert_eq!(ok(rpc2(&agent, "GetVolume", json!({"id": "vols/v1"})))["volumes"][0]["size"], 16);
+    assert_zvol_link(v["device"].as_str().unwrap(), &format!("{root}/vols/v1"));
+    let got = ok(rpc2(&agent, "GetVolume", json!({"id": "vols/v1"})))["volumes"][0].clone();
+    assert_eq!(got["size"], 16);
+    assert_eq!(got["device"], v["device"], "the same stable path");
     let vols = ok(legacy(&agent, "ListVolumes", json!({})))["volumes"].clone();
     assert!(vols.as_array().unwrap().iter().any(|x| x["id"] == format!("{root}/vols/v1")), "{vols}");
 
@@ -246,6 +266,7 @@ fn every_method_through_both_endpoints() {
     for (n, d) in disks.iter().enumerate() {
         assert_eq!(d["volume"], format!("{root}/guests/g1/disk-{n}"));
         assert!(std::fs::metadata(d["source"].as_str().unwrap()).unwrap().file_type().is_block_device(), "{d}");
+        assert_zvol_link(d["source"].as_str().unwrap(), &format!("{root}/guests/g1/disk-{n}"));
         assert_eq!(d.as_object().unwrap().len(), 6, "every Disk member is emitted: {d}");
     }
     assert_eq!(disks[0]["size"], 3);

@@ -100,14 +100,19 @@ impl Zfs {
         self.zpool(pool.as_str()).args(["import", "-d"]).arg(dir).arg(pool.as_str()).run().await.map(drop)
     }
 
-    /// `zpool export pool`.
+    /// `zpool export pool`, then the pool's `/dev/zvol` links that now lead nowhere.
     pub async fn export_pool(&self, pool: &PoolName) -> Result<(), Error> {
-        self.zpool(pool.as_str()).arg("export").arg(pool.as_str()).retry_busy().run().await.map(drop)
+        self.zpool(pool.as_str()).arg("export").arg(pool.as_str()).retry_busy().run().await?;
+        self.forget_zvol_links(pool.as_str()).await;
+        Ok(())
     }
 
-    /// `zpool destroy -f pool`. For tests and for undoing a failed embedded-pool setup.
+    /// `zpool destroy -f pool`, then the pool's `/dev/zvol` links that now lead nowhere.
+    /// For tests and for undoing a failed embedded-pool setup.
     pub async fn destroy_pool(&self, pool: &PoolName) -> Result<(), Error> {
-        self.zpool(pool.as_str()).args(["destroy", "-f"]).arg(pool.as_str()).retry_busy().run().await.map(drop)
+        self.zpool(pool.as_str()).args(["destroy", "-f"]).arg(pool.as_str()).retry_busy().run().await?;
+        self.forget_zvol_links(pool.as_str()).await;
+        Ok(())
     }
 }
 

@@ -98,7 +98,8 @@ impl Zfs {
     }
 
     /// `zfs destroy`. Destroying something that does not exist succeeds: the caller
-    /// wanted it gone and it is.
+    /// wanted it gone and it is. Then the `/dev/zvol` links under the name that now lead
+    /// nowhere go too: udev removes its own, not those tankd made where udev did not.
     pub async fn destroy(&self, name: &dyn ZfsName, opts: DestroyOptions) -> Result<(), Error> {
         let inv = self
             .zfs(name)?
@@ -109,10 +110,12 @@ impl Zfs {
             .arg(name.as_str())
             .retry_busy();
         match inv.run().await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
         }
+        self.forget_zvol_links(name.as_str()).await;
+        Ok(())
     }
 
     /// `zfs snapshot [-r] [-o k=v]... a@s b@s ...`: all names in one atomic call.
@@ -165,7 +168,9 @@ impl Zfs {
         self.zfs(clone)?.arg("promote").arg(clone.as_str()).run().await.map(drop)
     }
 
-    /// `zfs rename [-p] from to` for datasets.
+    /// `zfs rename [-p] from to` for datasets. The `/dev/zvol` links under `from` are
+    /// dropped once they lead to no volume of their name; the new name's link is made when
+    /// its device is asked for.
     pub async fn rename(&self, from: &DatasetName, to: &DatasetName, parents: bool) -> Result<(), Error> {
         self.check_root(to)?;
         self.zfs(from)?
@@ -175,8 +180,9 @@ impl Zfs {
             .arg(to.as_str())
             .retry_busy()
             .run()
-            .await
-            .map(drop)
+            .await?;
+        self.forget_zvol_links(from.as_str()).await;
+        Ok(())
     }
 
     /// `zfs mount name`. Already mounted is success.

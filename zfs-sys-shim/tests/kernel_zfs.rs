@@ -197,6 +197,7 @@ async fn zvol_device_node_appears() {
     let vol = t.ds("vols/disk0");
     zfs.create_volume(&vol, &VolumeOptions { size: 16 << 20, parents: true, ..Default::default() }).await.unwrap();
     let dev = zfs.zvol_device(&vol, Duration::from_secs(10)).await.unwrap();
+    assert_zvol_link(&dev, vol.as_str());
     let meta = std::fs::metadata(&dev).unwrap();
     use std::os::unix::fs::FileTypeExt;
     assert!(meta.file_type().is_block_device(), "{} is a block device", dev.display());
@@ -213,6 +214,77 @@ async fn zvol_device_node_appears() {
     // A volume that never appears times out (bounded, not forever).
     let err = zfs.zvol_device(&t.ds("vols/none"), Duration::from_millis(300)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
+}
+
+/// The stable `/dev/zvol/<name>` link leading to the volume's zd node (tankd answers
+/// nothing else where /dev takes links, as the test VM's does).
+fn assert_zvol_link(dev: &std::path::Path, name: &str) {
+    assert_eq!(dev, std::path::Path::new("/dev/zvol").join(name), "the stable link");
+    let real = std::fs::canonicalize(dev).unwrap();
+    let zd = real.strip_prefix("/dev").ok().and_then(|p| p.to_str()).unwrap_or("");
+    assert!(
+        zd.starts_with("zd") && zd[2..].bytes().all(|b| b.is_ascii_digit()),
+        "{} -> {}",
+        dev.display(),
+        real.display()
+    );
+}
+
+/// Whether `path` is gone within 10 s (udev removes its links after the kernel's event).
+fn gone_soon(path: &std::path::Path) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::symlink_metadata(path).is_ok() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// Links follow the volume whether udev runs or not: a destroy removes the link, and a
+/// link left by a volume destroyed behind tankd's back is never answered for it (its zd
+/// number may be another volume's by then).
+#[tokio::test]
+#[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
+async fn zvol_links_follow_the_volume() {
+    let t = TestPool::new("zlink").await;
+    let zfs = &t.zfs;
+    let opts = VolumeOptions { size: 8 << 20, parents: true, ..Default::default() };
+    let a = t.ds("vols/a");
+    zfs.create_volume(&a, &opts).await.unwrap();
+    let dev_a = zfs.zvol_device(&a, Duration::from_secs(10)).await.unwrap();
+    assert_zvol_link(&dev_a, a.as_str());
+    assert_eq!(zfs.zvol_device(&a, Duration::ZERO).await.unwrap(), dev_a, "asked again: the same link");
+    assert_eq!(zfs.zvol_device_now(&a), Some(dev_a.clone()));
+
+    // Destroyed through the shim: the link goes.
+    zfs.destroy(&a, DestroyOptions::default()).await.unwrap();
+    assert!(gone_soon(&dev_a), "{} outlived its volume", dev_a.display());
+    assert_eq!(zfs.zvol_device_now(&a), None);
+
+    // Destroyed behind tankd's back: whatever link is left is not answered, and another
+    // volume (likely given the same zd number) gets its own.
+    zfs.create_volume(&a, &opts).await.unwrap();
+    let dev_a = zfs.zvol_device(&a, Duration::from_secs(10)).await.unwrap();
+    let zd_a = std::fs::canonicalize(&dev_a).unwrap();
+    let out = std::process::Command::new("zfs").args(["destroy", a.as_str()]).output().unwrap();
+    assert!(out.status.success(), "zfs destroy: {}", String::from_utf8_lossy(&out.stderr));
+    let b = t.ds("vols/b");
+    zfs.create_volume(&b, &opts).await.unwrap();
+    let dev_b = zfs.zvol_device(&b, Duration::from_secs(10)).await.unwrap();
+    assert_zvol_link(&dev_b, b.as_str());
+    eprintln!("a was {}, b is {}", zd_a.display(), std::fs::canonicalize(&dev_b).unwrap().display());
+    assert_eq!(zfs.zvol_device_now(&a), None, "a's link is not answered for a");
+    assert!(gone_soon(&dev_a), "a's stale link is removed");
+
+    // Renamed: the old name has no device, the new one its link.
+    let c = t.ds("vols/c");
+    zfs.rename(&b, &c, false).await.unwrap();
+    let dev_c = zfs.zvol_device(&c, Duration::from_secs(10)).await.unwrap();
+    assert_zvol_link(&dev_c, c.as_str());
+    assert!(gone_soon(&dev_b), "b's link outlived the rename");
+    assert_eq!(zfs.zvol_device_now(&b), None);
 }
 
 #[tokio::test]

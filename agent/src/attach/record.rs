@@ -20,7 +20,7 @@ pub struct AttachRec {
     pub phase: Phase,
     /// The request, normalised; the rbd secret is never serialised.
     pub spec: Attach,
-    /// The block device (`/dev/loopN`, `/dev/rbdN`, `/dev/zdN`, a local device).
+    /// The block device (`/dev/loopN`, `/dev/rbdN`, `/dev/zvol/<name>`, a local device).
     #[serde(default)]
     pub device: Option<String>,
     /// The file a loop device holds (loop attachments and the rbd-fuse path).
