@@ -3,9 +3,11 @@
 //! The general (v0.2) collections `/attach` and `/mount` take `?id=&kind=&name=&force=`;
 //! the v0.1 routes (`/attach/rbd`, `/mount/rbd`, `/mount/overlay`, by id) are the same
 //! operations seen through upstream's kind-specific objects. The kernel work is in
-//! `crate::attach` and `crate::mounts`; the graph and its state file in `registry`.
+//! `crate::attach` and `crate::mounts`, reached by the registry through `kernel::Kernel`
+//! (a recording double in its tests); the graph and its state file in `registry`.
 
 pub mod adopt;
+pub mod kernel;
 pub mod registry;
 pub mod state;
 

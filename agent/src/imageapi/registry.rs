@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rpc_schema::imageapi::{Attach, AttachKind, Filter, Mount, MountAttach, MountKind, MountOverlay};
 use tokio::sync::Mutex;
 
+use super::kernel::{Kernel, Real};
 use super::state::{AttachRec, MountRec, Phase, State, StateFile};
 use crate::attach::{self, Env};
 use crate::error::{Error, Result};
@@ -16,6 +17,8 @@ use crate::mounts::{self, options};
 #[derive(Clone)]
 pub struct Registry {
     pub env: Env,
+    /// Every attach, detach, mount and unmount goes through here.
+    kernel: Arc<dyn Kernel>,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -65,8 +68,14 @@ fn kind_name(k: MountKind) -> &'static str {
 }
 
 impl Registry {
+    /// The registry on the host's kernel.
     pub fn new(env: Env, state: State, file: StateFile) -> Self {
-        Registry { env, inner: Arc::new(Mutex::new(Inner { state, file })) }
+        Self::with_kernel(env, state, file, Arc::new(Real))
+    }
+
+    /// The registry taking its kernel steps through `kernel` (a test double).
+    pub fn with_kernel(env: Env, state: State, file: StateFile, kernel: Arc<dyn Kernel>) -> Self {
+        Registry { env, kernel, inner: Arc::new(Mutex::new(Inner { state, file })) }
     }
 
     pub async fn attachments(&self, f: &Filter) -> Result<Vec<Attach>> {
@@ -162,10 +171,10 @@ impl Registry {
             fuse_dir: None,
             owner,
         };
-        let held = attach::prepare(&self.env, &mut rec).await?;
+        let held = self.kernel.prepare(&self.env, &mut rec).await?;
         inner.state.attachments.insert(id, rec.clone());
         inner.save()?;
-        let keep = match attach::attach(&self.env, &mut rec, held).await {
+        let keep = match self.kernel.attach(&self.env, &mut rec, held).await {
             Ok(keep) => {
                 crate::fault::point("attach-made");
                 keep
@@ -179,7 +188,7 @@ impl Registry {
         rec.phase = Phase::Ready;
         inner.state.attachments.insert(id, rec.clone());
         if let Err(e) = inner.save() {
-            let _ = attach::detach(&self.env, &rec).await;
+            let _ = self.kernel.detach(&self.env, &rec).await;
             inner.state.attachments.remove(&id);
             return Err(e);
         }
@@ -212,7 +221,7 @@ impl Registry {
 
     async fn detach_locked(&self, inner: &mut Inner, id: u64) -> Result<()> {
         let Some(rec) = inner.state.attachments.get(&id).cloned() else { return Ok(()) };
-        attach::detach(&self.env, &rec).await?;
+        self.kernel.detach(&self.env, &rec).await?;
         crate::fault::point("attach-detached");
         inner.state.attachments.remove(&id);
         inner.save()?;
@@ -327,7 +336,7 @@ impl Registry {
         Self::record_creating(inner, rec)?;
         crate::fault::point("after-attach");
         let device = attach_rec.device.clone().expect("a ready attachment has a device");
-        if let Err(e) = mounts::mount_device(device, rec.mountpoint.clone(), a.fs_type.clone(), parsed).await {
+        if let Err(e) = self.kernel.mount_device(device, rec.mountpoint.clone(), a.fs_type.clone(), parsed).await {
             Self::forget_failed(inner, rec.id);
             if inline {
                 let _ = self.detach_locked(inner, attach_rec.id).await;
@@ -375,7 +384,7 @@ impl Registry {
         }
         Self::record_creating(inner, rec)?;
         let layers = mounts::Layers { lower: lower_dirs, upper };
-        if let Err(e) = mounts::mount_overlay(layers, rec.mountpoint.clone()).await {
+        if let Err(e) = self.kernel.mount_overlay(layers, rec.mountpoint.clone()).await {
             Self::forget_failed(inner, rec.id);
             if let Some(dir) = managed {
                 let _ = std::fs::remove_dir_all(dir);
@@ -405,7 +414,7 @@ impl Registry {
             }
         };
         Self::record_creating(inner, rec)?;
-        if let Err(e) = mounts::mount_bind(source, rec.mountpoint.clone(), rec.spec.read_only).await {
+        if let Err(e) = self.kernel.mount_bind(source, rec.mountpoint.clone(), rec.spec.read_only).await {
             Self::forget_failed(inner, rec.id);
             return Err(e);
         }
@@ -438,7 +447,7 @@ impl Registry {
     /// Unmount one mount whose users are gone, then what it owned.
     async fn unmount_locked(&self, inner: &mut Inner, id: u64) -> Result<()> {
         let Some(rec) = inner.state.mounts.get(&id).cloned() else { return Ok(()) };
-        mounts::unmount(rec.mountpoint.clone()).await?;
+        self.kernel.unmount(rec.mountpoint.clone()).await?;
         crate::fault::point("mount-unmounted");
         if let Some(dir) = &rec.managed_dir
             && let Err(e) = std::fs::remove_dir_all(dir)
@@ -526,3 +535,6 @@ impl Registry {
         f(&self.inner.lock().await.state)
     }
 }
+
+#[cfg(test)]
+mod tests;

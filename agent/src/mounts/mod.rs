@@ -60,20 +60,26 @@ pub fn overlay_data(layers: &Layers) -> Result<String> {
     Ok(parts.join(","))
 }
 
-pub async fn mount_overlay(layers: Layers, target: PathBuf) -> Result<()> {
+/// The flags and data of an overlay's mount(2), or why the layers cannot make one.
+pub fn overlay_args(layers: &Layers) -> Result<(MsFlags, String)> {
     if layers.upper.is_none() && layers.lower.len() < 2 {
         return Err(Error::invalid("overlay.lower", "a read-only overlay needs at least two lower mounts"));
     }
-    let data = overlay_data(&layers)?;
+    let data = overlay_data(layers)?;
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if layers.upper.is_none() {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    Ok((flags, data))
+}
+
+pub async fn mount_overlay(layers: Layers, target: PathBuf) -> Result<()> {
+    let (flags, data) = overlay_args(&layers)?;
     if let Some((upper, work)) = &layers.upper {
         make_dir(upper)?;
         make_dir(work)?;
     }
     make_dir(&target)?;
-    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    if layers.upper.is_none() {
-        flags |= MsFlags::MS_RDONLY;
-    }
     let t = target.clone();
     let res = blocking(move || sys::mount("overlay", &t, "overlay", flags, &data)).await;
     res.map_err(|e| {
@@ -94,15 +100,18 @@ pub async fn mount_bind(source: crate::beneath::Held, target: PathBuf, read_only
     })
 }
 
+/// What an unmount of a busy filesystem answers.
+pub fn busy(target: &Path) -> Error {
+    Error::conflict(format!("{} is busy (files open or a process inside)", target.display()))
+}
+
 /// Unmount and remove the mountpoint directory. A busy filesystem is a 409: tankd does
 /// not detach lazily, which would hide a filesystem still in use.
 pub async fn unmount(target: PathBuf) -> Result<()> {
     let t = target.clone();
     match blocking(move || sys::umount(&t)).await {
         Ok(()) => {}
-        Err(nix::errno::Errno::EBUSY) => {
-            return Err(Error::conflict(format!("{} is busy (files open or a process inside)", target.display())));
-        }
+        Err(nix::errno::Errno::EBUSY) => return Err(busy(&target)),
         Err(e) => return Err(Error::os(format!("unmounting {}", target.display()), e)),
     }
     match std::fs::remove_dir(&target) {
