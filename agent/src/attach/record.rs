@@ -36,7 +36,8 @@ pub struct AttachRec {
     /// rbd-fuse's private directory.
     #[serde(default)]
     pub fuse_dir: Option<PathBuf>,
-    /// The mount that created this attachment inline and tears it down with itself.
+    /// The mount that created this attachment inline and tears it down with itself (if
+    /// that mount goes while another is on the attachment, that other one).
     #[serde(default)]
     pub owner: Option<u64>,
 }

@@ -460,8 +460,16 @@ impl Registry {
         tracing::info!(id, mountpoint = %rec.mountpoint.display(), "unmounted");
         let owned: Vec<u64> = inner.state.attachments.values().filter(|a| a.owner == Some(id)).map(|a| a.id).collect();
         for a in owned {
-            if inner.state.mounts_on(a).is_empty() {
-                self.detach_locked(inner, a).await?;
+            match inner.state.mounts_on(a).first() {
+                None => self.detach_locked(inner, a).await?,
+                // Another mount has it too (by `attach_id`): it goes with that one now.
+                // Left owned by a mount that is gone, it would never be detached with
+                // its last mount, and start-up would detach it under that mount.
+                Some(&next) => {
+                    inner.state.attachments.get_mut(&a).expect("listed").owner = Some(next);
+                    inner.save()?;
+                    tracing::info!(id = a, owner = next, "an inline attachment passes to the mount still on it");
+                }
             }
         }
         Ok(())

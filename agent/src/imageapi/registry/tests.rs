@@ -416,6 +416,29 @@ async fn a_failed_detach_after_an_unmount_keeps_the_attachment_to_delete_later()
 }
 
 #[tokio::test]
+async fn a_second_mount_on_an_inline_attachment_keeps_it_until_the_last_mount_goes() {
+    let b = Bed::new();
+    b.reg.create_mount(inline()).await.unwrap(); // mount 1, attachment 2
+    b.reg.create_mount(on(2)).await.unwrap(); // 3
+    assert_eq!(b.reg.attachments(&Filter::default()).await.unwrap()[0].refs, 2);
+
+    // The owner goes first: the attachment is still mounted, so it stays, now the
+    // other mount's (a record owned by a mount that is gone is undone at start-up).
+    let n = b.mark();
+    b.reg.delete_mount(1, false).await.unwrap();
+    assert_eq!(b.kernel.calls_since(n), [unmount(b.mp(1))]);
+    let file = b.file();
+    assert_eq!((keys(&file.mounts), file.attachments[&2].owner), (vec![3], Some(3)));
+
+    // The last mount takes it with it.
+    let n = b.mark();
+    b.reg.delete_mount(3, false).await.unwrap();
+    assert_eq!(b.kernel.calls_since(n), [unmount(b.mp(3)), detach(2, "/dev/loop0")]);
+    let file = b.file();
+    assert!(file.mounts.is_empty() && file.attachments.is_empty(), "{file:?}");
+}
+
+#[tokio::test]
 async fn a_reloaded_registry_sees_the_same_graph_and_ids_go_on() {
     let b = Bed::new();
     let named = |n: &str| attach(json!({"kind": "loop", "name": n, "read_only": true, "loop": {"path": IMAGE}}));
