@@ -89,6 +89,9 @@ struct Log {
     files: Vec<Option<State>>,
     rules: Vec<Rule>,
     devices: u64,
+    /// Run once after the next successful call of the step (to change the world
+    /// between a kernel step and what follows it, e.g. make the state file unwritable).
+    then: Option<(Step, Box<dyn FnOnce() + Send>)>,
 }
 
 #[derive(Default)]
@@ -120,6 +123,11 @@ impl Recording {
     /// Unmounting `target` answers what the kernel's EBUSY becomes.
     pub fn busy(&self, target: &Path) {
         self.fail_at(Step::Unmount, target, mounts::busy(target));
+    }
+
+    /// Run `action` once, right after the next call of `step` that succeeds.
+    pub fn then(&self, step: Step, action: impl FnOnce() + Send + 'static) {
+        self.log.lock().unwrap().then = Some((step, Box::new(action)));
     }
 
     /// Drop every rule: the next calls succeed.
@@ -161,7 +169,13 @@ impl Recording {
         log.files.push(file);
         match hit {
             Some(i) => Err(log.rules[i].error.clone()),
-            None => Ok(()),
+            None => {
+                if log.then.as_ref().is_some_and(|(s, _)| *s == step) {
+                    let (_, action) = log.then.take().expect("checked");
+                    action();
+                }
+                Ok(())
+            }
         }
     }
 

@@ -520,3 +520,29 @@ async fn refused_requests_take_no_step_and_write_nothing() {
     assert!(b.kernel.calls_since(n).is_empty());
     assert_eq!(b.file(), before);
 }
+
+#[tokio::test]
+async fn a_mount_whose_ready_record_cannot_be_written_is_undone() {
+    let b = Bed::new();
+    // Right after the kernel mounts, the state file stops taking writes (a directory
+    // where its temporary file goes).
+    let tmp = StateFile::new(&state_dir(&b.env)).path().with_extension("json.tmp");
+    let blocker = tmp.clone();
+    b.kernel.then(Step::Mount, move || std::fs::create_dir(&blocker).unwrap());
+
+    let n = b.mark();
+    let err = b.reg.create_mount(inline()).await.unwrap_err();
+    assert!(err.message.contains("writing"), "{err}");
+    assert_eq!(
+        b.kernel.calls_since(n),
+        [prepare(2), attach_call(2), mount_squashfs("/dev/loop0", b.mp(1)), unmount(b.mp(1)), detach(2, "/dev/loop0")],
+        "the mount and the attachment it made are undone"
+    );
+    assert!(b.reg.mounts(&Filter::default()).await.unwrap().is_empty());
+    assert!(b.reg.attachments(&Filter::default()).await.unwrap().is_empty());
+
+    // Writable again: the next save records the empty graph.
+    std::fs::remove_dir(&tmp).unwrap();
+    let m = b.reg.create_mount(inline()).await.unwrap();
+    assert_eq!(keys(&b.file().mounts), vec![m.id.unwrap()]);
+}
