@@ -173,7 +173,11 @@ impl Registry {
         };
         let held = self.kernel.prepare(&self.env, &mut rec).await?;
         inner.state.attachments.insert(id, rec.clone());
-        inner.save()?;
+        if let Err(e) = inner.save() {
+            // Unrecorded, so not made: a record kept in memory would hold its name.
+            inner.state.attachments.remove(&id);
+            return Err(e);
+        }
         let keep = match self.kernel.attach(&self.env, &mut rec, held).await {
             Ok(keep) => {
                 crate::fault::point("attach-made");
@@ -313,9 +317,14 @@ impl Registry {
     }
 
     /// Write the mount's record as `creating` before its kernel step.
+    /// If that cannot be written, the step is not taken and nothing of the mount stays.
     fn record_creating(inner: &mut Inner, rec: &MountRec) -> Result<()> {
         inner.state.mounts.insert(rec.id, rec.clone());
-        inner.save()
+        let saved = inner.save();
+        if saved.is_err() {
+            inner.state.mounts.remove(&rec.id);
+        }
+        saved
     }
 
     fn forget_failed(inner: &mut Inner, id: u64) {
@@ -367,7 +376,13 @@ impl Registry {
             ma.attach_id = Some(attach_rec.id);
             ma.attach = None;
         }
-        Self::record_creating(inner, rec)?;
+        if let Err(e) = Self::record_creating(inner, rec) {
+            if inline {
+                // Detached and forgotten even if the file cannot say so now.
+                let _ = self.detach_locked(inner, attach_rec.id).await;
+            }
+            return Err(e);
+        }
         crate::fault::point("after-attach");
         let device = attach_rec.device.clone().expect("a ready attachment has a device");
         if let Err(e) = self.kernel.mount_device(device, rec.mountpoint.clone(), a.fs_type.clone(), parsed).await {

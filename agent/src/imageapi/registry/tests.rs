@@ -546,3 +546,20 @@ async fn a_mount_whose_ready_record_cannot_be_written_is_undone() {
     let m = b.reg.create_mount(inline()).await.unwrap();
     assert_eq!(keys(&b.file().mounts), vec![m.id.unwrap()]);
 }
+
+#[tokio::test]
+async fn nothing_is_made_while_the_state_file_takes_no_writes() {
+    let b = Bed::new();
+    let tmp = StateFile::new(&state_dir(&b.env)).path().with_extension("json.tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let n = b.mark();
+    assert!(b.reg.create_mount(inline()).await.unwrap_err().message.contains("writing"));
+    assert!(b.reg.create_attach(attach(loop_json())).await.unwrap_err().message.contains("writing"));
+    // The attachment's check opened its image (prepare); no device, no mount.
+    assert!(b.kernel.calls_since(n).iter().all(|c| matches!(c, Call::Prepare { .. })), "{:?}", b.kernel.calls_since(n));
+    assert!(b.reg.mounts(&Filter::default()).await.unwrap().is_empty());
+    assert!(b.reg.attachments(&Filter::default()).await.unwrap().is_empty());
+    std::fs::remove_dir(&tmp).unwrap();
+    b.reg.create_mount(inline()).await.unwrap();
+    assert_eq!(b.mount_ids().await.len(), 1, "names and records were not held by the failed calls");
+}
