@@ -278,42 +278,15 @@ impl Registry {
         rec.phase = Phase::Ready;
         inner.state.mounts.insert(id, rec.clone());
         if let Err(e) = inner.save() {
-            // The client hears a failure: nothing of the mount may stay behind.
-            self.undo_unrecorded_mount(inner, id).await;
+            // The client hears a failure: nothing of the mount may stay behind (what the
+            // file last said, `creating`, start-up reconciles).
+            if let Err(u) = self.unmount_locked(inner, id).await {
+                tracing::error!(id, error = %u, "could not undo a mount whose record could not be written");
+            }
             return Err(e);
         }
         tracing::info!(id, kind = kind_name(rec.spec.kind), mountpoint = %rec.mountpoint.display(), "mounted");
         Ok(rec)
-    }
-
-    /// A mount made in the kernel whose `ready` record could not be written: unmount it
-    /// and detach the inline attachment it made, whether or not the state file can be
-    /// written now (what it last said, `creating`, start-up reconciles).
-    async fn undo_unrecorded_mount(&self, inner: &mut Inner, id: u64) {
-        let Some(rec) = inner.state.mounts.get(&id).cloned() else { return };
-        if let Err(e) = self.kernel.unmount(rec.mountpoint.clone()).await {
-            // Still mounted: the record stays, so the mount can be deleted later.
-            tracing::error!(id, error = %e, "could not undo a mount whose record could not be written");
-            return;
-        }
-        if let Some(dir) = &rec.managed_dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        inner.state.mounts.remove(&id);
-        let owned: Vec<u64> = inner.state.attachments.values().filter(|a| a.owner == Some(id)).map(|a| a.id).collect();
-        for a in owned {
-            if inner.state.mounts_on(a).is_empty()
-                && let Some(arec) = inner.state.attachments.get(&a).cloned()
-            {
-                match self.kernel.detach(&self.env, &arec).await {
-                    Ok(()) => {
-                        inner.state.attachments.remove(&a);
-                    }
-                    Err(e) => tracing::error!(id = a, error = %e, "could not detach an undone mount's attachment"),
-                }
-            }
-        }
-        let _ = inner.save();
     }
 
     /// Write the mount's record as `creating` before its kernel step.
@@ -493,7 +466,9 @@ impl Registry {
         Ok(out)
     }
 
-    /// Unmount one mount whose users are gone, then what it owned.
+    /// Unmount one mount whose users are gone, then what it owned. What the kernel no
+    /// longer has goes from the records even when the state file cannot be written now;
+    /// that failure is answered at the end.
     async fn unmount_locked(&self, inner: &mut Inner, id: u64) -> Result<()> {
         let Some(rec) = inner.state.mounts.get(&id).cloned() else { return Ok(()) };
         self.kernel.unmount(rec.mountpoint.clone()).await?;
@@ -505,7 +480,7 @@ impl Registry {
             tracing::warn!(path = %dir.display(), error = %e, "could not remove an overlay's upper and work dirs");
         }
         inner.state.mounts.remove(&id);
-        inner.save()?;
+        let saved = inner.save();
         tracing::info!(id, mountpoint = %rec.mountpoint.display(), "unmounted");
         let owned: Vec<u64> = inner.state.attachments.values().filter(|a| a.owner == Some(id)).map(|a| a.id).collect();
         for a in owned {
@@ -521,7 +496,7 @@ impl Registry {
                 }
             }
         }
-        Ok(())
+        saved
     }
 
     fn refuse_pinned(state: &State, mounts: &[u64]) -> Result<()> {
