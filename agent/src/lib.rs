@@ -47,7 +47,7 @@ use crate::config::Config;
 
 /// Docker volumes and the control API: the volume parents, interrupted restores
 /// finished or reverted, mount counts rebuilt, the master secret loaded or made.
-pub async fn start_control(
+async fn start_control(
     config: &Config,
     zfs: &zfs_sys_shim::Zfs,
     master_secret: Option<String>,
@@ -75,19 +75,7 @@ pub async fn assemble(
     zfs: zfs_sys_shim::Zfs,
     master_secret: Option<String>,
 ) -> Result<state::AppState, Box<dyn std::error::Error>> {
-    let fetch = images::FetchConfig {
-        image_server: config.image_server.clone(),
-        image_sources: config.image_sources.clone(),
-        timeout: config.image_fetch_timeout,
-        max_size: config.max_image_size,
-        num_fetchers: config.num_fetchers,
-        max_pending: config.max_pending,
-    };
-    let store = store::Store {
-        zfs: zfs.clone(),
-        root: config.dataset_root.clone(),
-        images: Arc::new(images::Fetcher::new(fetch, config.data_dir.join("spool"))),
-    };
+    let store = store::Store::new(&config, zfs.clone());
     if config.zfs {
         images::recover(&store).await?;
         match streams::release_leftover_holds(&zfs, &config.dataset_root).await {

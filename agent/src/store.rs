@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use zfs_sys_shim::{DatasetName, Zfs};
 
-use crate::images::Fetcher;
+use crate::config::Config;
+use crate::images::{FetchConfig, Fetcher};
 
 /// Cheap to clone.
 #[derive(Clone)]
@@ -14,4 +15,24 @@ pub struct Store {
     pub zfs: Zfs,
     pub root: DatasetName,
     pub images: Arc<Fetcher>,
+}
+
+impl Store {
+    /// The handle `config` describes: its dataset root, its fetch limits, the image
+    /// spool under its data dir.
+    pub fn new(config: &Config, zfs: Zfs) -> Store {
+        let fetch = FetchConfig {
+            image_server: config.image_server.clone(),
+            image_sources: config.image_sources.clone(),
+            timeout: config.image_fetch_timeout,
+            max_size: config.max_image_size,
+            num_fetchers: config.num_fetchers,
+            max_pending: config.max_pending,
+        };
+        Store {
+            zfs,
+            root: config.dataset_root.clone(),
+            images: Arc::new(Fetcher::new(fetch, config.data_dir.join("spool"))),
+        }
+    }
 }

@@ -77,22 +77,10 @@ impl FakeZfs {
     }
 }
 
-/// The dataset capabilities' handle on the double (images spool under `spool`).
-pub fn store(fake: &FakeZfs, spool: PathBuf) -> crate::store::Store {
-    let c = config(spool.clone(), "unused-token-0123456789abcdef");
-    let fetch = crate::images::FetchConfig {
-        image_server: c.image_server.clone(),
-        image_sources: c.image_sources.clone(),
-        timeout: c.image_fetch_timeout,
-        max_size: c.max_image_size,
-        num_fetchers: c.num_fetchers,
-        max_pending: c.max_pending,
-    };
-    crate::store::Store {
-        zfs: fake.zfs.clone(),
-        root: c.dataset_root.clone(),
-        images: std::sync::Arc::new(crate::images::Fetcher::new(fetch, spool)),
-    }
+/// The dataset capabilities' handle on the double (data, and the image spool, under
+/// `data_dir`).
+pub fn store(fake: &FakeZfs, data_dir: PathBuf) -> crate::store::Store {
+    crate::store::Store::new(&config(data_dir, "unused-token-0123456789abcdef"), fake.zfs.clone())
 }
 
 /// A node's configuration for an in-process test: data under `data_dir`, the dataset

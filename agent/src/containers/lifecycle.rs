@@ -109,7 +109,7 @@ impl Containers {
     /// Answers the container as it was last.
     pub(super) async fn delete(&self, id: u64, force: bool) -> Result<Rec> {
         let rec = self.find(id).await?;
-        if matches!(rec.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping)) {
+        if rec.is_live() {
             if !force {
                 return Err(Error::conflict(format!("container {id} is running: stop it first or pass force=true")));
             }
@@ -126,7 +126,7 @@ impl Containers {
     pub(super) async fn start(&self, id: u64) -> Result<Rec> {
         let _changing = self.change_lock(id).await;
         let mut rec = self.find(id).await?;
-        if matches!(rec.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping)) {
+        if rec.is_live() {
             return Err(Error::conflict(format!("container {id} is already running")));
         }
         let mut made = Starting::default();
@@ -285,7 +285,7 @@ impl Containers {
         let mut rec = self.find(id).await?;
         // Stopping too: a stop a crash cut short (its record says stopping) can be
         // asked for again, and ends with SIGKILL like any other.
-        if !matches!(rec.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping)) {
+        if !rec.is_live() {
             return Ok(rec);
         }
         let pid = rec.spec.pid.expect("running has a pid");
@@ -324,7 +324,7 @@ impl Containers {
         let ids: Vec<u64> = self.inner.lock().await.containers.keys().copied().collect();
         for id in ids {
             let Ok(rec) = self.find(id).await else { continue };
-            if !matches!(rec.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping)) {
+            if !rec.is_live() {
                 continue;
             }
             let pid = rec.spec.pid.unwrap_or(0);

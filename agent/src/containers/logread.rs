@@ -71,7 +71,6 @@ pub fn follow(
     path: std::path::PathBuf,
     at: u64,
 ) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> {
-    use rpc_schema::containers::ContainerState;
     futures_util::stream::unfold((c, at), move |(c, mut at)| {
         let path = path.clone();
         async move {
@@ -81,9 +80,7 @@ pub fn follow(
                     at += more.len() as u64;
                     return Some((Ok(axum::body::Bytes::from(more)), (c, at)));
                 }
-                let running = c.find(id).await.is_ok_and(|r| {
-                    matches!(r.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping))
-                });
+                let running = c.find(id).await.is_ok_and(|r| r.is_live());
                 if !running {
                     return None;
                 }

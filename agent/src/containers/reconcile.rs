@@ -7,8 +7,6 @@
 //! - cgroups of containers that do not run, or that no record names
 //!   (`container-start`: the shim got no go and ended, its group stayed).
 
-use rpc_schema::containers::ContainerState;
-
 use super::store::Containers;
 
 impl Containers {
@@ -17,14 +15,7 @@ impl Containers {
             let st = self.inner.lock().await;
             let roots: Vec<(u64, u64)> = st.containers.iter().map(|(id, r)| (r.spec.mount.id, *id)).collect();
             let ids: Vec<u64> = st.containers.keys().copied().collect();
-            let idle: Vec<u64> = st
-                .containers
-                .iter()
-                .filter(|(_, r)| {
-                    !matches!(r.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping))
-                })
-                .map(|(id, _)| *id)
-                .collect();
+            let idle: Vec<u64> = st.containers.iter().filter(|(_, r)| !r.is_live()).map(|(id, _)| *id).collect();
             (roots, ids, idle)
         };
         if let Err(e) = self.mounts.reconcile_pins(&roots).await {

@@ -52,6 +52,13 @@ pub struct Containers {
     pub(super) changing: Arc<std::sync::Mutex<std::collections::HashMap<u64, Arc<Mutex<()>>>>>,
 }
 
+impl Rec {
+    /// Whether PID 1 may still run: running, or a stop under way.
+    pub fn is_live(&self) -> bool {
+        matches!(self.spec.state, Some(ContainerState::Running) | Some(ContainerState::Stopping))
+    }
+}
+
 impl Containers {
     pub fn state_file(&self) -> PathBuf {
         self.dir.join("state.json")

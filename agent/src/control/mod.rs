@@ -9,7 +9,6 @@
 //! the node's token.
 
 mod provision;
-
 mod snapshots;
 
 use std::sync::Arc;
@@ -121,9 +120,6 @@ impl Control {
         self.root.join(&format!("services/{service}")).map_err(|e| Error::invalid("serviceId", e.reason))
     }
 }
-
-/// A JSON body into `T`, a refusal naming the member that did not fit.
-pub use crate::wire::json as body;
 
 pub fn unavailable(field: &str, message: String) -> Error {
     Error::unavailable(message).with_field(field)

@@ -12,9 +12,10 @@ use axum::http::HeaderMap;
 use rpc_schema::control::{Capability, DeprovisionRequest, DeprovisionResponse, ProvisionRequest, ProvisionResponse};
 use zfs_sys_shim::{DestroyOptions, Prop};
 
-use super::{Control, body, unavailable};
+use super::{Control, unavailable};
 use crate::error::{Error, Result};
 use crate::wire::ApiError;
+use crate::wire::json;
 
 const NAME_PROP: &str = "tankd:service-name";
 
@@ -50,7 +51,7 @@ pub async fn provision(
     bytes: Bytes,
 ) -> Result<Json<ProvisionResponse>, ApiError> {
     c.require_admin(&c.caller(&headers))?;
-    let req: ProvisionRequest = body(&bytes)?;
+    let req: ProvisionRequest = json(&bytes)?;
     let quota = check_request(&req)?;
     let ds = c.service_dataset(&req.service_id)?;
     let mut props = vec![(NAME_PROP.to_owned(), req.service_name.clone())];
@@ -90,7 +91,7 @@ pub async fn deprovision(
     bytes: Bytes,
 ) -> Result<Json<DeprovisionResponse>, ApiError> {
     c.require_admin(&c.caller(&headers))?;
-    let req: DeprovisionRequest = body(&bytes)?;
+    let req: DeprovisionRequest = json(&bytes)?;
     let ds = c.service_dataset(&req.service_id)?;
     let mut removed = c.volumes.remove_owned(&req.service_id, req.force).await?;
     if c.zfs.exists(&ds).await? {

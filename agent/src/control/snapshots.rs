@@ -19,11 +19,12 @@ use rpc_schema::control::{
 };
 use zfs_sys_shim::{DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, SnapshotName};
 
-use super::{Control, body, unavailable};
+use super::{Control, unavailable};
 use crate::docker::restore;
 use crate::docker::store::{check_name, check_snapshot_name};
 use crate::error::{Error, Result};
 use crate::wire::ApiError;
+use crate::wire::json;
 
 pub async fn list_volumes(State(c): State<Control>, headers: HeaderMap) -> Result<Json<VolumeList>, ApiError> {
     c.require_admin(&c.caller(&headers))?;
@@ -58,7 +59,7 @@ async fn volume_snapshot_request(
     bytes: &Bytes,
 ) -> Result<(VolumeSnapshotRequest, DatasetName, SnapshotName)> {
     let caller = c.token_caller(headers)?;
-    let req: VolumeSnapshotRequest = body(bytes)?;
+    let req: VolumeSnapshotRequest = json(bytes)?;
     let ds = c.volume(&req.name)?;
     check_snapshot_name("snapshotName", &req.snapshot_name)?;
     c.require_volume_access(&caller, &req.name).await?;
@@ -69,7 +70,7 @@ async fn volume_snapshot_request(
 /// A `{serviceId, snapshotName}` body checked, its caller allowed.
 fn service_snapshot_request(c: &Control, headers: &HeaderMap, bytes: &Bytes) -> Result<ResourcesSnapshotRequest> {
     let caller = c.token_caller(headers)?;
-    let req: ResourcesSnapshotRequest = body(bytes)?;
+    let req: ResourcesSnapshotRequest = json(bytes)?;
     check_name("serviceId", &req.service_id)?;
     check_snapshot_name("snapshotName", &req.snapshot_name)?;
     c.require_service(&caller, Some(&req.service_id))?;
@@ -165,7 +166,7 @@ pub async fn restore_volume(
     bytes: Bytes,
 ) -> Result<Json<VolumeRestoreResponse>, ApiError> {
     let caller = c.token_caller(&headers)?;
-    let req: VolumeRestoreRequest = body(&bytes)?;
+    let req: VolumeRestoreRequest = json(&bytes)?;
     let live = c.volume(&req.name)?;
     let snap = resolve_snapshot(&c, &live, "snapshotId", &req.snapshot_id)?;
     c.require_volume_access(&caller, &req.name).await?;
@@ -179,7 +180,7 @@ pub async fn restore_volume(
 
 async fn volume_for_restore_step(c: &Control, headers: &HeaderMap, bytes: &Bytes) -> Result<DatasetName> {
     let caller = c.token_caller(headers)?;
-    let req: VolumeName = body(bytes)?;
+    let req: VolumeName = json(bytes)?;
     let live = c.volume(&req.name)?;
     c.require_volume_access(&caller, &req.name).await?;
     Ok(live)
@@ -283,7 +284,7 @@ pub async fn restore_resources(
     bytes: Bytes,
 ) -> Result<Json<ResourcesRestoreResponse>, ApiError> {
     let caller = c.token_caller(&headers)?;
-    let req: ResourcesRestoreRequest = body(&bytes)?;
+    let req: ResourcesRestoreRequest = json(&bytes)?;
     check_name("serviceId", &req.service_id)?;
     c.require_service(&caller, Some(&req.service_id))?;
     let resources = service_resources(&c, &req.service_id).await?;

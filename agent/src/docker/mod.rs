@@ -21,17 +21,13 @@ use axum::routing::post;
 
 use rpc_schema::control::docker::{Reply, Request, Volume};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::wire::docker::PluginReply;
 use known::KnownVolume;
 pub use store::{VolumeOpts, VolumeStore};
 
 fn ok(reply: Reply) -> PluginReply {
     PluginReply::ok(serde_json::to_value(reply).unwrap_or_default())
-}
-
-fn err(e: Error) -> PluginReply {
-    PluginReply::err(e)
 }
 
 fn parse(body: &Bytes) -> Result<Request> {
@@ -44,10 +40,13 @@ fn parse(body: &Bytes) -> Result<Request> {
 
 pub fn routes(store: VolumeStore) -> Router {
     Router::new()
-        .route("/Plugin.Activate", post(|| async { ok_json(serde_json::json!({ "Implements": ["VolumeDriver"] })) }))
+        .route(
+            "/Plugin.Activate",
+            post(|| async { PluginReply::ok(serde_json::json!({ "Implements": ["VolumeDriver"] })) }),
+        )
         .route(
             "/VolumeDriver.Capabilities",
-            post(|| async { ok_json(serde_json::json!({ "Capabilities": { "Scope": "local" } })) }),
+            post(|| async { PluginReply::ok(serde_json::json!({ "Capabilities": { "Scope": "local" } })) }),
         )
         .route("/VolumeDriver.Create", post(create))
         .route("/VolumeDriver.Remove", post(remove))
@@ -59,22 +58,18 @@ pub fn routes(store: VolumeStore) -> Router {
         .with_state(store)
 }
 
-fn ok_json(v: serde_json::Value) -> PluginReply {
-    PluginReply::ok(v)
-}
-
 async fn create(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
     let run = async {
         let req = parse(&body)?;
         let opts = VolumeOpts::parse(&req.opts.unwrap_or_default())?;
         store.create(&req.name, &opts).await
     };
-    run.await.map_or_else(err, |()| ok(Reply::default()))
+    run.await.map_or_else(PluginReply::err, |()| ok(Reply::default()))
 }
 
 async fn remove(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
     let run = async { store.remove(&parse(&body)?.name).await };
-    run.await.map_or_else(err, |()| ok(Reply::default()))
+    run.await.map_or_else(PluginReply::err, |()| ok(Reply::default()))
 }
 
 async fn mount(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
@@ -82,7 +77,7 @@ async fn mount(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
         let req = parse(&body)?;
         store.mount(&req.name, &req.id).await
     };
-    run.await.map_or_else(err, |mp| ok(Reply { mountpoint: Some(mp), ..Default::default() }))
+    run.await.map_or_else(PluginReply::err, |mp| ok(Reply { mountpoint: Some(mp), ..Default::default() }))
 }
 
 async fn unmount(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
@@ -90,12 +85,12 @@ async fn unmount(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
         let req = parse(&body)?;
         store.unmount(&req.name, &req.id).await
     };
-    run.await.map_or_else(err, |()| ok(Reply::default()))
+    run.await.map_or_else(PluginReply::err, |()| ok(Reply::default()))
 }
 
 async fn path(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
     let run = async { store.known(&parse(&body)?.name).await };
-    run.await.map_or_else(err, |v| ok(Reply { mountpoint: Some(v.mountpoint), ..Default::default() }))
+    run.await.map_or_else(PluginReply::err, |v| ok(Reply { mountpoint: Some(v.mountpoint), ..Default::default() }))
 }
 
 /// Docker's view of a volume. `Status` holds what stays true between calls (usage does
@@ -118,11 +113,11 @@ async fn get(State(store): State<VolumeStore>, body: Bytes) -> PluginReply {
         let name = parse(&body)?.name;
         store.known(&name).await.map(|v| docker_volume(name, v))
     };
-    run.await.map_or_else(err, |v| ok(Reply { volume: Some(v), ..Default::default() }))
+    run.await.map_or_else(PluginReply::err, |v| ok(Reply { volume: Some(v), ..Default::default() }))
 }
 
 async fn list(State(store): State<VolumeStore>) -> PluginReply {
-    store.known_all().await.map_or_else(err, |vs| {
+    store.known_all().await.map_or_else(PluginReply::err, |vs| {
         let volumes = vs.into_iter().map(|(name, v)| docker_volume(name, v)).collect();
         ok(Reply { volumes: Some(volumes), ..Default::default() })
     })

@@ -37,10 +37,6 @@ impl Swap {
     }
 }
 
-fn conflict(message: String) -> Error {
-    Error::conflict(message)
-}
-
 /// Properties a clone needs to look like the dataset it replaces: the local ones but
 /// `mountpoint`/`canmount` (the clone must not mount over the live dataset while both
 /// exist; the live name brings the mountpoint back).
@@ -63,7 +59,7 @@ pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Resu
     let live = snap.dataset();
     let swap = Swap::of(root, &live)?;
     if zfs.exists(&swap.kept).await? {
-        return Err(conflict(format!(
+        return Err(Error::conflict(format!(
             "{live} has a restore awaiting confirm or undo (kept as {}); confirm or undo it first",
             swap.kept
         )));
@@ -113,7 +109,7 @@ async fn is_clone_of(zfs: &Zfs, a: &DatasetName, b: &DatasetName) -> Result<bool
 pub async fn confirm(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<()> {
     let swap = Swap::of(root, live)?;
     if !zfs.exists(&swap.kept).await? {
-        return Err(conflict(format!("{live} has no restore awaiting confirm")));
+        return Err(Error::conflict(format!("{live} has no restore awaiting confirm")));
     }
     if is_clone_of(zfs, live, &swap.kept).await? {
         zfs.promote(live).await?;
@@ -128,7 +124,7 @@ pub async fn confirm(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Resul
 pub async fn undo(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<()> {
     let swap = Swap::of(root, live)?;
     if !zfs.exists(&swap.kept).await? {
-        return Err(conflict(format!("{live} has no restore to undo")));
+        return Err(Error::conflict(format!("{live} has no restore to undo")));
     }
     let mountpoint = clone_props(zfs, live).await?.1;
     zfs.destroy(&swap.discard, DestroyOptions { recursive: true, ..Default::default() }).await?;

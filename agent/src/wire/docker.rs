@@ -30,7 +30,7 @@ impl PluginReply {
             Some(f) if !e.message.contains(f.as_str()) => format!("{f}: {}", e.message),
             _ => e.message.clone(),
         };
-        tracing::info!(kind = ?e.kind, %message, "volume driver call refused");
+        super::log_answer(&e);
         let status = if e.kind == Kind::Invalid { StatusCode::BAD_REQUEST } else { StatusCode::INTERNAL_SERVER_ERROR };
         PluginReply(status, serde_json::json!({ "Err": message }))
     }

@@ -23,12 +23,9 @@ impl From<zfs_sys_shim::Error> for ImageApiError {
 
 impl IntoResponse for ImageApiError {
     fn into_response(self) -> Response {
+        super::log_answer(&self.0);
         let Error { kind, message, field } = self.0;
         let status = super::status(kind);
-        // Only tankd's own failures are errors in its log; the rest are answers.
-        if kind == crate::error::Kind::Internal {
-            tracing::error!(?kind, %message, "request failed");
-        }
         (status, Json(rpc_schema::imageapi::ApiError { code: status.as_u16(), message, field })).into_response()
     }
 }

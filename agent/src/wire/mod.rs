@@ -32,6 +32,17 @@ pub fn status(kind: Kind) -> StatusCode {
     }
 }
 
+/// The log line of an error answered on any wire: tankd's own failures are errors in
+/// its log; the rest (a refusal, something missing) are answers. The request's span
+/// says which listener and route.
+fn log_answer(e: &Error) {
+    if e.kind == Kind::Internal {
+        tracing::error!(kind = ?e.kind, message = %e.message, "request failed");
+    } else {
+        tracing::info!(kind = ?e.kind, message = %e.message, "request refused");
+    }
+}
+
 /// Whether a body is a JSON object (its first non-blank byte is `{`). Request bodies
 /// must be: serde also takes a positional array as a struct (`["svc-1"]` as
 /// `{"serviceId": "svc-1"}`), which no client of these APIs sends.

@@ -26,14 +26,9 @@ impl From<zfs_sys_shim::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        super::log_answer(&self.0);
         let Error { kind, message, field } = self.0;
         let status = super::status(kind);
-        // Only tankd's own failures are errors in its log; the rest are answers.
-        if kind == crate::error::Kind::Internal {
-            tracing::error!(?kind, %message, "request failed");
-        } else {
-            tracing::info!(?kind, %message, "request refused");
-        }
         (status, Json(ErrorBody { error: ErrorDetail { kind, message, field } })).into_response()
     }
 }
