@@ -1,6 +1,7 @@
 """Design §8.2: put/get/head/delete, metadata and content headers, ranges, conditional
 GET and PUT."""
 
+import contextlib
 import datetime
 import os
 import threading
@@ -14,7 +15,7 @@ from s3lib import exists, md5_etag, python_signer, s3_error
 @pytest.mark.parametrize("signer", ["awscrt", "python"])
 def test_put_get_head_delete(svc_a, key, signer):
     data = os.urandom(100_000)
-    with python_signer() if signer == "python" else open(os.devnull):
+    with python_signer() if signer == "python" else contextlib.nullcontext():
         s3 = service_client(svc_a)
         put = s3.put_object(Bucket=svc_a.bucket, Key=key, Body=data)
         assert put["ETag"] == md5_etag(data)

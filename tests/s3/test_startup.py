@@ -1,5 +1,6 @@
-"""Design §8.12: what start-up cleans (temp files a crash left) and multipart uploads that
-expire, on a tankd of this test's own (TANKD_BIN) started with a 2-second expiry."""
+"""On a tankd of each test's own (TANKD_BIN), for settings the shared one does not have:
+design §8.12, what start-up cleans (temp files a crash left) and multipart uploads that
+expire (a 2-second expiry); and the region corestore's CORESTORE_REGION names."""
 
 import os
 import pathlib
@@ -8,8 +9,10 @@ import socket
 import subprocess
 import time
 
+import boto3
 import pytest
 import requests
+from botocore.config import Config
 
 from conftest import client, tankd_only
 from s3lib import s3_error
@@ -28,7 +31,7 @@ class OwnTankd:
 
     def __init__(self, root, **env):
         self.data = root / "data"
-        self.data.mkdir()
+        self.data.mkdir(parents=True)
         self.log = root / "tankd.log"
         self.token = "startup-test-token-0123456789"
         api, control, s3 = free_port(), free_port(), free_port()
@@ -83,13 +86,26 @@ class OwnTankd:
 
 
 @pytest.fixture
-def tankd(tmp_path):
-    t = OwnTankd(tmp_path, TANKD_S3_MULTIPART_EXPIRY="2")
-    t.start()
-    yield t
-    if t.process.poll() is None:
-        t.process.kill()
-        t.process.wait()
+def own_tankd(tmp_path):
+    """Starts a tankd with the given environment; kills what is left at the end."""
+    started = []
+
+    def start(**env):
+        t = OwnTankd(tmp_path / f"tankd{len(started)}", **env)
+        started.append(t)
+        t.start()
+        return t
+
+    yield start
+    for t in started:
+        if t.process.poll() is None:
+            t.process.kill()
+            t.process.wait()
+
+
+@pytest.fixture
+def tankd(own_tankd):
+    return own_tankd(TANKD_S3_MULTIPART_EXPIRY="2")
 
 
 def test_start_up_sweeps_temp_files_and_expires_uploads(tankd):
@@ -132,3 +148,20 @@ def test_an_upload_expires_while_tankd_runs(tankd):
     with s3_error("NoSuchUpload", 404):
         s3.upload_part(Bucket=bucket, Key="slow", UploadId=upload, PartNumber=1, Body=b"too late")
     assert pathlib.Path(tankd.data, "s3", "svc-expire", bucket).is_dir()
+
+
+def test_region_from_corestore_region(own_tankd):
+    tankd = own_tankd(CORESTORE_REGION="eu-central-1")
+    env = tankd.provision("svc-region")
+    assert env["AWS_REGION"] == "eu-central-1"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=tankd.s3,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 1}),
+    )
+    assert s3.get_bucket_location(Bucket=env["S3_BUCKET"])["LocationConstraint"] == "eu-central-1"
+    s3.put_object(Bucket=env["S3_BUCKET"], Key="k", Body=b"in eu-central-1")
+    assert s3.get_object(Bucket=env["S3_BUCKET"], Key="k")["Body"].read() == b"in eu-central-1"
