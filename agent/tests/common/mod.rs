@@ -100,6 +100,8 @@ pub struct Agent {
     /// The Docker VolumeDriver socket.
     pub docker_socket: PathBuf,
     pub pool: String,
+    /// The S3 listener's port.
+    pub s3_port: u16,
     /// The API token tankd is started with (empty: none configured, tankd makes its
     /// own); [`Agent::tcp`] sends it unless told otherwise.
     pub token: String,
@@ -123,6 +125,7 @@ impl Agent {
             data_dir,
             token: format!("test-token-{pool}-0123456789"),
             pool,
+            s3_port: free_port(),
             extra_env: Vec::new(),
             extra_args: Vec::new(),
         }
@@ -138,6 +141,7 @@ impl Agent {
             .env("TANKD_SOCKET", &self.socket)
             .env("TANKD_CONTROL_LISTEN", format!("127.0.0.1:{}", self.control_port))
             .env("TANKD_DOCKER_SOCKET", &self.docker_socket)
+            .env("TANKD_S3_LISTEN", format!("127.0.0.1:{}", self.s3_port))
             .env_remove("TANKD_API_TOKEN")
             .env_remove("CORESTORE_API_TOKEN")
             .env_remove("TANKD_AUTH")
