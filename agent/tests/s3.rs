@@ -1,0 +1,201 @@
+//! The S3 endpoint, host tier (tankd with zfs = false), driven by clients no one here wrote:
+//! the pytest suite in tests/s3 (boto3, the aws CLI, s3cmd) runs in the venv that
+//! scripts/testbed/s3-clients makes, against a tankd with services provisioned through
+//! the control API; and a kill -9 during a stream of PUTs (tests/s3/crash.py).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Agent, wait_until};
+use serde_json::json;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// A tankd for S3 on this host, not yet started: no ZFS, the admin key on, objects up to 64M.
+fn s3_host(tag: &str) -> Agent {
+    let mut a = Agent::new(tag);
+    for (k, v) in [("TANKD_ZFS", "false"), ("TANKD_S3_ADMIN_KEY", "true"), ("TANKD_S3_MAX_OBJECT_SIZE", "64M")] {
+        a.extra_env.push((k.into(), v.into()));
+    }
+    a
+}
+
+/// The venv with the S3 clients (made once, then cached). Not having it fails the test.
+fn venv() -> PathBuf {
+    let out = Command::new(repo().join("scripts/testbed/s3-clients"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/testbed/s3-clients");
+    assert!(out.status.success(), "scripts/testbed/s3-clients failed ({})", out.status);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(stdout.lines().last().expect("s3-clients prints the venv's path").trim())
+}
+
+/// `tankd s3-admin-key` with the daemon's own environment: its two lines.
+fn admin_key(agent: &Agent) -> (String, String) {
+    let out = agent.command().arg("s3-admin-key").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "tankd s3-admin-key: {}\n{text}{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "exactly two lines:\n{text}");
+    let id = lines[0].strip_prefix("AWS_ACCESS_KEY_ID=").expect("AWS_ACCESS_KEY_ID=... first");
+    let secret = lines[1].strip_prefix("AWS_SECRET_ACCESS_KEY=").expect("AWS_SECRET_ACCESS_KEY=... second");
+    (id.to_owned(), secret.to_owned())
+}
+
+/// Python from the venv, in the repository, with nothing of this machine's AWS setup.
+fn python(venv: &Path, agent: &Agent) -> Command {
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.current_dir(repo())
+        .env("S3_TEST_ENDPOINT", format!("http://127.0.0.1:{}", agent.s3_port))
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    for name in [
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_CA_BUNDLE",
+        "S3_TEST_TARGET",
+    ] {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+fn show(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn real_s3_clients_pass_the_client_suite() {
+    let venv = venv();
+    let mut agent = s3_host("s3c");
+    agent.start();
+    let (admin_id, admin_secret) = admin_key(&agent);
+    let out = python(&venv, &agent)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/s3"])
+        .env("S3_TEST_TARGET", "tankd")
+        .env("TANKD_CONTROL_URL", format!("http://127.0.0.1:{}", agent.control_port))
+        .env("TANKD_API_TOKEN", &agent.token)
+        .env("TANKD_S3_ADMIN_ACCESS_KEY_ID", &admin_id)
+        .env("TANKD_S3_ADMIN_SECRET_ACCESS_KEY", &admin_secret)
+        .env("TANKD_DATA_DIR", &agent.data_dir)
+        .env("TANKD_BIN", env!("CARGO_BIN_EXE_tankd"))
+        .output()
+        .unwrap();
+    let output = show(&out);
+    assert!(
+        out.status.success(),
+        "the S3 client suite failed ({}):\n{output}\ntankd log (tail):\n{}",
+        out.status,
+        tail(&agent.log_text())
+    );
+    let summary = output.lines().rev().find(|l| l.contains(" passed")).unwrap_or_default().to_owned();
+    assert!(!summary.contains("skipped"), "against tankd no test is skipped:\n{output}");
+    println!("tests/s3: {summary}");
+}
+
+/// The last 20,000 bytes or so of a log.
+fn tail(text: &str) -> &str {
+    let mut start = text.len().saturating_sub(20_000);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+/// Provisions `service` with object storage; the environment it gets.
+fn provision(agent: &Agent, service: &str) -> BTreeMap<String, String> {
+    let body = json!({"serviceId": service, "serviceName": service, "capabilities": ["objectstorage"]}).to_string();
+    let auth = format!("Bearer {}", agent.token);
+    let r = agent.control(
+        "POST",
+        "/resources/provision",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "provision: {}", String::from_utf8_lossy(&r.body));
+    serde_json::from_value(r.json()["env"].clone()).unwrap()
+}
+
+/// Every `<data_dir>/s3/<svc>/<bucket>` directory.
+fn bucket_dirs(data_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for svc in std::fs::read_dir(data_dir.join("s3")).expect("<data_dir>/s3") {
+        for bucket in std::fs::read_dir(svc.unwrap().path()).unwrap() {
+            dirs.push(bucket.unwrap().path());
+        }
+    }
+    dirs
+}
+
+#[test]
+fn kill_9_during_puts_loses_no_acknowledged_object_and_shows_no_partial_one() {
+    let venv = venv();
+    let mut agent = s3_host("s3k");
+    agent.start();
+    let env = provision(&agent, "svc-crash");
+    let work = tempfile::tempdir().unwrap();
+    let acked = work.path().join("acked");
+    let crash_py = repo().join("tests/s3/crash.py");
+
+    let mut writer = python(&venv, &agent)
+        .envs(&env)
+        .arg(&crash_py)
+        .arg("write")
+        .arg(&acked)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let acks = || std::fs::read_to_string(&acked).map(|t| t.lines().count()).unwrap_or(0);
+    wait_until("50 acknowledged PUTs", Duration::from_secs(180), || {
+        if let Some(status) = writer.try_wait().unwrap() {
+            panic!("crash.py write ended ({status}) with {} acks:\n{}", acks(), tankd_tail(&agent));
+        }
+        acks() >= 50
+    });
+
+    let mut tankd = agent.child.take().unwrap();
+    tankd.kill().unwrap(); // SIGKILL, mid-stream
+    tankd.wait().unwrap();
+    // The writer's PUT in flight fails, and it stops.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while writer.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            writer.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let written = writer.wait_with_output().unwrap();
+    println!("{} acked before the kill; {}", acks(), String::from_utf8_lossy(&written.stderr).trim());
+
+    agent.start();
+    let buckets = bucket_dirs(&agent.data_dir);
+    assert!(!buckets.is_empty(), "svc-crash's bucket is under <data_dir>/s3");
+    for bucket in &buckets {
+        let tmp = bucket.join(".tmp");
+        let left: Vec<_> = std::fs::read_dir(&tmp).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "start-up leaves no temp file: {left:?}");
+    }
+    let out = python(&venv, &agent).envs(&env).arg(&crash_py).arg("verify").arg(&acked).output().unwrap();
+    assert!(out.status.success(), "crash.py verify:\n{}\n{}", show(&out), tankd_tail(&agent));
+    println!("{}", show(&out).trim());
+}
+
+fn tankd_tail(agent: &Agent) -> String {
+    tail(&agent.log_text()).to_owned()
+}
