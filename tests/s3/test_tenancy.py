@@ -50,7 +50,9 @@ def test_b_reaches_nothing_of_a(s3a, s3b, svc_a, svc_b, a_things):
         "CreateMultipartUpload": lambda: s3b.create_multipart_upload(Bucket=bucket, Key=key + "-b"),
         "UploadPart": lambda: s3b.upload_part(**mp, PartNumber=1, Body=b"B's part"),
         "ListParts": lambda: s3b.list_parts(**mp),
-        "CompleteMultipartUpload": lambda: s3b.complete_multipart_upload(**mp, MultipartUpload={"Parts": []}),
+        "CompleteMultipartUpload": lambda: s3b.complete_multipart_upload(
+            **mp, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": '"0123456789abcdef0123456789abcdef"'}]}
+        ),
         "AbortMultipartUpload": lambda: s3b.abort_multipart_upload(**mp),
     }
     answers = {}
