@@ -24,6 +24,8 @@
 
 mod error;
 mod key;
+mod meta;
 
 pub use error::{Error, ErrorKind, Result};
 pub use key::{check_bucket_name, check_key};
+pub use meta::{META_MAX, Meta};
