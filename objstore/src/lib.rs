@@ -23,9 +23,13 @@
 //! [`Bucket`] is `Send + Sync` and every method takes `&self`.
 
 mod error;
+mod fsops;
 mod key;
+mod locks;
 mod meta;
+mod temp;
 
 pub use error::{Error, ErrorKind, Result};
 pub use key::{check_bucket_name, check_key};
 pub use meta::{META_MAX, Meta};
+pub use temp::Temp;
