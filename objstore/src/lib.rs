@@ -28,6 +28,7 @@ mod key;
 mod list;
 mod locks;
 mod meta;
+mod multipart;
 mod object;
 mod temp;
 
@@ -43,6 +44,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use key::{check_bucket_name, check_key};
 pub use list::{Entry, Page};
 pub use meta::{META_MAX, Meta};
+pub use multipart::{PartInfo, PartMeta, UploadInfo};
 pub use object::{Commit, ObjectInfo};
 pub use temp::Temp;
 
