@@ -164,3 +164,5 @@ fn sweep(root_dir: &OwnedFd, tmp_dir: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod tests;
