@@ -16,6 +16,17 @@ pub const CORESTORE_ALIASES: &[(&str, &str)] = &[
     ("TANKD_API_TOKEN", "CORESTORE_API_TOKEN"),
     ("TANKD_PUBLIC_HOST", "CORESTORE_PUBLIC_HOST"),
     ("TANKD_DOCKER_SOCKET", "CORESTORE_VOLUME_PLUGIN_SOCKET"),
+    ("TANKD_DATA_DIR", "CORESTORE_DATA_DIR"),
+    ("TANKD_S3_REGION", "CORESTORE_REGION"),
+    ("TANKD_ARCHIVE_PASSPHRASE", "CORESTORE_ARCHIVE_PASSPHRASE"),
+];
+
+/// corestore's per-endpoint ports: with `CORESTORE_BIND_ADDRESS` they make the listen
+/// address of the endpoint whose `TANKD_*_LISTEN` is not set.
+const CORESTORE_PORTS: &[(&str, &str, u16)] = &[
+    ("TANKD_CONTROL_LISTEN", "CORESTORE_CONTROL_PORT", 3000),
+    ("TANKD_S3_LISTEN", "CORESTORE_S3_PORT", 9000),
+    ("TANKD_DB_LISTEN", "CORESTORE_DB_PORT", 27017),
 ];
 
 /// The default name of the pool tankd creates on a sparse file when no pool is configured.
@@ -129,6 +140,37 @@ pub struct Layer {
     /// (default: this node's hostname).
     #[arg(long)]
     pub public_host: Option<String>,
+    /// S3 endpoint addresses (default 127.0.0.1:9000); repeat for several, "" for none.
+    #[arg(long = "s3-listen")]
+    pub s3_listen: Option<Vec<String>>,
+    /// The region the S3 endpoint reports and provisioning hands out (default us-east-1).
+    #[arg(long)]
+    pub s3_region: Option<String>,
+    /// Enable the node's S3 admin key, which reaches every bucket; `tankd s3-admin-key`
+    /// prints it (default false).
+    #[arg(long)]
+    pub s3_admin_key: Option<bool>,
+    /// The largest object one PUT (or a multipart upload's whole) may make (default 5G).
+    #[arg(long)]
+    pub s3_max_object_size: Option<String>,
+    /// Seconds an unfinished multipart upload is kept (default 604800, a week).
+    #[arg(long)]
+    pub s3_multipart_expiry: Option<u64>,
+    /// S3 requests served at once; more get 503 SlowDown (default 256).
+    #[arg(long)]
+    pub s3_max_requests: Option<usize>,
+    /// Database endpoint addresses (default 127.0.0.1:27017), for the MongoDB-wire
+    /// endpoint; accepted and checked, not served yet.
+    #[arg(long = "db-listen")]
+    pub db_listen: Option<Vec<String>>,
+    /// Passphrase that will encrypt archives (`CORESTORE_ARCHIVE_PASSPHRASE`); environment
+    /// only, never a flag (flags show in `ps`). Prefer `archive_passphrase_file`.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub archive_passphrase: Option<String>,
+    /// File holding the archive passphrase (first line); must not be readable by others.
+    #[arg(long)]
+    pub archive_passphrase_file: Option<PathBuf>,
 }
 
 impl Layer {
@@ -167,6 +209,15 @@ impl Layer {
             control_listen: other.control_listen.or(self.control_listen),
             docker_socket: other.docker_socket.or(self.docker_socket),
             public_host: other.public_host.or(self.public_host),
+            s3_listen: other.s3_listen.or(self.s3_listen),
+            s3_region: other.s3_region.or(self.s3_region),
+            s3_admin_key: other.s3_admin_key.or(self.s3_admin_key),
+            s3_max_object_size: other.s3_max_object_size.or(self.s3_max_object_size),
+            s3_multipart_expiry: other.s3_multipart_expiry.or(self.s3_multipart_expiry),
+            s3_max_requests: other.s3_max_requests.or(self.s3_max_requests),
+            db_listen: other.db_listen.or(self.db_listen),
+            archive_passphrase: other.archive_passphrase.or(self.archive_passphrase),
+            archive_passphrase_file: other.archive_passphrase_file.or(self.archive_passphrase_file),
         }
     }
 
@@ -180,6 +231,10 @@ impl Layer {
                 env.get(alias).cloned()
             })
         };
+        let list = |k: &str| {
+            get(k).map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect::<Vec<_>>())
+        };
+        let [control_listen, s3_listen, db_listen] = corestore_listens(env)?;
         Ok(Layer {
             pool: get("TANKD_POOL"),
             dataset_root: get("TANKD_DATASET_ROOT"),
@@ -220,16 +275,51 @@ impl Layer {
             container_bridges: get("TANKD_CONTAINER_BRIDGES")
                 .map(|v| v.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect()),
             allow_suid_dev: boolean(env, "TANKD_ALLOW_SUID_DEV")?,
-            control_listen: get("TANKD_CONTROL_LISTEN")
-                .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()),
+            control_listen: list("TANKD_CONTROL_LISTEN").or(control_listen),
             docker_socket: get("TANKD_DOCKER_SOCKET").map(PathBuf::from),
             public_host: get("TANKD_PUBLIC_HOST"),
+            s3_listen: list("TANKD_S3_LISTEN").or(s3_listen),
+            s3_region: get("TANKD_S3_REGION"),
+            s3_admin_key: boolean(env, "TANKD_S3_ADMIN_KEY")?,
+            s3_max_object_size: get("TANKD_S3_MAX_OBJECT_SIZE"),
+            s3_multipart_expiry: number(env, "TANKD_S3_MULTIPART_EXPIRY")?.map(|n| n as u64),
+            s3_max_requests: number(env, "TANKD_S3_MAX_REQUESTS")?,
+            db_listen: list("TANKD_DB_LISTEN").or(db_listen),
+            archive_passphrase: get("TANKD_ARCHIVE_PASSPHRASE"),
+            archive_passphrase_file: get("TANKD_ARCHIVE_PASSPHRASE_FILE").map(PathBuf::from),
         })
     }
 
     pub fn from_toml(text: &str, origin: &str) -> Result<Layer, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError { field: origin.to_owned(), reason: e.to_string() })
     }
+}
+
+/// The control, S3 and database addresses corestore's variables make: for each endpoint,
+/// `CORESTORE_BIND_ADDRESS` (default tankd's 127.0.0.1, not corestore's 0.0.0.0: a node
+/// is not opened to the network by a port setting alone) and its `CORESTORE_*_PORT`
+/// (default corestore's), when either is set.
+fn corestore_listens(env: &HashMap<String, String>) -> Result<[Option<Vec<String>>; 3], ConfigError> {
+    let bind = env
+        .get("CORESTORE_BIND_ADDRESS")
+        .map(|a| {
+            a.trim()
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| ConfigError::field("CORESTORE_BIND_ADDRESS", format!("{a:?} is not an IP address")))
+        })
+        .transpose()?;
+    let mut out = [None, None, None];
+    for (slot, (_, port_var, default)) in out.iter_mut().zip(CORESTORE_PORTS) {
+        let port = env
+            .get(*port_var)
+            .map(|p| p.trim().parse::<u16>().map_err(|_| ConfigError::field(port_var, format!("{p:?} is not a port"))))
+            .transpose()?;
+        if bind.is_some() || port.is_some() {
+            let ip = bind.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+            *slot = Some(vec![SocketAddr::new(ip, port.unwrap_or(*default)).to_string()]);
+        }
+    }
+    Ok(out)
 }
 
 fn boolean(env: &HashMap<String, String>, key: &str) -> Result<Option<bool>, ConfigError> {
@@ -294,6 +384,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// A list of listen addresses (`""` entries dropped: `[""]` turns the listener off).
+fn addresses(field: &str, given: Option<Vec<String>>, default: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    given
+        .unwrap_or_else(|| vec![default.to_owned()])
+        .iter()
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| ConfigError::field(field, format!("{a:?} is not an address:port")))
+        })
+        .collect()
+}
+
 /// The resolved configuration tankd runs with.
 #[derive(Clone, PartialEq)]
 pub struct Config {
@@ -331,6 +433,14 @@ pub struct Config {
     pub control_listen: Vec<SocketAddr>,
     pub docker_socket: Option<PathBuf>,
     pub public_host: String,
+    pub s3_listen: Vec<SocketAddr>,
+    pub s3_region: String,
+    pub s3_admin_key: bool,
+    pub s3_max_object_size: u64,
+    pub s3_multipart_expiry: std::time::Duration,
+    pub s3_max_requests: usize,
+    pub db_listen: Vec<SocketAddr>,
+    pub archive_passphrase: Option<String>,
 }
 
 // Hand-written so the token never reaches a log line.
@@ -368,6 +478,14 @@ impl std::fmt::Debug for Config {
             .field("control_listen", &self.control_listen)
             .field("docker_socket", &self.docker_socket)
             .field("public_host", &self.public_host)
+            .field("s3_listen", &self.s3_listen)
+            .field("s3_region", &self.s3_region)
+            .field("s3_admin_key", &self.s3_admin_key)
+            .field("s3_max_object_size", &self.s3_max_object_size)
+            .field("s3_multipart_expiry", &self.s3_multipart_expiry)
+            .field("s3_max_requests", &self.s3_max_requests)
+            .field("db_listen", &self.db_listen)
+            .field("archive_passphrase", &self.archive_passphrase.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -488,16 +606,37 @@ impl Config {
                 return Err(ConfigError::field("log_format", format!("{other:?} is not text or json")));
             }
         };
-        let control_listen = l
-            .control_listen
-            .unwrap_or_else(|| vec!["127.0.0.1:3000".to_owned()])
-            .iter()
-            .filter(|a| !a.is_empty())
-            .map(|a| {
-                a.parse::<SocketAddr>()
-                    .map_err(|_| ConfigError::field("control_listen", format!("{a:?} is not an address:port")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let control_listen = addresses("control_listen", l.control_listen, "127.0.0.1:3000")?;
+        let s3_listen = addresses("s3_listen", l.s3_listen, "127.0.0.1:9000")?;
+        let db_listen = addresses("db_listen", l.db_listen, "127.0.0.1:27017")?;
+        let s3_region = l.s3_region.unwrap_or_else(|| "us-east-1".to_owned());
+        if s3_region.is_empty()
+            || s3_region.len() > 32
+            || !s3_region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(ConfigError::field("s3_region", format!("{s3_region:?} is not a region name like us-east-1")));
+        }
+        let object_text = l.s3_max_object_size.unwrap_or_else(|| "5G".to_owned());
+        let s3_max_object_size = parse_size(&object_text)
+            .filter(|s| *s > 0)
+            .ok_or_else(|| ConfigError::field("s3_max_object_size", format!("{object_text:?} is not a size")))?;
+        let archive_passphrase = match (l.archive_passphrase, l.archive_passphrase_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::field(
+                    "archive_passphrase_file",
+                    "set the passphrase in the environment or in a file, not both",
+                ));
+            }
+            (Some(p), None) => Some(p),
+            (None, Some(path)) => Some(
+                crate::secrets::read_private(&path)
+                    .map_err(|e| ConfigError::field("archive_passphrase_file", e.to_string()))?,
+            ),
+            (None, None) => None,
+        };
+        if archive_passphrase.as_ref().is_some_and(|p| p.chars().count() < 8) {
+            return Err(ConfigError::field("archive_passphrase", "must be at least 8 characters"));
+        }
         let docker_socket = match l.docker_socket {
             Some(p) if p.as_os_str().is_empty() => None,
             Some(p) if !p.is_absolute() => return Err(ConfigError::field("docker_socket", "must be an absolute path")),
@@ -583,6 +722,19 @@ impl Config {
             control_listen,
             docker_socket,
             public_host,
+            s3_listen,
+            s3_region,
+            s3_admin_key: l.s3_admin_key.unwrap_or(false),
+            s3_max_object_size,
+            s3_multipart_expiry: std::time::Duration::from_secs(at_least_one(
+                "s3_multipart_expiry",
+                l.s3_multipart_expiry,
+                " second",
+                7 * 24 * 3600,
+            )?),
+            s3_max_requests: at_least_one("s3_max_requests", l.s3_max_requests, "", 256)?,
+            db_listen,
+            archive_passphrase,
         })
     }
 
@@ -634,6 +786,44 @@ mod tests {
         let off = env(&[("TANKD_CONTROL_LISTEN", ""), ("TANKD_DOCKER_SOCKET", "")]);
         let c = Config::resolve(Layer::default(), off, Layer::default()).unwrap();
         assert!(c.control_listen.is_empty() && c.docker_socket.is_none());
+    }
+
+    #[test]
+    fn corestore_endpoint_settings() {
+        let c = Config::resolve(Layer::default(), Layer::default(), Layer::default()).unwrap();
+        assert_eq!(c.s3_listen, vec!["127.0.0.1:9000".parse().unwrap()]);
+        assert_eq!(c.db_listen, vec!["127.0.0.1:27017".parse().unwrap()]);
+        assert_eq!((c.s3_region.as_str(), c.s3_admin_key, c.s3_max_object_size), ("us-east-1", false, 5 << 30));
+        // A port alone keeps tankd's loopback default; the bind address applies to all three.
+        let c = Config::resolve(Layer::default(), env(&[("CORESTORE_S3_PORT", "9100")]), Layer::default()).unwrap();
+        assert_eq!(c.s3_listen, vec!["127.0.0.1:9100".parse().unwrap()]);
+        assert_eq!(c.control_listen, vec!["127.0.0.1:3000".parse().unwrap()]);
+        let all = env(&[
+            ("CORESTORE_BIND_ADDRESS", "0.0.0.0"),
+            ("CORESTORE_CONTROL_PORT", "3001"),
+            ("CORESTORE_DB_PORT", "27018"),
+            ("CORESTORE_REGION", "eu-central-1"),
+            ("CORESTORE_DATA_DIR", "/data/corestore"),
+            ("TANKD_S3_LISTEN", "127.0.0.1:9999"),
+        ]);
+        let c = Config::resolve(Layer::default(), all, Layer::default()).unwrap();
+        assert_eq!(c.control_listen, vec!["0.0.0.0:3001".parse().unwrap()]);
+        assert_eq!(c.db_listen, vec!["0.0.0.0:27018".parse().unwrap()]);
+        assert_eq!(c.s3_listen, vec!["127.0.0.1:9999".parse().unwrap()], "the TANKD_ name wins");
+        assert_eq!((c.s3_region.as_str(), c.data_dir.as_path()), ("eu-central-1", Path::new("/data/corestore")));
+        let v6 = env(&[("CORESTORE_BIND_ADDRESS", "::1")]);
+        let c = Config::resolve(Layer::default(), v6, Layer::default()).unwrap();
+        assert_eq!(c.s3_listen, vec!["[::1]:9000".parse().unwrap()]);
+        for (k, v) in [("CORESTORE_S3_PORT", "99999"), ("CORESTORE_BIND_ADDRESS", "any")] {
+            let err = Layer::from_env(&[(k.to_string(), v.to_string())].into()).unwrap_err();
+            assert_eq!(err.field, k);
+        }
+        let secret = env(&[("CORESTORE_ARCHIVE_PASSPHRASE", "correct horse battery")]);
+        let c = Config::resolve(Layer::default(), secret, Layer::default()).unwrap();
+        assert_eq!(c.archive_passphrase.as_deref(), Some("correct horse battery"));
+        assert!(!format!("{c:?}").contains("horse"), "the passphrase never reaches a log line");
+        let bad = Layer { s3_region: Some("US East".into()), ..Default::default() };
+        assert_eq!(Config::resolve(Layer::default(), Layer::default(), bad).unwrap_err().field, "s3_region");
     }
 
     #[test]
