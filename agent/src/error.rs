@@ -104,6 +104,22 @@ impl From<zfs_sys_shim::Error> for Error {
     }
 }
 
+/// The object store's failures as domain kinds (for provisioning; the S3 listener maps
+/// them to S3 codes itself, `wire::s3::store_error`).
+impl From<objstore::Error> for Error {
+    fn from(e: objstore::Error) -> Self {
+        use objstore::ErrorKind as K;
+        let kind = match e.kind {
+            K::NotFound => Kind::NotFound,
+            K::InvalidKey | K::KeyTooLong | K::InvalidPart | K::InvalidPartOrder | K::EntityTooSmall => Kind::Invalid,
+            K::Conflict | K::PreconditionFailed => Kind::Conflict,
+            K::Quota | K::NoSpace => Kind::NoSpace,
+            K::Io => Kind::Internal,
+        };
+        Error::new(kind, e.message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 
 pub mod attach;
 pub mod auth;
+pub mod backing;
 pub mod beneath;
 pub mod config;
 pub mod containers;
@@ -24,6 +25,7 @@ pub mod imagestore;
 pub mod master_secret;
 pub mod metrics;
 pub mod mounts;
+pub mod s3;
 pub mod secrets;
 pub mod server;
 pub mod snapshots;
@@ -45,19 +47,33 @@ use std::time::Instant;
 
 use crate::config::Config;
 
-/// Docker volumes and the control API: the volume parents, interrupted restores
-/// finished or reverted, mount counts rebuilt, the master secret loaded or made.
+/// The control API, the S3 endpoint's buckets and (with ZFS) Docker volumes: the volume
+/// parents, interrupted restores finished or reverted, mount counts rebuilt, the master
+/// secret loaded or made, every bucket opened.
 async fn start_control(
     config: &Config,
     zfs: &zfs_sys_shim::Zfs,
     master_secret: Option<String>,
 ) -> Result<control::Control, Box<dyn std::error::Error>> {
     let root = config.dataset_root.clone();
-    docker::restore::recover(zfs, &root).await.map_err(|e| format!("restores left by the last run: {}", e.message))?;
-    let volumes = docker::VolumeStore::start(zfs.clone(), root.clone()).await?;
+    let volumes = if config.zfs {
+        docker::restore::recover(zfs, &root)
+            .await
+            .map_err(|e| format!("restores left by the last run: {}", e.message))?;
+        docker::VolumeStore::start(zfs.clone(), root.clone()).await?
+    } else {
+        docker::VolumeStore::off(zfs.clone(), root.clone())
+    };
     let secret = control::MasterSecret::load_or_create(&config.data_dir, master_secret.as_deref())?;
+    let backing = backing::Backing::new(config, zfs);
+    let s3 = s3::S3::start(config, backing.clone(), secret.clone())
+        .await
+        .map_err(|e| format!("S3 buckets: {}", e.message))?;
     let port = config.control_listen.first().map_or(3000, |a| a.port());
     Ok(control::Control {
+        zfs_on: config.zfs,
+        backing,
+        s3,
         zfs: zfs.clone(),
         root,
         volumes,
@@ -92,7 +108,7 @@ pub async fn assemble(
     let containers = containers::Containers::start_service(&config.data_dir, imageapi.clone(), net_policy)
         .await
         .map_err(|e| format!("container state: {e}"))?;
-    let control = if config.zfs { Some(start_control(&config, &zfs, master_secret).await?) } else { None };
+    let control = Some(start_control(&config, &zfs, master_secret).await?);
     let streams =
         streams::Streams::new(zfs.clone(), config.dataset_root.clone(), config.max_streams, config.stream_idle_timeout);
     Ok(state::AppState {

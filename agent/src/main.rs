@@ -23,8 +23,14 @@ struct Cli {
 
 /// Environment variables that hold secrets: read once at start, then removed from the
 /// environment so that no child process (zfs, rbd-fuse, the container shim) inherits them.
-const SECRET_VARS: &[&str] =
-    &["TANKD_API_TOKEN", "CORESTORE_API_TOKEN", "TANKD_MASTER_SECRET", "CORESTORE_MASTER_SECRET"];
+const SECRET_VARS: &[&str] = &[
+    "TANKD_API_TOKEN",
+    "CORESTORE_API_TOKEN",
+    "TANKD_MASTER_SECRET",
+    "CORESTORE_MASTER_SECRET",
+    "TANKD_ARCHIVE_PASSPHRASE",
+    "CORESTORE_ARCHIVE_PASSPHRASE",
+];
 
 /// tankd's and corestore's variables, with the secret ones taken out of the environment.
 /// Called while the process has one thread (changing the environment is not thread-safe).
@@ -56,7 +62,9 @@ fn load_config(cli: Cli, env: &HashMap<String, String>) -> Result<Config, String
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TANKD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // s3s logs every refused S3 request (a bad signature, another tenant's bucket) as
+        // an error; tankd logs the answer itself, at the level it deserves.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -77,10 +85,44 @@ fn main() -> ExitCode {
     // SAFETY: one thread so far (the runtime is built below).
     let activated = unsafe { systemd::listen_fds() };
     let env = take_environment();
+    if let Some(at) = args.iter().skip(1).position(|a| a == "s3-admin-key") {
+        return print_s3_admin_key(&args, at + 1, &env);
+    }
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt.block_on(agent_main(activated, env)),
         Err(e) => {
             eprintln!("tankd: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tankd s3-admin-key [--config F] [flags]`: prints the node's S3 admin key pair (the
+/// only way to learn it: it is derived from the master secret, never stored or logged).
+/// Refuses when `s3_admin_key` is off, since the endpoint would not take the key.
+fn print_s3_admin_key(args: &[std::ffi::OsString], at: usize, env: &HashMap<String, String>) -> ExitCode {
+    let rest = args.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, a)| a.clone());
+    let config = match Cli::try_parse_from(rest).map_err(|e| e.to_string()).and_then(|cli| load_config(cli, env)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tankd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !config.s3_admin_key {
+        eprintln!("tankd: s3_admin_key is off in this configuration: the S3 endpoint takes no admin key");
+        return ExitCode::from(2);
+    }
+    let from_env = env.get("TANKD_MASTER_SECRET").or_else(|| env.get("CORESTORE_MASTER_SECRET"));
+    match tankd::master_secret::MasterSecret::load_or_create(&config.data_dir, from_env.map(String::as_str)) {
+        Ok(secret) => {
+            let keys = tankd::s3::admin_keys(&secret);
+            println!("AWS_ACCESS_KEY_ID={}", keys.access_key);
+            println!("AWS_SECRET_ACCESS_KEY={}", keys.secret_key);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tankd: master secret: {e}");
             ExitCode::FAILURE
         }
     }
@@ -136,6 +178,9 @@ async fn run(
     }));
     if let Some(control_app) = server::control_app(state.clone()) {
         served.extend(listeners.control.into_iter().map(|l| (l, control_app.clone())));
+    }
+    if let Some(s3_app) = server::s3_app(state.clone()) {
+        served.extend(listeners.s3.into_iter().map(|l| (l, s3_app.clone())));
     }
     if let (Some(docker_app), Some(l)) = (server::docker_app(state.clone()), listeners.docker) {
         served.push((l, docker_app));

@@ -111,9 +111,16 @@ pub fn control_app(state: AppState) -> Option<Router> {
     Some(observed(routes, &state, "control"))
 }
 
-/// The Docker VolumeDriver plugin.
-pub fn docker_app(state: AppState) -> Option<Router> {
+/// The S3 endpoint (`s3s` checks every signature; the in-flight cap is its own).
+pub fn s3_app(state: AppState) -> Option<Router> {
     let control = state.control.clone()?;
+    let routes = Router::new().merge(node_routes(&state)).merge(crate::s3::routes(control.s3));
+    Some(observed(routes, &state, "s3"))
+}
+
+/// The Docker VolumeDriver plugin (ZFS only).
+pub fn docker_app(state: AppState) -> Option<Router> {
+    let control = state.control.clone().filter(|c| c.zfs_on)?;
     Some(observed(bounded(crate::docker::routes(control.volumes)), &state, "docker"))
 }
 
@@ -208,6 +215,8 @@ pub struct Listeners {
     pub main: Vec<Bound>,
     /// The control API.
     pub control: Vec<Bound>,
+    /// The S3 endpoint.
+    pub s3: Vec<Bound>,
     /// The Docker VolumeDriver socket.
     pub docker: Option<Bound>,
     /// Socket files tankd made and removes on the way out (not systemd's).
@@ -226,10 +235,12 @@ pub async fn bind(
     config: &crate::config::Config,
     activated: Vec<(String, std::os::fd::OwnedFd)>,
 ) -> Result<Listeners, BindError> {
-    let mut ls = Listeners { main: Vec::new(), control: Vec::new(), docker: None, owned_paths: Vec::new() };
+    let mut ls =
+        Listeners { main: Vec::new(), control: Vec::new(), s3: Vec::new(), docker: None, owned_paths: Vec::new() };
     // The main API is bound last: whoever waits for its port finds the others ready too.
-    if config.zfs {
-        bind_control_and_plugin(config, activated, &mut ls).await?;
+    bind_control_and_plugin(config, activated, &mut ls).await?;
+    for addr in &config.s3_listen {
+        ls.s3.push(Bound::Tcp(bind_tcp(addr, "s3").await?));
     }
     for addr in &config.listen {
         ls.main.push(Bound::Tcp(bind_tcp(addr, "api").await?));
@@ -253,7 +264,9 @@ async fn bind_control_and_plugin(
         ls.control.push(Bound::Tcp(bind_tcp(addr, "control").await?));
     }
     let mut activated = activated;
-    if let Some(i) = activated.iter().position(|(name, _)| name == "docker-plugin") {
+    if !config.zfs {
+        // Docker volumes are datasets: no plugin on a node without ZFS.
+    } else if let Some(i) = activated.iter().position(|(name, _)| name == "docker-plugin") {
         let (_, fd) = activated.swap_remove(i);
         let std_listener = std::os::unix::net::UnixListener::from(fd);
         let l = std_listener

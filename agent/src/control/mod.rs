@@ -27,6 +27,13 @@ pub use crate::master_secret::MasterSecret;
 
 #[derive(Clone)]
 pub struct Control {
+    /// False on a node with `zfs = false`: provisioning works on directories; volumes
+    /// and snapshots answer 503.
+    pub zfs_on: bool,
+    /// Where services' storage lives (datasets or directories).
+    pub backing: crate::backing::Backing,
+    /// The S3 endpoint's buckets and keys (provisioning makes a service's bucket).
+    pub s3: crate::s3::S3,
     pub zfs: Zfs,
     pub root: DatasetName,
     pub volumes: VolumeStore,
@@ -125,12 +132,31 @@ pub fn unavailable(field: &str, message: String) -> Error {
     Error::unavailable(message).with_field(field)
 }
 
+/// The volume and snapshot routes on a node with `zfs = false`: behind a token like
+/// every route, then 503 saying why.
+async fn zfs_off(axum::extract::State(c): axum::extract::State<Control>, headers: HeaderMap) -> crate::wire::ApiError {
+    crate::wire::ApiError(match c.token_caller(&headers) {
+        Err(e) => e,
+        Ok(_) => Error::unavailable("this node runs with zfs = false: volumes and snapshots need ZFS"),
+    })
+}
+
 /// Every control route but `/health` and `/metrics` (the server adds those, they need
 /// the whole agent's state).
 pub fn routes(control: Control) -> Router {
-    Router::new()
+    let provisioning = Router::new()
         .route("/resources/provision", post(provision::provision))
-        .route("/resources/deprovision", post(provision::deprovision))
+        .route("/resources/deprovision", post(provision::deprovision));
+    if !control.zfs_on {
+        return provisioning
+            .route("/volumes", get(zfs_off))
+            .route("/volumes/{*rest}", post(zfs_off))
+            .route("/resources/snapshot", post(zfs_off))
+            .route("/resources/snapshot/destroy", post(zfs_off))
+            .route("/resources/restore", post(zfs_off))
+            .with_state(control);
+    }
+    provisioning
         .route("/volumes", get(snapshots::list_volumes))
         .route("/volumes/snapshot", post(snapshots::snapshot_volume))
         .route("/volumes/snapshot/destroy", post(snapshots::destroy_volume_snapshot))

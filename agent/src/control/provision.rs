@@ -10,14 +10,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use rpc_schema::control::{Capability, DeprovisionRequest, DeprovisionResponse, ProvisionRequest, ProvisionResponse};
-use zfs_sys_shim::{DestroyOptions, Prop};
 
 use super::{Control, unavailable};
 use crate::error::{Error, Result};
 use crate::wire::ApiError;
 use crate::wire::json;
-
-const NAME_PROP: &str = "tankd:service-name";
 
 fn check_request(req: &ProvisionRequest) -> Result<Option<u64>> {
     crate::docker::store::check_name("serviceId", &req.service_id)?;
@@ -26,9 +23,8 @@ fn check_request(req: &ProvisionRequest) -> Result<Option<u64>> {
     }
     for (i, cap) in req.capabilities.iter().enumerate() {
         let what = match cap {
-            Capability::Filesystem => continue,
+            Capability::Filesystem | Capability::Objectstorage => continue,
             Capability::Database => "database (a MongoDB-wire endpoint)",
-            Capability::Objectstorage => "objectstorage (an S3 endpoint)",
         };
         return Err(unavailable(
             &format!("capabilities[{i}]"),
@@ -53,28 +49,26 @@ pub async fn provision(
     c.require_admin(&c.caller(&headers))?;
     let req: ProvisionRequest = json(&bytes)?;
     let quota = check_request(&req)?;
-    let ds = c.service_dataset(&req.service_id)?;
-    let mut props = vec![(NAME_PROP.to_owned(), req.service_name.clone())];
-    if let Some(q) = quota {
-        props.push(("quota".to_owned(), q.to_string()));
+    c.service_dataset(&req.service_id)?;
+    let storage = c.backing.ensure_service(&req.service_id, &req.service_name, quota).await?;
+    if storage.created {
+        tracing::info!(service = %req.service_id, path = %storage.path.display(), "service provisioned");
     }
-    let created = if c.zfs.exists(&ds).await? {
-        // Provisioning is "make it so": a new name or quota applies to the existing one.
-        c.zfs.set(&ds, &props).await?;
-        false
-    } else {
-        c.zfs.create_filesystem(&ds, true, &props).await?;
-        tracing::info!(service = %req.service_id, dataset = %ds, "service provisioned");
-        true
-    };
-    let mountpoint = c.zfs.get(&ds, &[Prop::Mountpoint]).await?.mountpoint.unwrap_or_default();
+    let mountpoint = storage.path.display().to_string();
     let mut env = BTreeMap::new();
     env.insert("TANKD_SERVICE_ID".to_owned(), req.service_id.clone());
-    env.insert("TANKD_SERVICE_DATASET".to_owned(), ds.to_string());
+    if let Some(ds) = &storage.dataset {
+        env.insert("TANKD_SERVICE_DATASET".to_owned(), ds.clone());
+        env.insert("TANKD_VOLUME_DRIVER".to_owned(), "tankd".to_owned());
+    }
     env.insert("TANKD_SERVICE_DATA".to_owned(), mountpoint.clone());
-    env.insert("TANKD_VOLUME_DRIVER".to_owned(), "tankd".to_owned());
     env.insert("TANKD_CONTROL_URL".to_owned(), c.public_url.clone());
     env.insert("TANKD_SERVICE_TOKEN".to_owned(), c.service_token(&req.service_id));
+    if req.capabilities.contains(&Capability::Objectstorage) {
+        env.extend(c.s3.provision(&req.service_id).await.map_err(|e| e.with_field("capabilities"))?);
+    }
+    let created = storage.created;
+    let ds = storage.dataset.unwrap_or_default();
     Ok(Json(ProvisionResponse {
         service_id: req.service_id,
         service_name: req.service_name,
@@ -93,20 +87,18 @@ pub async fn deprovision(
     c.require_admin(&c.caller(&headers))?;
     let req: DeprovisionRequest = json(&bytes)?;
     let ds = c.service_dataset(&req.service_id)?;
-    let mut removed = c.volumes.remove_owned(&req.service_id, req.force).await?;
-    if c.zfs.exists(&ds).await? {
-        if crate::docker::restore::pending(&c.zfs, &c.root, &ds).await?.is_some() {
+    let mut removed = Vec::new();
+    if c.zfs_on {
+        removed = c.volumes.remove_owned(&req.service_id, req.force).await?;
+        if c.zfs.exists(&ds).await? && crate::docker::restore::pending(&c.zfs, &c.root, &ds).await?.is_some() {
             crate::docker::restore::confirm(&c.zfs, &c.root, &ds).await?;
         }
-        c.zfs.destroy(&ds, DestroyOptions { recursive: true, ..Default::default() }).await.map_err(|e| {
-            if e.kind() == zfs_sys_shim::ErrorKind::Busy {
-                Error::busy(format!("{ds} is in use: {e}"))
-            } else {
-                e.into()
-            }
-        })?;
-        removed.push(ds.to_string());
-        tracing::info!(service = %req.service_id, "service deprovisioned");
+    }
+    // The keys stop working and the buckets become unreachable before their storage goes.
+    let buckets = c.s3.forget_service(&req.service_id);
+    if let Some(gone) = c.backing.remove_service(&req.service_id).await? {
+        removed.push(gone);
+        tracing::info!(service = %req.service_id, ?buckets, "service deprovisioned");
     }
     Ok(Json(DeprovisionResponse { service_id: req.service_id, removed }))
 }
@@ -123,8 +115,9 @@ mod tests {
     #[test]
     fn unavailable_capabilities_and_bad_fields_are_named() {
         let e =
-            check_request(&req(r#"{"serviceId":"svc-1","capabilities":["filesystem","objectstorage"]}"#)).unwrap_err();
-        assert_eq!((e.kind, e.field.as_deref()), (Kind::Unavailable, Some("capabilities[1]")));
+            check_request(&req(r#"{"serviceId":"svc-1","capabilities":["filesystem","objectstorage","database"]}"#))
+                .unwrap_err();
+        assert_eq!((e.kind, e.field.as_deref()), (Kind::Unavailable, Some("capabilities[2]")));
         let e = check_request(&req(r#"{"serviceId":"../x"}"#)).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("serviceId"));
         let e = check_request(&req(r#"{"serviceId":"svc-1","quota":"1K"}"#)).unwrap_err();

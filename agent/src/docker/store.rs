@@ -80,6 +80,12 @@ fn mounted_at(table: &[MountEntry], dataset: &str, expected: &str) -> Option<Str
 impl VolumeStore {
     /// Make the parents (`volumes`, `services`, `prerestore`) and learn the volumes, with
     /// their mount counts, from the datasets.
+    /// The store of a node without ZFS: it holds no volume and is never asked for one
+    /// (the volume routes and the plugin are off there).
+    pub fn off(zfs: Zfs, root: DatasetName) -> VolumeStore {
+        VolumeStore { zfs, root, known: Arc::default() }
+    }
+
     pub async fn start(zfs: Zfs, root: DatasetName) -> Result<VolumeStore, zfs_sys_shim::Error> {
         let store = VolumeStore { zfs, root, known: Arc::default() };
         for parent in [store.parent("volumes"), store.parent("services")] {

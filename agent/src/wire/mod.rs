@@ -8,6 +8,7 @@
 pub mod docker;
 pub mod imageapi;
 pub mod rest;
+pub mod s3;
 
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;

@@ -145,7 +145,7 @@ impl Agent {
             .env_remove("TANKD_API_TOKEN")
             .env_remove("CORESTORE_API_TOKEN")
             .env_remove("TANKD_AUTH")
-            .env("TANKD_LOG", "info,tankd=debug,zfs_sys_shim=debug")
+            .env("TANKD_LOG", "info,tankd=debug,zfs_sys_shim=debug,s3s=off")
             .args(["--config", "/dev/null"]);
         if !self.token.is_empty() {
             cmd.env("TANKD_API_TOKEN", &self.token);

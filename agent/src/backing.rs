@@ -1,0 +1,234 @@
+//! Where a service's storage lives: ZFS datasets under the dataset root, or, on a node
+//! with `zfs = false`, directories under the data dir. The control API provisions
+//! through this seam and the S3 endpoint keeps its buckets through it, so the same
+//! capability code runs on both (the host tier tests it on directories, fast).
+//!
+//! | what | ZFS | directories |
+//! |---|---|---|
+//! | service | `<root>/services/<svc>` (quota) | `<data_dir>/services/<svc>` |
+//! | bucket | `<root>/services/<svc>/s3/<bucket>`, mounted at `<data_dir>/s3/<svc>/<bucket>` | `<data_dir>/s3/<svc>/<bucket>` |
+//!
+//! A bucket is a child of its service's dataset, so the service's quota covers it and a
+//! recursive snapshot of the service takes it in the same transaction group; it is
+//! mounted under tankd's own data dir, not inside the service's mountpoint, so a
+//! workload that mounts its service dataset can neither see nor plant symlinks in it.
+
+use std::path::{Path, PathBuf};
+
+use zfs_sys_shim::{DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, Zfs};
+
+use crate::error::{Error, Result};
+
+/// Properties of a bucket's dataset: large records for whole-object reads and writes,
+/// cheap compression, metadata xattrs in the dnode (HEAD reads no extra block), and no
+/// access-time writes on GET.
+const BUCKET_PROPS: &[(&str, &str)] =
+    &[("recordsize", "1M"), ("compression", "lz4"), ("xattr", "sa"), ("dnodesize", "auto"), ("atime", "off")];
+
+const NAME_PROP: &str = "tankd:service-name";
+
+#[derive(Clone)]
+pub enum Backing {
+    Datasets { zfs: Zfs, root: DatasetName, data_dir: PathBuf },
+    Dirs { data_dir: PathBuf },
+}
+
+/// A provisioned service's own storage.
+pub struct ServiceStorage {
+    /// The dataset, when the node has ZFS.
+    pub dataset: Option<String>,
+    pub path: PathBuf,
+    pub created: bool,
+}
+
+/// A bucket found at start-up.
+pub struct FoundBucket {
+    pub service: String,
+    pub bucket: String,
+    pub path: PathBuf,
+}
+
+impl Backing {
+    pub fn new(config: &crate::config::Config, zfs: &Zfs) -> Backing {
+        if config.zfs {
+            Backing::Datasets { zfs: zfs.clone(), root: config.dataset_root.clone(), data_dir: config.data_dir.clone() }
+        } else {
+            Backing::Dirs { data_dir: config.data_dir.clone() }
+        }
+    }
+
+    fn data_dir(&self) -> &Path {
+        match self {
+            Backing::Datasets { data_dir, .. } | Backing::Dirs { data_dir } => data_dir,
+        }
+    }
+
+    /// Where a bucket's files are (its dataset's mountpoint, or its directory).
+    pub fn bucket_path(&self, service: &str, bucket: &str) -> PathBuf {
+        self.data_dir().join("s3").join(service).join(bucket)
+    }
+
+    fn service_dir(&self, service: &str) -> PathBuf {
+        self.data_dir().join("services").join(service)
+    }
+
+    fn service_dataset(root: &DatasetName, service: &str) -> Result<DatasetName> {
+        root.join(&format!("services/{service}")).map_err(|e| Error::invalid("serviceId", e.reason))
+    }
+
+    /// Makes the service's storage or, when it exists, applies the name and quota to it.
+    pub async fn ensure_service(&self, service: &str, name: &str, quota: Option<u64>) -> Result<ServiceStorage> {
+        match self {
+            Backing::Datasets { zfs, root, .. } => {
+                let ds = Self::service_dataset(root, service)?;
+                let mut props = vec![(NAME_PROP.to_owned(), name.to_owned())];
+                if let Some(q) = quota {
+                    props.push(("quota".to_owned(), q.to_string()));
+                }
+                let created = if zfs.exists(&ds).await? {
+                    // Provisioning is "make it so": a new name or quota applies to the existing one.
+                    zfs.set(&ds, &props).await?;
+                    false
+                } else {
+                    zfs.create_filesystem(&ds, true, &props).await?;
+                    true
+                };
+                let mountpoint = zfs.get(&ds, &[Prop::Mountpoint]).await?.mountpoint.unwrap_or_default();
+                Ok(ServiceStorage { dataset: Some(ds.to_string()), path: PathBuf::from(mountpoint), created })
+            }
+            Backing::Dirs { .. } => {
+                if quota.is_some() {
+                    tracing::warn!(service, "zfs = false: the quota is not enforced on a directory");
+                }
+                let path = self.service_dir(service);
+                let created = !path.is_dir();
+                make_private_dir(&path).map_err(|e| Error::os(format!("service directory {}", path.display()), e))?;
+                Ok(ServiceStorage { dataset: None, path, created })
+            }
+        }
+    }
+
+    /// Removes the service's storage with everything in it (its buckets too). Returns
+    /// what was removed; nothing when it was gone already.
+    pub async fn remove_service(&self, service: &str) -> Result<Option<String>> {
+        match self {
+            Backing::Datasets { zfs, root, .. } => {
+                let ds = Self::service_dataset(root, service)?;
+                if !zfs.exists(&ds).await? {
+                    return Ok(None);
+                }
+                zfs.destroy(&ds, DestroyOptions { recursive: true, ..Default::default() }).await.map_err(|e| {
+                    if e.kind() == zfs_sys_shim::ErrorKind::Busy {
+                        Error::busy(format!("{ds} is in use: {e}"))
+                    } else {
+                        e.into()
+                    }
+                })?;
+                let _ = std::fs::remove_dir_all(self.data_dir().join("s3").join(service));
+                Ok(Some(ds.to_string()))
+            }
+            Backing::Dirs { .. } => {
+                let mut removed = None;
+                for path in [self.data_dir().join("s3").join(service), self.service_dir(service)] {
+                    match std::fs::remove_dir_all(&path) {
+                        Ok(()) => removed = Some(path.display().to_string()),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::os(format!("removing {}", path.display()), e)),
+                    }
+                }
+                Ok(removed)
+            }
+        }
+    }
+
+    /// Makes the bucket's dataset (or directory) if missing; returns where its files are.
+    pub async fn ensure_bucket(&self, service: &str, bucket: &str) -> Result<PathBuf> {
+        let path = self.bucket_path(service, bucket);
+        match self {
+            Backing::Datasets { zfs, root, .. } => {
+                let ds = Self::service_dataset(root, service)?
+                    .join(&format!("s3/{bucket}"))
+                    .map_err(|e| Error::invalid("bucket", e.reason))?;
+                if !zfs.exists(&ds).await? {
+                    let mut props: Vec<(String, String)> =
+                        BUCKET_PROPS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+                    props.push(("mountpoint".to_owned(), path.display().to_string()));
+                    zfs.create_filesystem(&ds, true, &props).await?;
+                    tracing::info!(service, bucket, dataset = %ds, "bucket dataset created");
+                } else {
+                    zfs.mount(&ds).await?;
+                }
+                objstore::Bucket::create(&path).map_err(|e| Error::from(e).with_field("bucket"))?;
+            }
+            Backing::Dirs { .. } => {
+                make_private_dir(path.parent().expect("under the data dir"))
+                    .map_err(|e| Error::os(format!("bucket directory {}", path.display()), e))?;
+                objstore::Bucket::create(&path).map_err(|e| Error::from(e).with_field("bucket"))?;
+            }
+        }
+        Ok(path)
+    }
+
+    /// Every bucket that exists, for the S3 endpoint's index at start.
+    pub async fn buckets(&self) -> Result<Vec<FoundBucket>> {
+        let mut out = Vec::new();
+        match self {
+            Backing::Datasets { zfs, root, .. } => {
+                let services = root.join("services").map_err(|e| Error::internal(e.reason))?;
+                if !zfs.exists(&services).await? {
+                    return Ok(out);
+                }
+                let q = ListQuery::recursive(services.clone(), DatasetType::Filesystem, &[]);
+                for d in zfs.list(&q).await? {
+                    let Some(rest) = d.name.strip_prefix(&format!("{services}/")) else { continue };
+                    let parts: Vec<&str> = rest.split('/').collect();
+                    if let [service, "s3", bucket] = parts[..] {
+                        let ds: DatasetName =
+                            d.name.parse().map_err(|e: zfs_sys_shim::NameError| Error::internal(e.to_string()))?;
+                        zfs.mount(&ds).await?;
+                        out.push(FoundBucket {
+                            service: service.to_owned(),
+                            bucket: bucket.to_owned(),
+                            path: self.bucket_path(service, bucket),
+                        });
+                    }
+                }
+            }
+            Backing::Dirs { data_dir } => {
+                let s3 = data_dir.join("s3");
+                for service in read_dir_names(&s3)? {
+                    for bucket in read_dir_names(&s3.join(&service))? {
+                        let path = self.bucket_path(&service, &bucket);
+                        out.push(FoundBucket { service: service.clone(), bucket, path });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::os(format!("reading {}", dir.display()), e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::os(format!("reading {}", dir.display()), e))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir())
+            && let Ok(name) = entry.file_name().into_string()
+        {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// `mkdir -p` with the last levels 0700: tenants' data is root's only.
+fn make_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+}

@@ -1,0 +1,247 @@
+//! The S3 endpoint (corestore's `objectstorage`): one bucket per provisioned service, an
+//! object a plain file on the bucket's dataset (the `objstore` crate), SigV4 and the S3
+//! wire format by `s3s`.
+//!
+//! A request reads top to bottom: `s3s` parses and authenticates it (`auth.rs` hands it
+//! the derived secret of the access key), `auth.rs` decides whether the caller may reach
+//! the bucket, `service.rs` turns the DTO into a call on [`S3`] and `objstore`, and
+//! `wire/s3.rs` maps a domain error to the S3 error code once.
+//!
+//! Tenancy: a service's keys reach its own bucket only; every other bucket, existing or
+//! not, is `AccessDenied`, so a tenant cannot even learn which buckets exist. The node's
+//! admin key (off unless `s3_admin_key`) reaches every bucket.
+
+mod auth;
+mod body;
+mod conditions;
+mod keys;
+mod limits;
+mod service;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+pub use keys::{KeyPair, admin_keys, service_bucket, service_keys};
+
+use crate::backing::Backing;
+use crate::error::{Error, Result};
+use crate::master_secret::MasterSecret;
+
+/// Who signed a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tenant {
+    Service(String),
+    Admin,
+}
+
+/// A bucket and the service that owns it.
+pub struct BucketEntry {
+    pub service: String,
+    pub name: String,
+    pub store: objstore::Bucket,
+}
+
+#[derive(Default)]
+struct Index {
+    /// Bucket name → bucket.
+    buckets: HashMap<String, Arc<BucketEntry>>,
+    /// Access key id → service.
+    keys: HashMap<String, String>,
+}
+
+/// Limits the S3 wire format sets or tankd adds.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_object_size: u64,
+    pub min_part_size: u64,
+    pub multipart_expiry: Duration,
+    pub max_requests: usize,
+}
+
+#[derive(Clone)]
+pub struct S3 {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backing: Backing,
+    secret: MasterSecret,
+    region: String,
+    admin: Option<KeyPair>,
+    /// What services are told to use (`S3_ENDPOINT`, `AWS_ENDPOINT_URL`).
+    endpoint_url: String,
+    limits: Limits,
+    index: RwLock<Index>,
+}
+
+impl S3 {
+    /// Opens every bucket the backing has (each sweeps the temp files a crash left) and
+    /// indexes them with their services' keys.
+    pub async fn start(config: &crate::config::Config, backing: Backing, secret: MasterSecret) -> Result<S3> {
+        let port = config.s3_listen.first().map_or(9000, |a| a.port());
+        let s3 = S3 {
+            inner: Arc::new(Inner {
+                backing,
+                admin: config.s3_admin_key.then(|| admin_keys(&secret)),
+                secret,
+                region: config.s3_region.clone(),
+                endpoint_url: format!("http://{}:{port}", config.public_host),
+                limits: Limits {
+                    max_object_size: config.s3_max_object_size,
+                    min_part_size: 5 << 20,
+                    multipart_expiry: config.s3_multipart_expiry,
+                    max_requests: config.s3_max_requests,
+                },
+                index: RwLock::default(),
+            }),
+        };
+        for found in s3.inner.backing.buckets().await? {
+            let store = open_bucket(&found.path)?;
+            s3.register(&found.service, &found.bucket, store);
+        }
+        let n = s3.inner.index.read().expect("index lock").buckets.len();
+        tracing::info!(buckets = n, region = %s3.inner.region, "S3 endpoint ready");
+        s3.spawn_expiry();
+        Ok(s3)
+    }
+
+    pub fn region(&self) -> &str {
+        &self.inner.region
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    fn register(&self, service: &str, bucket: &str, store: objstore::Bucket) {
+        let mut index = self.inner.index.write().expect("index lock");
+        let keys = service_keys(&self.inner.secret, service);
+        index.keys.insert(keys.access_key, service.to_owned());
+        let entry = BucketEntry { service: service.to_owned(), name: bucket.to_owned(), store };
+        index.buckets.insert(bucket.to_owned(), Arc::new(entry));
+    }
+
+    /// Makes the service's bucket (idempotent) and returns the environment its
+    /// containers get, under corestore's names.
+    pub async fn provision(&self, service: &str) -> Result<BTreeMap<String, String>> {
+        let bucket = service_bucket(service);
+        let existing = self.inner.index.read().expect("index lock").buckets.get(&bucket).map(|b| b.service.clone());
+        match existing {
+            Some(owner) if owner != service => {
+                return Err(Error::conflict(format!(
+                    "bucket {bucket} belongs to service {owner}; service {service} cannot get it"
+                ))
+                .with_field("serviceId"));
+            }
+            Some(_) => {}
+            None => {
+                let path = self.inner.backing.ensure_bucket(service, &bucket).await?;
+                let store = open_bucket(&path)?;
+                self.register(service, &bucket, store);
+                tracing::info!(service, bucket, "bucket provisioned");
+            }
+        }
+        let keys = service_keys(&self.inner.secret, service);
+        let mut env = BTreeMap::new();
+        env.insert("S3_BUCKET".to_owned(), bucket);
+        env.insert("S3_ENDPOINT".to_owned(), self.inner.endpoint_url.clone());
+        env.insert("AWS_ENDPOINT_URL".to_owned(), self.inner.endpoint_url.clone());
+        env.insert("AWS_ACCESS_KEY_ID".to_owned(), keys.access_key);
+        env.insert("AWS_SECRET_ACCESS_KEY".to_owned(), keys.secret_key);
+        env.insert("AWS_REGION".to_owned(), self.inner.region.clone());
+        // Older SDKs and the v1 CLI read this one instead.
+        env.insert("AWS_DEFAULT_REGION".to_owned(), self.inner.region.clone());
+        Ok(env)
+    }
+
+    /// Forgets the service's buckets and keys: from here on its keys are unknown and
+    /// its buckets unreachable. The caller then removes the storage.
+    pub fn forget_service(&self, service: &str) -> Vec<String> {
+        let mut index = self.inner.index.write().expect("index lock");
+        index.keys.retain(|_, s| s != service);
+        let gone: Vec<String> =
+            index.buckets.values().filter(|b| b.service == service).map(|b| b.name.clone()).collect();
+        for b in &gone {
+            index.buckets.remove(b);
+        }
+        gone
+    }
+
+    /// The secret of an access key, if it is one tankd hands out.
+    fn secret_key(&self, access_key: &str) -> Option<(Tenant, String)> {
+        if let Some(admin) = &self.inner.admin
+            && crate::crypto::constant_time_eq(admin.access_key.as_bytes(), access_key.as_bytes())
+        {
+            return Some((Tenant::Admin, admin.secret_key.clone()));
+        }
+        let service = self.inner.index.read().expect("index lock").keys.get(access_key).cloned()?;
+        let secret = service_keys(&self.inner.secret, &service).secret_key;
+        Some((Tenant::Service(service), secret))
+    }
+
+    fn tenant(&self, access_key: &str) -> Option<Tenant> {
+        self.secret_key(access_key).map(|(t, _)| t)
+    }
+
+    /// The bucket named, when `tenant` may reach it. Another tenant's bucket and a bucket
+    /// that does not exist answer alike (`forbidden`), so nothing leaks; the admin is
+    /// told `not_found`.
+    pub fn bucket(&self, tenant: &Tenant, name: &str) -> Result<Arc<BucketEntry>> {
+        let found = self.inner.index.read().expect("index lock").buckets.get(name).cloned();
+        match (tenant, found) {
+            (Tenant::Admin, Some(b)) => Ok(b),
+            (Tenant::Service(s), Some(b)) if &b.service == s => Ok(b),
+            (Tenant::Admin, None) => {
+                Err(Error::not_found(format!("bucket {name} does not exist")).with_field("bucket"))
+            }
+            (Tenant::Service(_), _) => {
+                Err(Error::forbidden(format!("access to bucket {name} is denied")).with_field("bucket"))
+            }
+        }
+    }
+
+    /// The buckets `tenant` may see, by name.
+    pub fn buckets_of(&self, tenant: &Tenant) -> Vec<Arc<BucketEntry>> {
+        let index = self.inner.index.read().expect("index lock");
+        let mut out: Vec<_> = index
+            .buckets
+            .values()
+            .filter(|b| matches!(tenant, Tenant::Admin) || matches!(tenant, Tenant::Service(s) if *s == b.service))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Removes multipart uploads older than the expiry, every hour (and once at start).
+    fn spawn_expiry(&self) {
+        let s3 = self.clone();
+        let every = s3.inner.limits.multipart_expiry.min(Duration::from_secs(3600)).max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            loop {
+                let buckets = s3.buckets_of(&Tenant::Admin);
+                let expiry = s3.inner.limits.multipart_expiry;
+                let removed = tokio::task::spawn_blocking(move || {
+                    buckets.iter().map(|b| b.store.expire_uploads(expiry).unwrap_or(0)).sum::<usize>()
+                })
+                .await
+                .unwrap_or(0);
+                if removed > 0 {
+                    tracing::info!(removed, "expired multipart uploads removed");
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+}
+
+fn open_bucket(path: &std::path::Path) -> Result<objstore::Bucket> {
+    objstore::Bucket::open(path)
+        .map_err(|e| Error::internal(format!("opening bucket storage {}: {}", path.display(), e.message)))
+}
+
+/// The S3 listener's router: limits, then `s3s`.
+pub fn routes(s3: S3) -> axum::Router {
+    service::router(s3)
+}
