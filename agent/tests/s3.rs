@@ -199,3 +199,102 @@ fn kill_9_during_puts_loses_no_acknowledged_object_and_shows_no_partial_one() {
 fn tankd_tail(agent: &Agent) -> String {
     tail(&agent.log_text()).to_owned()
 }
+
+/// `zfs get -H -o value <prop> <dataset>`.
+fn zfs_prop(dataset: &str, prop: &str) -> String {
+    common::sh("zfs", &["get", "-H", "-o", "value", prop, dataset]).trim().to_owned()
+}
+
+/// The dataset glue, on kernel ZFS: a bucket is a dataset with properties for objects,
+/// mounted under tankd's data dir; the service's quota reaches it and is answered as an
+/// S3 error with nothing partial left; `/resources/snapshot` takes it with the service in
+/// one command; a restart re-adopts it.
+#[test]
+#[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
+fn a_bucket_is_a_dataset_under_its_service_quota() {
+    let venv = venv();
+    let mut agent = Agent::new("s3z");
+    agent.start();
+    let auth = format!("Bearer {}", agent.token);
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let body = json!({"serviceId": "svc-q", "serviceName": "q", "capabilities": ["objectstorage"], "quota": "64M"});
+    let r = agent.control("POST", "/resources/provision", &headers, body.to_string().as_bytes());
+    assert_eq!(r.status, 200, "provision: {}", String::from_utf8_lossy(&r.body));
+    let env: BTreeMap<String, String> = serde_json::from_value(r.json()["env"].clone()).unwrap();
+    assert_eq!(env["S3_BUCKET"], "svc-q");
+
+    let ds = format!("{}/tankd/services/svc-q/s3/svc-q", agent.pool);
+    for (prop, want) in [("recordsize", "1M"), ("compression", "lz4"), ("xattr", "sa"), ("atime", "off")] {
+        assert_eq!(zfs_prop(&ds, prop), want, "{prop} of {ds}");
+    }
+    let mountpoint = agent.data_dir.join("s3/svc-q/svc-q");
+    assert_eq!(zfs_prop(&ds, "mountpoint"), mountpoint.display().to_string());
+    assert_eq!(zfs_prop(&ds, "mounted"), "yes");
+
+    // A small object, then one past the quota: 507 QuotaExceeded (or InsufficientStorage
+    // if the pool fills first), no trace of it, and the bucket still takes writes.
+    let script = r#"
+import os, sys, boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+s3 = boto3.client("s3", config=Config(signature_version="s3v4", retries={"max_attempts": 1}))
+b = os.environ["S3_BUCKET"]
+s3.put_object(Bucket=b, Key="small/one", Body=b"x" * 4096, Metadata={"kept": "yes"})
+try:
+    s3.put_object(Bucket=b, Key="big", Body=os.urandom(100 << 20))
+    sys.exit("a 100 MiB PUT under a 64M quota succeeded")
+except ClientError as e:
+    code, status = e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+    print("over quota:", code, status)
+    assert code in ("QuotaExceeded", "InsufficientStorage") and status == 507, (code, status)
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket=b).get("Contents", [])]
+assert keys == ["small/one"], keys
+s3.put_object(Bucket=b, Key="small/two", Body=b"y" * 4096)
+print("ok")
+"#;
+    let out = python(&venv, &agent)
+        .envs(&env)
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", agent.s3_port))
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "quota script:\n{}\n{}", show(&out), tankd_tail(&agent));
+    let tmp: Vec<_> = std::fs::read_dir(mountpoint.join(".tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "the refused PUT left its temp file: {tmp:?}");
+
+    // One /resources/snapshot takes the service and its bucket.
+    let body = json!({"serviceId": "svc-q", "snapshotName": "s1"});
+    let r = agent.control("POST", "/resources/snapshot", &headers, body.to_string().as_bytes());
+    assert_eq!(r.status, 200, "snapshot: {}", String::from_utf8_lossy(&r.body));
+    let snaps = r.json()["snapshots"].clone();
+    let bucket_snap = snaps.as_array().unwrap().iter().find(|s| s["capability"] == "objectstorage");
+    assert_eq!(bucket_snap.expect("the bucket is in the snapshot")["resourceName"], "svc-q");
+    assert!(common::zfs_exists(&format!("{ds}@s1")));
+
+    // A restart re-adopts the bucket: the object and its metadata are there.
+    agent.stop();
+    agent.start();
+    let script = r#"
+import os, boto3
+from botocore.config import Config
+s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
+h = s3.head_object(Bucket=os.environ["S3_BUCKET"], Key="small/one")
+assert h["ContentLength"] == 4096 and h["Metadata"] == {"kept": "yes"}, h
+print("ok")
+"#;
+    let out = python(&venv, &agent)
+        .envs(&env)
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", agent.s3_port))
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "after restart:\n{}\n{}", show(&out), tankd_tail(&agent));
+
+    // Deprovisioning removes the bucket's dataset; its keys are refused from then on.
+    let body = json!({"serviceId": "svc-q"});
+    let r = agent.control("POST", "/resources/deprovision", &headers, body.to_string().as_bytes());
+    assert_eq!(r.status, 200, "deprovision: {}", String::from_utf8_lossy(&r.body));
+    assert!(!common::zfs_exists(&ds));
+}

@@ -699,3 +699,54 @@ fn the_default_seccomp_filter_refuses_what_dockers_refuses() {
     }
     assert!(log.contains("plain-fork OPEN"), "ordinary processes still start:\n{log}");
 }
+
+/// The control and S3 listeners of a node without ZFS: open for `/health` and `/metrics`
+/// only; every control route wants the node's token (the ZFS-only ones too, before they
+/// say 503); every S3 request a signature; secrets handed out never reach the log.
+#[test]
+fn control_and_s3_listeners_guard_every_route() {
+    let mut agent = host("sec-s3");
+    let passphrase = "archive-passphrase-never-logged";
+    agent.extra_env.push(("CORESTORE_ARCHIVE_PASSPHRASE".into(), passphrase.into()));
+    agent.start();
+    let s3 = |method: &str, path: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", agent.s3_port)).unwrap();
+        common::http(&mut s, method, path, &[], b"")
+    };
+    for path in ["/health", "/metrics"] {
+        assert_eq!(agent.control("GET", path, &[], b"").status, 200, "control {path}");
+        assert_eq!(s3("GET", path).status, 200, "s3 {path}");
+    }
+    for (method, path) in [
+        ("POST", "/resources/provision"),
+        ("POST", "/resources/deprovision"),
+        ("GET", "/volumes"),
+        ("POST", "/volumes/snapshot"),
+        ("POST", "/volumes/restore"),
+        ("POST", "/resources/snapshot"),
+        ("POST", "/resources/restore"),
+    ] {
+        let r = agent.control(method, path, &[], b"{}");
+        assert_eq!(r.status, 401, "control {method} {path} without a token");
+    }
+    let auth = format!("Bearer {}", agent.token);
+    let volumes = agent.control("GET", "/volumes", &[("Authorization", &auth)], b"");
+    assert_eq!(volumes.status, 503, "volumes need ZFS: {}", String::from_utf8_lossy(&volumes.body));
+    let body = json!({"serviceId": "svc-sec", "capabilities": ["objectstorage"]}).to_string();
+    let r = agent.control("POST", "/resources/provision", &[("Authorization", &auth)], body.as_bytes());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let secret = r.json()["env"]["AWS_SECRET_ACCESS_KEY"].as_str().unwrap().to_owned();
+    // A service's token is not the node's: it provisions nothing.
+    let svc_token = format!("Bearer {}", r.json()["env"]["TANKD_SERVICE_TOKEN"].as_str().unwrap());
+    let r = agent.control("POST", "/resources/provision", &[("Authorization", &svc_token)], body.as_bytes());
+    assert_eq!(r.status, 401);
+    for (method, path) in [("GET", "/"), ("GET", "/svc-sec"), ("PUT", "/svc-sec/k"), ("GET", "/svc-sec/k")] {
+        let r = s3(method, path);
+        assert_eq!(r.status, 403, "s3 {method} {path} unsigned");
+        assert!(String::from_utf8_lossy(&r.body).contains("<Code>AccessDenied</Code>"), "{method} {path}");
+    }
+    let log = agent.log_text();
+    for s in [secret.as_str(), passphrase, agent.token.as_str()] {
+        assert!(!log.contains(s), "a secret reached the log");
+    }
+}

@@ -212,10 +212,32 @@ async fn service_resources(c: &Control, service: &str) -> Result<Vec<(DatasetNam
     let own = c.service_dataset(service)?;
     let mut out = Vec::new();
     if c.zfs.exists(&own).await? {
-        out.push((own, "filesystem", "data".to_owned()));
+        out.push((own.clone(), "filesystem", "data".to_owned()));
+        // Its buckets: child datasets, so one `zfs snapshot` takes them with the rest.
+        for (ds, bucket) in service_buckets(c, &own).await? {
+            out.push((ds, "objectstorage", bucket));
+        }
     }
     for v in c.volumes.owned_by(service).await? {
         out.push((c.volumes.dataset(&v)?, "volume", v));
+    }
+    Ok(out)
+}
+
+/// The bucket datasets under a service's dataset (`<service>/s3/<bucket>`).
+async fn service_buckets(c: &Control, own: &DatasetName) -> Result<Vec<(DatasetName, String)>> {
+    let s3 = own.join("s3").map_err(|e| Error::internal(e.reason))?;
+    if !c.zfs.exists(&s3).await? {
+        return Ok(Vec::new());
+    }
+    let q = ListQuery::recursive(s3.clone(), DatasetType::Filesystem, &[]).depth(zfs_sys_shim::Depth::Max(1));
+    let mut out = Vec::new();
+    for d in c.zfs.list(&q).await? {
+        if let Some(bucket) = d.name.strip_prefix(&format!("{s3}/"))
+            && let Ok(ds) = d.name.parse::<DatasetName>()
+        {
+            out.push((ds, bucket.to_owned()));
+        }
     }
     Ok(out)
 }
@@ -297,7 +319,19 @@ pub async fn restore_resources(
         {
             return Err(ApiError::from(unavailable(
                 &format!("snapshots[{i}].capability"),
-                format!("capability {} is not available on this node yet", s.capability),
+                format!("restoring capability {} is not available on this node yet", s.capability),
+            )));
+        }
+        // The clone-and-swap restore renames the service's dataset, which would carry its
+        // bucket datasets away with it: refused until buckets restore with it.
+        if s.capability == "filesystem" && !service_buckets(&c, &c.service_dataset(&req.service_id)?).await?.is_empty()
+        {
+            return Err(ApiError::from(unavailable(
+                &format!("snapshots[{i}].capability"),
+                format!(
+                    "service {} has buckets: restoring its dataset with them is not available on this node yet",
+                    req.service_id
+                ),
             )));
         }
         let Some((ds, _, name)) = resources.iter().find(|(ds, _, _)| {

@@ -99,7 +99,14 @@ pub async fn receive(
                 return Err(s3_error!(EntityTooLarge, "the body is larger than the {max} bytes this node takes"));
             }
             if tx.send(chunk).await.is_err() {
-                // The writer stopped: its own error says why.
+                // The writer stopped (its own error says why, e.g. the quota): read the
+                // rest and drop it, so the client is answered rather than cut off.
+                while let Ok(Some(Ok(chunk))) = tokio::time::timeout(idle, body.next()).await {
+                    total += chunk.len() as u64;
+                    if total > max {
+                        break;
+                    }
+                }
                 return Ok(());
             }
         }
