@@ -3,6 +3,8 @@
 //! [`Keys::get_secret_key`] returns; [`Access::check`] then decides whether the signer
 //! may reach the bucket the request names (and, for copies, the source's bucket).
 
+use std::sync::Arc;
+
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::{CopyObjectInput, CopySource, UploadPartCopyInput};
@@ -62,6 +64,13 @@ impl S3Access for Access {
             ));
         }
         let tenant = self.tenant(cx.credentials().map(|c| c.access_key.as_str()))?;
+        // The slot rides in the request's extensions, so it is given back when the
+        // request is done with.
+        let slot = self.0.tenant_slot(&tenant).ok_or_else(|| {
+            tracing::info!(?tenant, "S3 request shed: the tenant has all its slots in use");
+            s3_error!(SlowDown, "too many requests of this tenant at once; retry with back-off")
+        })?;
+        cx.extensions_mut().insert(Arc::new(slot));
         match cx.s3_path() {
             // ListBuckets: answered with the caller's own buckets only.
             S3Path::Root => Ok(()),

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::master_secret::MasterSecret;
 
 /// Who signed a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Tenant {
     Service(String),
     Admin,
@@ -57,6 +57,9 @@ pub struct Limits {
     pub min_part_size: u64,
     pub multipart_expiry: Duration,
     pub max_requests: usize,
+    /// Requests one tenant may have in flight: half the node's, so one busy service
+    /// cannot take every slot from the others.
+    pub max_requests_per_tenant: usize,
 }
 
 #[derive(Clone)]
@@ -73,6 +76,9 @@ struct Inner {
     endpoint_url: String,
     limits: Limits,
     index: RwLock<Index>,
+    /// In-flight request slots per tenant (one entry per service that has sent a signed
+    /// request, plus the admin: bounded by what provisioning made).
+    slots: std::sync::Mutex<HashMap<Tenant, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl S3 {
@@ -92,8 +98,10 @@ impl S3 {
                     min_part_size: 5 << 20,
                     multipart_expiry: config.s3_multipart_expiry,
                     max_requests: config.s3_max_requests,
+                    max_requests_per_tenant: (config.s3_max_requests / 2).max(1),
                 },
                 index: RwLock::default(),
+                slots: std::sync::Mutex::default(),
             }),
         };
         for found in s3.inner.backing.buckets().await? {
@@ -184,6 +192,23 @@ impl S3 {
         self.secret_key(access_key).map(|(t, _)| t)
     }
 
+    /// A slot for one request of `tenant`, held until the request ends; `None` when the
+    /// tenant has all of its slots in use.
+    pub fn tenant_slot(&self, tenant: &Tenant) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let per = self.inner.limits.max_requests_per_tenant;
+        let sem = {
+            let mut slots = self.inner.slots.lock().expect("slots lock");
+            if let Tenant::Service(s) = tenant
+                && !self.inner.index.read().expect("index lock").keys.values().any(|k| k == s)
+            {
+                // Deprovisioned meanwhile: forget its slots too.
+                slots.remove(tenant);
+            }
+            slots.entry(tenant.clone()).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per))).clone()
+        };
+        sem.try_acquire_owned().ok()
+    }
+
     /// The bucket named, when `tenant` may reach it. Another tenant's bucket and a bucket
     /// that does not exist answer alike (`forbidden`), so nothing leaks; the admin is
     /// told `not_found`.
@@ -244,4 +269,53 @@ fn open_bucket(path: &std::path::Path) -> Result<objstore::Bucket> {
 /// The S3 listener's router: limits, then `s3s`.
 pub fn routes(s3: S3) -> axum::Router {
     service::router(s3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn on_dirs(max_requests: usize) -> (tempfile::TempDir, S3) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::testing::config(dir.path().to_owned(), "unused-token-0123456789abcdef");
+        config.zfs = false;
+        config.s3_max_requests = max_requests;
+        // No ZFS: the directory backing never calls it.
+        let zfs = zfs_sys_shim::Zfs::new(zfs_sys_shim::Roots::new(vec![config.dataset_root.clone()]));
+        let backing = Backing::new(&config, &zfs);
+        let s3 = S3::start(&config, backing, MasterSecret::from_bytes(&[3; 32])).await.unwrap();
+        (dir, s3)
+    }
+
+    #[tokio::test]
+    async fn one_tenant_cannot_take_every_slot() {
+        let (_dir, s3) = on_dirs(4).await;
+        s3.provision("svc-a").await.unwrap();
+        s3.provision("svc-b").await.unwrap();
+        let (a, b) = (Tenant::Service("svc-a".into()), Tenant::Service("svc-b".into()));
+        let held: Vec<_> = (0..2).map(|_| s3.tenant_slot(&a).expect("a slot")).collect();
+        assert!(s3.tenant_slot(&a).is_none(), "half of the node's 4 slots, then SlowDown");
+        assert!(s3.tenant_slot(&b).is_some(), "the other tenant still gets its own");
+        drop(held);
+        assert!(s3.tenant_slot(&a).is_some(), "slots come back when requests end");
+    }
+
+    #[tokio::test]
+    async fn provisioning_is_stable_and_deprovisioning_forgets_keys_and_buckets() {
+        let (dir, s3) = on_dirs(8).await;
+        let env = s3.provision("svc-a").await.unwrap();
+        assert_eq!(env, s3.provision("svc-a").await.unwrap(), "the same values again");
+        let key = &env["AWS_ACCESS_KEY_ID"];
+        assert_eq!(s3.tenant(key), Some(Tenant::Service("svc-a".into())));
+        assert!(dir.path().join("s3/svc-a/svc-a/objects").is_dir());
+        let a = Tenant::Service("svc-a".into());
+        assert!(s3.bucket(&a, "svc-a").is_ok());
+        let other = s3.bucket(&Tenant::Service("svc-b".into()), "svc-a").err().expect("refused");
+        assert_eq!(other.kind, crate::error::Kind::Forbidden, "another tenant's bucket");
+        let missing = s3.bucket(&a, "nope").err().expect("refused");
+        assert_eq!(missing.kind, crate::error::Kind::Forbidden, "a missing bucket answers alike");
+        assert_eq!(s3.forget_service("svc-a"), vec!["svc-a".to_owned()]);
+        assert_eq!(s3.tenant(key), None, "the keys are refused from then on");
+        assert!(s3.bucket(&a, "svc-a").is_err());
+    }
 }
