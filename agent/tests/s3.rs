@@ -200,6 +200,19 @@ fn tankd_tail(agent: &Agent) -> String {
     tail(&agent.log_text()).to_owned()
 }
 
+/// Runs a boto3 script as the service whose environment `env` is, on tankd's S3 port;
+/// it must succeed.
+fn boto3(venv: &Path, agent: &Agent, env: &BTreeMap<String, String>, what: &str, script: &str) {
+    let out = python(venv, agent)
+        .envs(env)
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", agent.s3_port))
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{what}:\n{}\n{}", show(&out), tankd_tail(agent));
+}
+
 /// `zfs get -H -o value <prop> <dataset>`.
 fn zfs_prop(dataset: &str, prop: &str) -> String {
     common::sh("zfs", &["get", "-H", "-o", "value", prop, dataset]).trim().to_owned()
@@ -255,14 +268,7 @@ assert keys == ["small/one"], keys
 s3.put_object(Bucket=b, Key="small/two", Body=b"y" * 4096)
 print("ok")
 "#;
-    let out = python(&venv, &agent)
-        .envs(&env)
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", agent.s3_port))
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "quota script:\n{}\n{}", show(&out), tankd_tail(&agent));
+    boto3(&venv, &agent, &env, "quota script", script);
     let tmp: Vec<_> = std::fs::read_dir(mountpoint.join(".tmp")).unwrap().collect();
     assert!(tmp.is_empty(), "the refused PUT left its temp file: {tmp:?}");
 
@@ -286,14 +292,7 @@ h = s3.head_object(Bucket=os.environ["S3_BUCKET"], Key="small/one")
 assert h["ContentLength"] == 4096 and h["Metadata"] == {"kept": "yes"}, h
 print("ok")
 "#;
-    let out = python(&venv, &agent)
-        .envs(&env)
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", agent.s3_port))
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "after restart:\n{}\n{}", show(&out), tankd_tail(&agent));
+    boto3(&venv, &agent, &env, "after restart", script);
 
     // Deprovisioning removes the bucket's dataset; its keys are refused from then on.
     let body = json!({"serviceId": "svc-q"});

@@ -54,6 +54,17 @@ impl Given<'_> {
     }
 }
 
+impl Given<'_> {
+    /// For a GET or HEAD: a failed precondition is 412, a cache hit 304 (both errors, so
+    /// nothing of the object is sent).
+    pub fn read(&self, info: &objstore::ObjectInfo) -> S3Result<()> {
+        match self.evaluate(info)? {
+            Outcome::Proceed => Ok(()),
+            Outcome::NotModified => Err(not_modified(info)),
+        }
+    }
+}
+
 /// 304: S3 sends it as an error response with no body; `s3s` writes the status.
 pub fn not_modified(info: &objstore::ObjectInfo) -> S3Error {
     let mut e = S3Error::with_message(S3ErrorCode::NotModified, "not modified");

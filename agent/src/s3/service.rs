@@ -11,7 +11,7 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::body::{self, Written};
-use super::conditions::{self, Outcome};
+use super::conditions;
 use super::{BucketEntry, S3, Tenant};
 use crate::wire::s3::{s3_error, store_error, upload_error};
 
@@ -269,6 +269,48 @@ fn read_into_temp(dst: &BucketEntry, src: &std::fs::File, offset: u64, len: u64)
     Ok(temp)
 }
 
+/// The checksum stored with an object, when the client asked for it
+/// (`x-amz-checksum-mode: ENABLED`) and gets the whole of a single-part object (S3 sends
+/// none for a range, and a multipart object's would be a checksum of checksums).
+fn stored_checksum(mode: Option<&ChecksumMode>, meta: &objstore::Meta, whole: bool) -> Checksum {
+    let asked = mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    if asked && whole && meta.parts.is_none() { body::from_meta(&meta.checksums) } else { Checksum::default() }
+}
+
+/// What a PUT or an UploadPart sent to check its body against.
+struct Claimed<'a> {
+    checksum: Checksum,
+    algorithm: Option<&'a ChecksumAlgorithm>,
+    content_md5: Option<&'a str>,
+}
+
+/// A PUT's or a part's body into a temp file of the bucket, checked against every
+/// checksum the request sent (header or trailer) and its Content-MD5 before anything
+/// is committed.
+async fn receive_checked(
+    b: &Arc<BucketEntry>,
+    body: Option<StreamingBlob>,
+    claimed: Claimed<'_>,
+    headers: &http::HeaderMap,
+    trailing: Option<s3s::TrailingHeaders>,
+    max: u64,
+) -> S3Result<Written> {
+    let trailer = headers.get("x-amz-trailer").and_then(|v| v.to_str().ok());
+    let hasher = body::hasher_for(&claimed.checksum, claimed.algorithm.map(|a| a.as_str()), trailer)?;
+    let store = b.clone();
+    let temp = blocking(move || store.store.temp().map_err(store_error)).await?;
+    let body = body
+        .unwrap_or_else(|| StreamingBlob::wrap(futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
+    let written = body::receive(body, temp, hasher, max, BODY_IDLE).await?;
+    let trailers = trailing.and_then(|t| t.take());
+    if trailer.is_some() && trailers.is_none() {
+        return Err(s3_error!(InvalidRequest, "the announced checksum trailer did not arrive"));
+    }
+    let sent = body::with_trailers(claimed.checksum, trailers.as_ref())?;
+    body::verify(&sent, &written.checksum, claimed.content_md5, &written.md5)?;
+    Ok(written)
+}
+
 #[async_trait::async_trait]
 impl s3s::S3 for Service {
     async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
@@ -332,38 +374,31 @@ impl s3s::S3 for Service {
             return Err(s3_error!(EntityTooLarge, "objects on this node are at most {} bytes", limits.max_object_size));
         }
         let cond = put_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
-        let sent = Checksum {
-            checksum_crc32: input.checksum_crc32.clone(),
-            checksum_crc32c: input.checksum_crc32c.clone(),
-            checksum_sha1: input.checksum_sha1.clone(),
-            checksum_sha256: input.checksum_sha256.clone(),
-            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-            ..Default::default()
+        let claimed = Claimed {
+            checksum: Checksum {
+                checksum_crc32: input.checksum_crc32.clone(),
+                checksum_crc32c: input.checksum_crc32c.clone(),
+                checksum_sha1: input.checksum_sha1.clone(),
+                checksum_sha256: input.checksum_sha256.clone(),
+                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+                ..Default::default()
+            },
+            algorithm: input.checksum_algorithm.as_ref(),
+            content_md5: input.content_md5.as_deref(),
         };
-        let trailer = req.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok());
-        let hasher = body::hasher_for(&sent, input.checksum_algorithm.as_ref().map(|a| a.as_str()), trailer)?;
         let meta = Headers {
-            content_type: input.content_type,
-            content_encoding: input.content_encoding,
-            cache_control: input.cache_control,
-            content_disposition: input.content_disposition,
-            content_language: input.content_language,
-            expires: input.expires,
-            metadata: input.metadata,
+            content_type: input.content_type.clone(),
+            content_encoding: input.content_encoding.clone(),
+            cache_control: input.cache_control.clone(),
+            content_disposition: input.content_disposition.clone(),
+            content_language: input.content_language.clone(),
+            expires: input.expires.clone(),
+            metadata: input.metadata.clone(),
         }
         .into_meta()?;
-        let store = b.clone();
-        let temp = blocking(move || store.store.temp().map_err(store_error)).await?;
-        let body = input.body.unwrap_or_else(|| {
-            StreamingBlob::wrap(futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
-        });
-        let written = body::receive(body, temp, hasher, limits.max_object_size, BODY_IDLE).await?;
-        let trailers = req.trailing_headers.and_then(|t| t.take());
-        let sent = body::with_trailers(sent, trailers.as_ref())?;
-        if trailer.is_some() && trailers.is_none() {
-            return Err(s3_error!(InvalidRequest, "the announced checksum trailer did not arrive"));
-        }
-        body::verify(&sent, &written.checksum, input.content_md5.as_deref(), &written.md5)?;
+        let written =
+            receive_checked(&b, input.body, claimed, &req.headers, req.trailing_headers, limits.max_object_size)
+                .await?;
         let mut meta = meta;
         meta.etag = hex::encode(written.md5);
         meta.checksums = body::to_meta(&written.checksum);
@@ -385,15 +420,13 @@ impl s3s::S3 for Service {
         let input = req.input;
         let key = input.key.clone();
         let (file, info) = blocking(move || b.store.open_object(&key).map_err(store_error)).await?;
-        let when = conditions::Given {
+        conditions::Given {
             if_match: input.if_match.as_ref(),
             if_none_match: input.if_none_match.as_ref(),
             if_modified_since: input.if_modified_since.as_ref(),
             if_unmodified_since: input.if_unmodified_since.as_ref(),
-        };
-        if let Outcome::NotModified = when.evaluate(&info)? {
-            return Err(conditions::not_modified(&info));
         }
+        .read(&info)?;
         let size = info.size;
         let (start, len, content_range) = match &input.range {
             None => (0, size, None),
@@ -403,14 +436,7 @@ impl s3s::S3 for Service {
             }
         };
         let whole = len == size;
-        let checksum = if whole
-            && input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
-            && info.meta.parts.is_none()
-        {
-            body::from_meta(&info.meta.checksums)
-        } else {
-            Checksum::default()
-        };
+        let checksum = stored_checksum(input.checksum_mode.as_ref(), &info.meta, whole);
         let stream = read_stream(file, start, len).map_err(|e| crate::wire::s3::io_error("reading the object", &e))?;
         let m = info.meta.clone();
         Ok(S3Response::new(GetObjectOutput {
@@ -442,22 +468,15 @@ impl s3s::S3 for Service {
         let input = req.input;
         let key = input.key.clone();
         let info = blocking(move || b.store.stat(&key).map_err(store_error)).await?;
-        let when = conditions::Given {
+        conditions::Given {
             if_match: input.if_match.as_ref(),
             if_none_match: input.if_none_match.as_ref(),
             if_modified_since: input.if_modified_since.as_ref(),
             if_unmodified_since: input.if_unmodified_since.as_ref(),
-        };
-        if let Outcome::NotModified = when.evaluate(&info)? {
-            return Err(conditions::not_modified(&info));
         }
+        .read(&info)?;
         let m = &info.meta;
-        let checksum =
-            if input.checksum_mode.as_ref().is_some_and(|c| c.as_str() == ChecksumMode::ENABLED) && m.parts.is_none() {
-                body::from_meta(&m.checksums)
-            } else {
-                Checksum::default()
-            };
+        let checksum = stored_checksum(input.checksum_mode.as_ref(), m, true);
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(info.size as i64),
             accept_ranges: Some("bytes".to_owned()),
@@ -678,25 +697,19 @@ impl s3s::S3 for Service {
         if to_size(i.content_length).is_some_and(|n| n > max) {
             return Err(s3_error!(EntityTooLarge, "a part is at most {max} bytes here"));
         }
-        let sent = Checksum {
-            checksum_crc32: i.checksum_crc32.clone(),
-            checksum_crc32c: i.checksum_crc32c.clone(),
-            checksum_sha1: i.checksum_sha1.clone(),
-            checksum_sha256: i.checksum_sha256.clone(),
-            checksum_crc64nvme: i.checksum_crc64nvme.clone(),
-            ..Default::default()
+        let claimed = Claimed {
+            checksum: Checksum {
+                checksum_crc32: i.checksum_crc32.clone(),
+                checksum_crc32c: i.checksum_crc32c.clone(),
+                checksum_sha1: i.checksum_sha1.clone(),
+                checksum_sha256: i.checksum_sha256.clone(),
+                checksum_crc64nvme: i.checksum_crc64nvme.clone(),
+                ..Default::default()
+            },
+            algorithm: i.checksum_algorithm.as_ref(),
+            content_md5: i.content_md5.as_deref(),
         };
-        let trailer = req.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok());
-        let hasher = body::hasher_for(&sent, i.checksum_algorithm.as_ref().map(|a| a.as_str()), trailer)?;
-        let store = b.clone();
-        let temp = blocking(move || store.store.temp().map_err(store_error)).await?;
-        let body = i.body.unwrap_or_else(|| {
-            StreamingBlob::wrap(futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
-        });
-        let written = body::receive(body, temp, hasher, max, BODY_IDLE).await?;
-        let trailers = req.trailing_headers.and_then(|t| t.take());
-        let sent = body::with_trailers(sent, trailers.as_ref())?;
-        body::verify(&sent, &written.checksum, i.content_md5.as_deref(), &written.md5)?;
+        let written = receive_checked(&b, i.body, claimed, &req.headers, req.trailing_headers, max).await?;
         let checksum = written.checksum.clone();
         let checksums = body::to_meta(&checksum);
         let upload = i.upload_id;
