@@ -300,6 +300,12 @@ pub async fn serve(
         let stop = shutdown.clone();
         match bound {
             Bound::Tcp(l) => tasks.spawn(async move {
+                use axum::serve::ListenerExt;
+                // axum 0.8 leaves Nagle on: a small response then waits for the client's
+                // delayed ACK (a 4 KiB S3 GET took 28 ms instead of 3).
+                let l = l.tap_io(|s| {
+                    let _ = s.set_nodelay(true);
+                });
                 let _ = axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await;
             }),
             Bound::Unix(l) => tasks.spawn(async move {

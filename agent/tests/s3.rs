@@ -300,3 +300,54 @@ print("ok")
     assert_eq!(r.status, 200, "deprovision: {}", String::from_utf8_lossy(&r.body));
     assert!(!common::zfs_exists(&ds));
 }
+
+/// The examples of docs/s3.md as they are written there: every `aws` and signed `curl`
+/// line of its ```sh blocks and every ```python block, as the service they provision
+/// (its environment from provisioning, the endpoint this tankd's S3 port).
+#[test]
+fn the_s3_docs_examples_work() {
+    let venv = venv();
+    let mut agent = s3_host("s3doc");
+    agent.start();
+    let env = provision(&agent, "photos");
+    let endpoint = format!("http://127.0.0.1:{}", agent.s3_port);
+    let doc = std::fs::read_to_string(repo().join("docs/s3.md")).unwrap();
+    let mut examples: Vec<(&str, String)> = Vec::new();
+    let mut block: Option<(&str, String)> = None;
+    for line in doc.lines() {
+        match (&mut block, line) {
+            (None, "```sh") => block = Some(("sh", String::new())),
+            (None, "```python") => block = Some(("python", String::new())),
+            (Some((lang, text)), "```") => {
+                if *lang == "python" {
+                    examples.push(("python", std::mem::take(text)));
+                }
+                block = None;
+            }
+            (Some(("sh", _)), l) if l.starts_with("aws ") || l.starts_with("curl -s --aws-sigv4") => {
+                examples.push(("sh", l.replace("http://127.0.0.1:9000", &endpoint)));
+            }
+            (Some(("python", text)), l) => {
+                text.push_str(l);
+                text.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(examples.iter().filter(|(k, _)| *k == "python").count() >= 1, "docs/s3.md has a boto3 example");
+    assert!(examples.iter().filter(|(_, e)| e.starts_with("aws ")).count() >= 5, "and aws CLI examples");
+    let path = format!("{}:{}", venv.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    for (kind, example) in &examples {
+        let mut cmd = python(&venv, &agent);
+        if *kind == "sh" {
+            cmd = Command::new("bash");
+            cmd.current_dir(repo()).env("AWS_CONFIG_FILE", "/dev/null").env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+            cmd.arg("-c").arg(example);
+        } else {
+            cmd.arg("-c").arg(example);
+        }
+        let out = cmd.envs(&env).env("AWS_ENDPOINT_URL", &endpoint).env("PATH", &path).output().unwrap();
+        assert!(out.status.success(), "docs/s3.md example failed:\n{example}\n{}", show(&out));
+    }
+    println!("docs/s3.md: {} examples passed", examples.len());
+}
