@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use s3s::access::{S3Access, S3AccessContext};
-use s3s::auth::{S3Auth, SecretKey};
+use s3s::auth::{Credentials, S3Auth, SecretKey};
 use s3s::dto::{CopyObjectInput, CopySource, UploadPartCopyInput};
 use s3s::path::S3Path;
 use s3s::{S3Request, S3Result, s3_error};
@@ -28,16 +28,17 @@ impl S3Auth for Keys {
 
 pub struct Access(pub S3);
 
-impl Access {
-    fn tenant(&self, access_key: Option<&str>) -> S3Result<Tenant> {
-        let key = access_key.ok_or_else(|| s3_error!(AccessDenied, "requests must be signed (AWS Signature V4)"))?;
-        self.0
-            .tenant(key)
-            .ok_or_else(|| s3_error!(InvalidAccessKeyId, "the access key id is not one this node handed out"))
-    }
+/// Who signed a request: s3s has checked the signature of `credentials` (it is `None`
+/// for an unsigned request). The one place an access key becomes a tenant.
+pub fn signer(s3: &S3, credentials: Option<&Credentials>) -> S3Result<Tenant> {
+    let key = credentials.ok_or_else(|| s3_error!(AccessDenied, "requests must be signed (AWS Signature V4)"))?;
+    s3.tenant(&key.access_key)
+        .ok_or_else(|| s3_error!(InvalidAccessKeyId, "the access key id is not one this node handed out"))
+}
 
-    fn copy_source(&self, access_key: Option<&str>, source: &CopySource) -> S3Result<()> {
-        let tenant = self.tenant(access_key)?;
+impl Access {
+    fn copy_source(&self, credentials: Option<&Credentials>, source: &CopySource) -> S3Result<()> {
+        let tenant = signer(&self.0, credentials)?;
         match source {
             CopySource::Bucket { bucket, .. } => self.0.bucket(&tenant, bucket).map(drop).map_err(s3_error),
             _ => Err(s3_error!(NotImplemented, "access points and outposts are not supported")),
@@ -63,7 +64,7 @@ impl S3Access for Access {
                 "AWS Signature Version 2 is not accepted; sign with Version 4 (boto3: Config(signature_version=\"s3v4\"))"
             ));
         }
-        let tenant = self.tenant(cx.credentials().map(|c| c.access_key.as_str()))?;
+        let tenant = signer(&self.0, cx.credentials())?;
         // The slot rides in the request's extensions, so it is given back when the
         // request is done with.
         let slot = self.0.tenant_slot(&tenant).ok_or_else(|| {
@@ -86,10 +87,10 @@ impl S3Access for Access {
     }
 
     async fn copy_object(&self, req: &mut S3Request<CopyObjectInput>) -> S3Result<()> {
-        self.copy_source(req.credentials.as_ref().map(|c| c.access_key.as_str()), &req.input.copy_source)
+        self.copy_source(req.credentials.as_ref(), &req.input.copy_source)
     }
 
     async fn upload_part_copy(&self, req: &mut S3Request<UploadPartCopyInput>) -> S3Result<()> {
-        self.copy_source(req.credentials.as_ref().map(|c| c.access_key.as_str()), &req.input.copy_source)
+        self.copy_source(req.credentials.as_ref(), &req.input.copy_source)
     }
 }

@@ -74,7 +74,7 @@ pub async fn receive(
         let (mut temp, mut hasher) = (temp, hasher);
         while let Some(chunk) = rx.blocking_recv() {
             hasher.update(&chunk);
-            temp.write_all(&chunk).map_err(|e| io_error("writing the object", &e))?;
+            temp.write_all(&chunk).map_err(|e| io_error("writing the object", e))?;
         }
         let md5 = temp.md5();
         Ok::<_, S3Error>(Written { temp, checksum: hasher.finalize(), md5 })

@@ -173,6 +173,7 @@ impl S3 {
         for b in &gone {
             index.buckets.remove(b);
         }
+        self.inner.slots.lock().expect("slots lock").remove(&Tenant::Service(service.to_owned()));
         gone
     }
 
@@ -196,16 +197,14 @@ impl S3 {
     /// tenant has all of its slots in use.
     pub fn tenant_slot(&self, tenant: &Tenant) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let per = self.inner.limits.max_requests_per_tenant;
-        let sem = {
-            let mut slots = self.inner.slots.lock().expect("slots lock");
-            if let Tenant::Service(s) = tenant
-                && !self.inner.index.read().expect("index lock").keys.values().any(|k| k == s)
-            {
-                // Deprovisioned meanwhile: forget its slots too.
-                slots.remove(tenant);
-            }
-            slots.entry(tenant.clone()).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per))).clone()
-        };
+        let sem = self
+            .inner
+            .slots
+            .lock()
+            .expect("slots lock")
+            .entry(tenant.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per)))
+            .clone();
         sem.try_acquire_owned().ok()
     }
 

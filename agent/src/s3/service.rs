@@ -25,9 +25,7 @@ pub struct Service(pub S3);
 
 impl Service {
     fn tenant<T>(&self, req: &S3Request<T>) -> S3Result<Tenant> {
-        let key = req.credentials.as_ref().map(|c| c.access_key.as_str());
-        let key = key.ok_or_else(|| s3_error!(AccessDenied, "requests must be signed (AWS Signature V4)"))?;
-        self.0.tenant(key).ok_or_else(|| s3_error!(InvalidAccessKeyId, "unknown access key id"))
+        super::auth::signer(&self.0, req.credentials.as_ref())
     }
 
     fn bucket<T>(&self, req: &S3Request<T>, name: &str) -> S3Result<Arc<BucketEntry>> {
@@ -107,7 +105,7 @@ fn to_size(n: Option<i64>) -> Option<u64> {
 
 /// Keys and prefixes in a listing, URL-encoded when the client asked (`EncodingType=url`),
 /// as S3 does: everything but unreserved characters and `/`.
-fn encoder(encoding: Option<&EncodingType>) -> impl Fn(&str) -> String + Send + use<> {
+fn encoder(encoding: Option<&EncodingType>) -> impl Fn(&str) -> String + Copy + Send + use<> {
     let url = encoding.is_some_and(|e| e.as_str() == EncodingType::URL);
     move |s: &str| {
         if !url {
@@ -199,21 +197,23 @@ async fn commit(
     meta: objstore::Meta,
     cond: Cond,
 ) -> S3Result<objstore::ObjectInfo> {
-    blocking(move || {
-        let cond = match &cond {
-            Cond::Replace => objstore::Commit::Replace,
-            Cond::IfAbsent => objstore::Commit::IfAbsent,
-            Cond::IfMatch(e) => objstore::Commit::IfMatch(e),
-        };
-        b.store.commit(written.temp, &key, &meta, cond).map_err(store_error)
-    })
-    .await
+    blocking(move || b.store.commit(written.temp, &key, &meta, cond.as_commit()).map_err(store_error)).await
 }
 
 enum Cond {
     Replace,
     IfAbsent,
     IfMatch(String),
+}
+
+impl Cond {
+    fn as_commit(&self) -> objstore::Commit<'_> {
+        match self {
+            Cond::Replace => objstore::Commit::Replace,
+            Cond::IfAbsent => objstore::Commit::IfAbsent,
+            Cond::IfMatch(e) => objstore::Commit::IfMatch(e),
+        }
+    }
 }
 
 fn put_condition(if_match: Option<&ETagCondition>, if_none_match: Option<&ETagCondition>) -> S3Result<Cond> {
@@ -252,7 +252,7 @@ fn clone_into_temp(dst: &BucketEntry, src: &std::fs::File, len: u64) -> S3Result
 /// the temp file's MD5 (a part's ETag) covers them.
 fn read_into_temp(dst: &BucketEntry, src: &std::fs::File, offset: u64, len: u64) -> S3Result<objstore::Temp> {
     use std::io::{Read, Seek, SeekFrom, Write};
-    let failed = |e: std::io::Error| crate::wire::s3::io_error("copying the source range", &e);
+    let failed = |e: std::io::Error| crate::wire::s3::io_error("copying the source range", e);
     let mut temp = dst.store.temp().map_err(store_error)?;
     let mut f = src.try_clone().map_err(failed)?;
     f.seek(SeekFrom::Start(offset)).map_err(failed)?;
@@ -437,7 +437,7 @@ impl s3s::S3 for Service {
         };
         let whole = len == size;
         let checksum = stored_checksum(input.checksum_mode.as_ref(), &info.meta, whole);
-        let stream = read_stream(file, start, len).map_err(|e| crate::wire::s3::io_error("reading the object", &e))?;
+        let stream = read_stream(file, start, len).map_err(|e| crate::wire::s3::io_error("reading the object", e))?;
         let m = info.meta.clone();
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
@@ -547,7 +547,8 @@ impl s3s::S3 for Service {
         let CopySource::Bucket { bucket: src_bucket, key: src_key, .. } = &input.copy_source else {
             return Err(s3_error!(NotImplemented, "access points are not supported"));
         };
-        let src = self.0.bucket(&self.tenant_of(&req.credentials)?, src_bucket).map_err(s3_error)?;
+        let src =
+            self.0.bucket(&super::auth::signer(&self.0, req.credentials.as_ref())?, src_bucket).map_err(s3_error)?;
         objstore::check_key(&input.key).map_err(store_error)?;
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         if src_bucket.as_ref() == input.bucket && src_key.as_ref() == input.key && !replace {
@@ -606,7 +607,7 @@ impl s3s::S3 for Service {
         let max = max_keys(i.max_keys)?;
         let enc = encoder(i.encoding_type.as_ref());
         let prefix = i.prefix.clone().unwrap_or_default();
-        let l = list(b, prefix, i.delimiter.clone(), i.marker.clone(), max, encoder(i.encoding_type.as_ref())).await?;
+        let l = list(b, prefix, i.delimiter.clone(), i.marker.clone(), max, enc).await?;
         let next_marker = (l.truncated && i.delimiter.is_some()).then(|| l.last.as_deref().map(&enc)).flatten();
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(i.bucket),
@@ -633,7 +634,7 @@ impl s3s::S3 for Service {
             None => i.start_after.clone(),
         };
         let prefix = i.prefix.clone().unwrap_or_default();
-        let l = list(b, prefix, i.delimiter.clone(), after, max, encoder(i.encoding_type.as_ref())).await?;
+        let l = list(b, prefix, i.delimiter.clone(), after, max, enc).await?;
         let count = (l.contents.len() + l.prefixes.len()) as i32;
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(i.bucket),
@@ -736,7 +737,8 @@ impl s3s::S3 for Service {
         let CopySource::Bucket { bucket: src_bucket, key: src_key, .. } = &i.copy_source else {
             return Err(s3_error!(NotImplemented, "access points are not supported"));
         };
-        let src = self.0.bucket(&self.tenant_of(&req.credentials)?, src_bucket).map_err(s3_error)?;
+        let src =
+            self.0.bucket(&super::auth::signer(&self.0, req.credentials.as_ref())?, src_bucket).map_err(s3_error)?;
         let (upload, key) = (i.upload_id.clone(), src_key.to_string());
         let d = dst.clone();
         let (file, info) = blocking(move || {
@@ -801,12 +803,7 @@ impl s3s::S3 for Service {
             if total > limits.max_object_size {
                 return Err(s3_error!(EntityTooLarge, "the object would be larger than this node's limit"));
             }
-            let cond = match &cond {
-                Cond::Replace => objstore::Commit::Replace,
-                Cond::IfAbsent => objstore::Commit::IfAbsent,
-                Cond::IfMatch(e) => objstore::Commit::IfMatch(e),
-            };
-            b.store.complete(&upload, &parts, limits.min_part_size, u.meta, cond).map_err(upload_error)
+            b.store.complete(&upload, &parts, limits.min_part_size, u.meta, cond.as_commit()).map_err(upload_error)
         })
         .await?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {
@@ -904,13 +901,6 @@ impl s3s::S3 for Service {
             encoding_type: i.encoding_type,
             ..Default::default()
         }))
-    }
-}
-
-impl Service {
-    fn tenant_of(&self, creds: &Option<s3s::auth::Credentials>) -> S3Result<Tenant> {
-        let key = creds.as_ref().map(|c| c.access_key.as_str()).ok_or_else(|| s3_error!(AccessDenied))?;
-        self.0.tenant(key).ok_or_else(|| s3_error!(InvalidAccessKeyId))
     }
 }
 

@@ -72,20 +72,12 @@ pub fn store_error(e: objstore::Error) -> S3Error {
     answer
 }
 
-/// A failed write of object data: a full dataset or pool is the client's answer, not a 500.
-pub fn io_error(doing: &str, e: &std::io::Error) -> S3Error {
-    match e.raw_os_error() {
-        Some(libc::EDQUOT) => {
-            custom("QuotaExceeded", StatusCode::INSUFFICIENT_STORAGE, format!("{doing}: quota reached"))
-        }
-        Some(libc::ENOSPC) => {
-            custom("InsufficientStorage", StatusCode::INSUFFICIENT_STORAGE, format!("{doing}: no space left"))
-        }
-        _ => {
-            tracing::error!(error = %e, doing, "object store failed");
-            coded(S3ErrorCode::InternalError, format!("{doing}: {e}"))
-        }
-    }
+/// A failed read or write of object data through `std::io`, classified by the object
+/// store's own errno table: a full quota or pool is the client's answer (507), not a 500.
+pub fn io_error(doing: &str, e: std::io::Error) -> S3Error {
+    let mut err = objstore::Error::from(e);
+    err.message = format!("{doing}: {}", err.message);
+    store_error(err)
 }
 
 /// A multipart upload's store error: a missing upload is `NoSuchUpload`, not `NoSuchKey`.
