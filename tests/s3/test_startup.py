@@ -124,14 +124,19 @@ def test_start_up_sweeps_temp_files_and_expires_uploads(tankd):
     tankd.start()
     assert not (tmp / "left-by-a-crash").exists(), "start-up removes what a crash left"
     assert (list(tmp.iterdir()) if tmp.exists() else []) == []
-    deadline = time.monotonic() + 20
-    while s3.list_multipart_uploads(Bucket=bucket).get("Uploads"):
-        assert time.monotonic() < deadline, "the upload did not expire"
-        time.sleep(0.5)
+    wait_for_no_uploads(s3, bucket, 20, "the upload did not expire")
     with s3_error("NoSuchUpload", 404):
         s3.upload_part(Bucket=bucket, Key="abandoned", UploadId=upload, PartNumber=2, Body=b"late")
     assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"kept"
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 1
+
+
+def wait_for_no_uploads(s3, bucket, seconds, why):
+    """Polls ListMultipartUploads until it lists none; fails with `why` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while s3.list_multipart_uploads(Bucket=bucket).get("Uploads"):
+        assert time.monotonic() < deadline, why
+        time.sleep(0.5)
 
 
 def test_an_upload_expires_while_tankd_runs(tankd):
@@ -141,10 +146,7 @@ def test_an_upload_expires_while_tankd_runs(tankd):
     upload = s3.create_multipart_upload(Bucket=bucket, Key="slow")["UploadId"]
     assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket)["Uploads"]] == [upload]
     # However often tankd looks, within a minute and a half.
-    deadline = time.monotonic() + 90
-    while s3.list_multipart_uploads(Bucket=bucket).get("Uploads"):
-        assert time.monotonic() < deadline, "a running tankd does not expire uploads"
-        time.sleep(0.5)
+    wait_for_no_uploads(s3, bucket, 90, "a running tankd does not expire uploads")
     with s3_error("NoSuchUpload", 404):
         s3.upload_part(Bucket=bucket, Key="slow", UploadId=upload, PartNumber=1, Body=b"too late")
     assert pathlib.Path(tankd.data, "s3", "svc-expire", bucket).is_dir()
