@@ -15,7 +15,7 @@ use serde_json::json;
 const TOKEN: &str = "control-test-token-0123456789";
 
 fn zfs(args: &[&str]) -> String {
-    sh("zfs", args).trim().to_owned()
+    common::zfs(args).trim().to_owned()
 }
 
 fn exists(name: &str) -> bool {

@@ -38,7 +38,7 @@ fn ok(v: Value) -> Value {
 }
 
 fn zfs(args: &[&str]) -> String {
-    common::sh("zfs", args)
+    common::zfs(args)
 }
 
 fn pool_fingerprint(pool: &str) -> String {

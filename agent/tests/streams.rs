@@ -15,7 +15,7 @@ use serde_json::json;
 const TOKEN: &str = "streams-test-token-0123456789";
 
 fn zfs(args: &[&str]) -> String {
-    common::sh("zfs", args)
+    common::zfs(args)
 }
 
 fn exists(name: &str) -> bool {

@@ -278,6 +278,24 @@ pub fn zfs_exists(name: &str) -> bool {
         .success()
 }
 
+/// Run `zfs` with `args`, which must succeed; its standard output. A transient "is
+/// busy" (a mount still held for a moment by a process another test forked, which
+/// copied the mount table) is retried with backoff, as the shim does for tankd.
+pub fn zfs(args: &[&str]) -> String {
+    let mut delay = std::time::Duration::from_millis(100);
+    for _ in 0..6 {
+        let out = Command::new("zfs").args(args).output().unwrap_or_else(|e| panic!("zfs: {e}"));
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is busy"), "zfs {args:?}: {err}");
+        std::thread::sleep(delay);
+        delay *= 2;
+    }
+    sh("zfs", args)
+}
+
 /// Run a command that must succeed; its standard output.
 pub fn sh(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
