@@ -138,6 +138,8 @@ pub enum Detail {
     PartialReceiveState,
     /// `zfs mount` of a dataset that is mounted.
     AlreadyMounted,
+    /// `zfs unmount` of a dataset that is not mounted.
+    NotMounted,
     /// `zfs receive -A` on a dataset with nothing to abort.
     NoResumableState,
     /// `zfs hold` with a tag the snapshot already has.
@@ -150,6 +152,7 @@ const DETAILS: &[(Detail, &[&str])] = &[
     (Detail::DependentClones, &["dependent clones", "has dependent"]),
     (Detail::PartialReceiveState, &["partially-complete state"]),
     (Detail::AlreadyMounted, &["already mounted"]),
+    (Detail::NotMounted, &["not currently mounted"]),
     (Detail::NoResumableState, &["does not have any resumable receive state"]),
     (Detail::TagExists, &["tag already exists"]),
     (Detail::NoSuchTag, &["no such tag"]),
@@ -245,6 +248,7 @@ mod tests {
         );
         assert!(clones.says(Detail::DependentClones) && !clones.says(Detail::AlreadyMounted));
         assert!(e("cannot mount 'tank/x': filesystem already mounted\n").says(Detail::AlreadyMounted));
+        assert!(e("cannot unmount 'tank/x': not currently mounted\n").says(Detail::NotMounted));
         assert!(e("cannot hold snapshot 'tank/x@s': tag already exists on this dataset\n").says(Detail::TagExists));
         assert!(
             e("cannot release hold from snapshot 'tank/x@s': no such tag on this dataset\n").says(Detail::NoSuchTag)

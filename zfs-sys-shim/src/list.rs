@@ -54,6 +54,8 @@ pub enum Prop {
     Compression,
     Mountpoint,
     Mounted,
+    /// `on`, `off` or `noauto`.
+    Canmount,
     ReceiveResumeToken,
     /// Number of user holds on a snapshot.
     Userrefs,
@@ -78,6 +80,7 @@ impl Prop {
             Prop::Compression => "compression",
             Prop::Mountpoint => "mountpoint",
             Prop::Mounted => "mounted",
+            Prop::Canmount => "canmount",
             Prop::ReceiveResumeToken => "receive_resume_token",
             Prop::Userrefs => "userrefs",
             Prop::Quota => "quota",
@@ -110,6 +113,7 @@ pub struct Dataset {
     pub compression: Option<String>,
     pub mountpoint: Option<String>,
     pub mounted: Option<bool>,
+    pub canmount: Option<String>,
     pub receive_resume_token: Option<String>,
     pub userrefs: Option<u64>,
     /// Bytes; `None` when unset (ZFS reports 0 for "no quota").
@@ -144,6 +148,7 @@ impl Dataset {
             Prop::Compression => self.compression = text(),
             Prop::Mountpoint => self.mountpoint = text(),
             Prop::Mounted => self.mounted = Some(raw == "yes"),
+            Prop::Canmount => self.canmount = text(),
             Prop::ReceiveResumeToken => self.receive_resume_token = text(),
             Prop::Userrefs => self.userrefs = Some(num()?),
             Prop::Quota => self.quota = Some(num()?).filter(|q| *q > 0),

@@ -194,6 +194,16 @@ impl Zfs {
         }
     }
 
+    /// `zfs unmount name`. Not mounted is success; a mount in use is `Busy` (retried a
+    /// few times first, like a destroy).
+    pub async fn unmount(&self, name: &DatasetName) -> Result<(), Error> {
+        match self.zfs(name)?.arg("unmount").arg(name.as_str()).retry_busy().run().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.says(Detail::NotMounted) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `zfs rename ds@a ds@b` for snapshots (same dataset only, as ZFS requires).
     pub async fn rename_snapshot(&self, from: &SnapshotName, to: &SnapshotName) -> Result<(), Error> {
         if from.dataset() != to.dataset() {
