@@ -150,6 +150,12 @@ impl Backing {
                     .join(&format!("s3/{bucket}"))
                     .map_err(|e| Error::invalid("bucket", e.reason))?;
                 if !zfs.exists(&ds).await? {
+                    // The buckets' parent mounts nowhere: each bucket has its own place.
+                    let container =
+                        Self::service_dataset(root, service)?.join("s3").map_err(|e| Error::internal(e.reason))?;
+                    if !zfs.exists(&container).await? {
+                        zfs.create_filesystem(&container, true, &[("canmount".to_owned(), "off".to_owned())]).await?;
+                    }
                     let mut props: Vec<(String, String)> =
                         BUCKET_PROPS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
                     props.push(("mountpoint".to_owned(), path.display().to_string()));
@@ -169,6 +175,34 @@ impl Backing {
         Ok(path)
     }
 
+    /// The buckets of one service, mounted: what the S3 endpoint reopens after the
+    /// service's datasets were restored.
+    pub async fn service_buckets(&self, service: &str) -> Result<Vec<FoundBucket>> {
+        let mut out = Vec::new();
+        match self {
+            Backing::Datasets { zfs, root, .. } => {
+                let s3 = Self::service_dataset(root, service)?.join("s3").map_err(|e| Error::internal(e.reason))?;
+                if !zfs.exists(&s3).await? {
+                    return Ok(out);
+                }
+                let q =
+                    ListQuery::recursive(s3.clone(), DatasetType::Filesystem, &[]).depth(zfs_sys_shim::Depth::Max(1));
+                for d in zfs.list(&q).await? {
+                    if let Some(bucket) = d.name.strip_prefix(&format!("{s3}/")) {
+                        out.push(self.mount_bucket(zfs, &d.name, service, bucket).await?);
+                    }
+                }
+            }
+            Backing::Dirs { data_dir } => {
+                for bucket in read_dir_names(&data_dir.join("s3").join(service))? {
+                    let path = self.bucket_path(service, &bucket);
+                    out.push(FoundBucket { service: service.to_owned(), bucket, path });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every bucket that exists, for the S3 endpoint's index at start.
     pub async fn buckets(&self) -> Result<Vec<FoundBucket>> {
         let mut out = Vec::new();
@@ -183,28 +217,28 @@ impl Backing {
                     let Some(rest) = d.name.strip_prefix(&format!("{services}/")) else { continue };
                     let parts: Vec<&str> = rest.split('/').collect();
                     if let [service, "s3", bucket] = parts[..] {
-                        let ds: DatasetName =
-                            d.name.parse().map_err(|e: zfs_sys_shim::NameError| Error::internal(e.to_string()))?;
-                        zfs.mount(&ds).await?;
-                        out.push(FoundBucket {
-                            service: service.to_owned(),
-                            bucket: bucket.to_owned(),
-                            path: self.bucket_path(service, bucket),
-                        });
+                        out.push(self.mount_bucket(zfs, &d.name, service, bucket).await?);
                     }
                 }
             }
             Backing::Dirs { data_dir } => {
-                let s3 = data_dir.join("s3");
-                for service in read_dir_names(&s3)? {
-                    for bucket in read_dir_names(&s3.join(&service))? {
-                        let path = self.bucket_path(&service, &bucket);
-                        out.push(FoundBucket { service: service.clone(), bucket, path });
-                    }
+                for service in read_dir_names(&data_dir.join("s3"))? {
+                    out.extend(self.service_buckets(&service).await?);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Mounts a bucket's dataset `name` (already mounted is fine) and says where it is.
+    async fn mount_bucket(&self, zfs: &Zfs, name: &str, service: &str, bucket: &str) -> Result<FoundBucket> {
+        let ds: DatasetName = name.parse().map_err(|e: zfs_sys_shim::NameError| Error::internal(e.to_string()))?;
+        zfs.mount(&ds).await?;
+        Ok(FoundBucket {
+            service: service.to_owned(),
+            bucket: bucket.to_owned(),
+            path: self.bucket_path(service, bucket),
+        })
     }
 }
 

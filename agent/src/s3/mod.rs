@@ -48,6 +48,9 @@ struct Index {
     buckets: HashMap<String, Arc<BucketEntry>>,
     /// Access key id → service.
     keys: HashMap<String, String>,
+    /// Buckets taken out while their service's datasets are restored: bucket → service.
+    /// Their owner (and the admin) are told to retry, not that they are gone.
+    suspended: HashMap<String, String>,
 }
 
 /// Limits the S3 wire format sets or tankd adds.
@@ -168,6 +171,7 @@ impl S3 {
     pub fn forget_service(&self, service: &str) -> Vec<String> {
         let mut index = self.inner.index.write().expect("index lock");
         index.keys.retain(|_, s| s != service);
+        index.suspended.retain(|_, s| s != service);
         let gone: Vec<String> =
             index.buckets.values().filter(|b| b.service == service).map(|b| b.name.clone()).collect();
         for b in &gone {
@@ -175,6 +179,78 @@ impl S3 {
         }
         self.inner.slots.lock().expect("slots lock").remove(&Tenant::Service(service.to_owned()));
         gone
+    }
+
+    /// Takes the service's buckets out of service while its datasets are swapped under
+    /// them: new requests are told to slow down, and this waits up to `wait` for the
+    /// ones in flight to end (each holds its bucket's descriptors, which would keep the
+    /// mount busy). When they do not, the buckets are back in service and the restore is
+    /// refused as busy. [`S3::reopen`] ends the suspension.
+    pub async fn suspend(&self, service: &str, wait: Duration) -> Result<()> {
+        let taken: Vec<Arc<BucketEntry>> = {
+            let mut index = self.inner.index.write().expect("index lock");
+            let names: Vec<String> =
+                index.buckets.values().filter(|b| b.service == service).map(|b| b.name.clone()).collect();
+            let mut taken = Vec::new();
+            for name in names {
+                if let Some(b) = index.buckets.remove(&name) {
+                    index.suspended.insert(name, service.to_owned());
+                    taken.push(b);
+                }
+            }
+            taken
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        // Every request that found a bucket holds a clone of its entry until it ends.
+        while taken.iter().any(|b| Arc::strong_count(b) > 1) {
+            if tokio::time::Instant::now() >= deadline {
+                let busy: Vec<String> =
+                    taken.iter().filter(|b| Arc::strong_count(b) > 1).map(|b| b.name.clone()).collect();
+                let mut index = self.inner.index.write().expect("index lock");
+                for b in taken {
+                    index.suspended.remove(&b.name);
+                    index.buckets.insert(b.name.clone(), b);
+                }
+                return Err(Error::busy(format!(
+                    "S3 requests on bucket(s) {} did not end within {} s; retry the restore when they have",
+                    busy.join(", "),
+                    wait.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(service, buckets = taken.len(), "buckets suspended");
+        Ok(())
+    }
+
+    /// Opens the service's buckets as the backing now has them (a restore may have
+    /// brought back fewer or other ones) and ends their suspension.
+    pub async fn reopen(&self, service: &str) -> Result<()> {
+        let mut opened = Vec::new();
+        let mut first_error = None;
+        let found = self.inner.backing.service_buckets(service).await.unwrap_or_else(|e| {
+            tracing::error!(service, error = %e, "could not list the buckets to reopen");
+            first_error = Some(e);
+            Vec::new()
+        });
+        for b in found {
+            match open_bucket(&b.path) {
+                Ok(store) => opened.push((b.bucket, store)),
+                Err(e) => {
+                    tracing::error!(service, bucket = %b.bucket, error = %e, "could not reopen a bucket");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        {
+            let mut index = self.inner.index.write().expect("index lock");
+            index.suspended.retain(|_, s| s != service);
+        }
+        for (bucket, store) in opened {
+            self.register(service, &bucket, store);
+        }
+        tracing::info!(service, "buckets reopened");
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The secret of an access key, if it is one tankd hands out.
@@ -212,7 +288,15 @@ impl S3 {
     /// that does not exist answer alike (`forbidden`), so nothing leaks; the admin is
     /// told `not_found`.
     pub fn bucket(&self, tenant: &Tenant, name: &str) -> Result<Arc<BucketEntry>> {
-        let found = self.inner.index.read().expect("index lock").buckets.get(name).cloned();
+        let (found, suspended) = {
+            let index = self.inner.index.read().expect("index lock");
+            (index.buckets.get(name).cloned(), index.suspended.get(name).cloned())
+        };
+        if let Some(owner) = suspended
+            && (matches!(tenant, Tenant::Admin) || matches!(tenant, Tenant::Service(s) if *s == owner))
+        {
+            return Err(Error::unavailable(format!("bucket {name} is being restored; retry shortly")));
+        }
         match (tenant, found) {
             (Tenant::Admin, Some(b)) => Ok(b),
             (Tenant::Service(s), Some(b)) if &b.service == s => Ok(b),
@@ -316,5 +400,24 @@ mod tests {
         assert_eq!(s3.forget_service("svc-a"), vec!["svc-a".to_owned()]);
         assert_eq!(s3.tenant(key), None, "the keys are refused from then on");
         assert!(s3.bucket(&a, "svc-a").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_suspended_bucket_waits_for_requests_and_tells_its_owner_to_retry() {
+        let (_dir, s3) = on_dirs(8).await;
+        s3.provision("svc-a").await.unwrap();
+        let (a, b) = (Tenant::Service("svc-a".into()), Tenant::Service("svc-b".into()));
+        let in_flight = s3.bucket(&a, "svc-a").unwrap();
+        let refused = s3.suspend("svc-a", Duration::from_millis(100)).await.expect_err("a request holds it");
+        assert_eq!(refused.kind, crate::error::Kind::Busy, "{refused:?}");
+        assert!(refused.message.contains("svc-a"), "names the bucket: {}", refused.message);
+        assert!(s3.bucket(&a, "svc-a").is_ok(), "back in service after the refusal");
+        drop(in_flight);
+        s3.suspend("svc-a", Duration::from_secs(5)).await.unwrap();
+        assert_eq!(s3.bucket(&a, "svc-a").err().unwrap().kind, crate::error::Kind::Unavailable, "the owner retries");
+        assert_eq!(s3.bucket(&Tenant::Admin, "svc-a").err().unwrap().kind, crate::error::Kind::Unavailable);
+        assert_eq!(s3.bucket(&b, "svc-a").err().unwrap().kind, crate::error::Kind::Forbidden, "others learn nothing");
+        s3.reopen("svc-a").await.unwrap();
+        assert!(s3.bucket(&a, "svc-a").is_ok(), "reopened");
     }
 }
