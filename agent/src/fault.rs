@@ -26,7 +26,10 @@ pub const STEPS: &[(&str, &str)] = &[
     ("guest-disk-made", "one guest disk's zvol exists; the others of the request do not"),
     ("restore-cloned", "a restore's clone exists; the live dataset is untouched"),
     ("restore-set-aside", "the live dataset is renamed aside; the clone does not have its name yet"),
-    ("restore-swapped", "the clone has the live name and mountpoint; it is not promoted yet"),
+    (
+        "restore-swapped",
+        "the clone has the live name and mountpoint; its children are not settled, nothing is promoted",
+    ),
 ];
 
 fn armed() -> Option<&'static str> {

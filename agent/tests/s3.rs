@@ -201,8 +201,8 @@ fn tankd_tail(agent: &Agent) -> String {
 }
 
 /// Runs a boto3 script as the service whose environment `env` is, on tankd's S3 port;
-/// it must succeed.
-fn boto3(venv: &Path, agent: &Agent, env: &BTreeMap<String, String>, what: &str, script: &str) {
+/// it must succeed. Its standard output.
+fn boto3(venv: &Path, agent: &Agent, env: &BTreeMap<String, String>, what: &str, script: &str) -> String {
     let out = python(venv, agent)
         .envs(env)
         .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", agent.s3_port))
@@ -211,12 +211,34 @@ fn boto3(venv: &Path, agent: &Agent, env: &BTreeMap<String, String>, what: &str,
         .output()
         .unwrap();
     assert!(out.status.success(), "{what}:\n{}\n{}", show(&out), tankd_tail(agent));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `zfs get -H -o value <prop> <dataset>`.
 fn zfs_prop(dataset: &str, prop: &str) -> String {
     common::sh("zfs", &["get", "-H", "-o", "value", prop, dataset]).trim().to_owned()
 }
+
+/// A boto3 prelude for the restore steps: `state()` prints the bucket's objects (ETag,
+/// metadata, size, first byte) as one JSON line; `change()` overwrites one, deletes one
+/// and adds one.
+const BUCKET_STATE: &str = r#"
+import os, json, boto3
+from botocore.config import Config
+s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
+b = os.environ["S3_BUCKET"]
+def state():
+    out = {}
+    for o in s3.list_objects_v2(Bucket=b).get("Contents", []):
+        h = s3.head_object(Bucket=b, Key=o["Key"])
+        body = s3.get_object(Bucket=b, Key=o["Key"])["Body"].read()
+        out[o["Key"]] = [h["ETag"], h["Metadata"], len(body), body[:1].decode()]
+    print(json.dumps(out, sort_keys=True), flush=True)
+def change():
+    s3.put_object(Bucket=b, Key="small/one", Body=b"z" * 100, Metadata={"kept": "no"})
+    s3.delete_object(Bucket=b, Key="small/two")
+    s3.put_object(Bucket=b, Key="small/three", Body=b"t" * 10)
+"#;
 
 /// The dataset glue, on kernel ZFS: a bucket is a dataset with properties for objects,
 /// mounted under tankd's data dir; the service's quota reaches it and is answered as an
@@ -293,6 +315,90 @@ assert h["ContentLength"] == 4096 and h["Metadata"] == {"kept": "yes"}, h
 print("ok")
 "#;
     boto3(&venv, &agent, &env, "after restart", script);
+
+    // Changes after the snapshot, then /resources/restore with what /resources/snapshot
+    // answered: the bucket is back as it was (objects, ETags, metadata), the changed
+    // state kept aside unmounted until confirm or undo. Each Python start costs seconds
+    // under TCG: one script per step prints the states it sees, one per line.
+    let states = |agent: &Agent, what: &str, actions: &str| -> Vec<String> {
+        let script = format!("{BUCKET_STATE}\n{actions}");
+        boto3(&venv, agent, &env, what, &script).lines().map(str::to_owned).collect()
+    };
+    let seen = states(&agent, "state, change, state", "state()\nchange()\nstate()");
+    let (at_snapshot, changed) = (seen[0].clone(), seen[1].clone());
+    assert!(at_snapshot.contains("small/one") && at_snapshot.contains("small/two"), "{at_snapshot}");
+    assert_ne!(changed, at_snapshot);
+    let restore = json!({"serviceId": "svc-q", "snapshots": snaps});
+    let r = agent.control("POST", "/resources/restore", &headers, restore.to_string().as_bytes());
+    assert_eq!(r.status, 200, "restore: {}", String::from_utf8_lossy(&r.body));
+    let restored = r.json()["restored"].clone();
+    let kept_bucket = format!("{}/tankd/prerestore/kept/services/svc-q/s3/svc-q", agent.pool);
+    assert!(
+        restored.as_array().unwrap().iter().any(|e| e["name"] == "svc-q" && e["keptAs"] == kept_bucket.as_str()),
+        "the bucket is reported restored: {restored}"
+    );
+    assert_eq!(
+        states(&agent, "restored state, then a write", "state()\nchange()")[0],
+        at_snapshot,
+        "the bucket as it was at s1"
+    );
+    assert_eq!(zfs_prop(&ds, "mounted"), "yes");
+    assert_eq!(zfs_prop(&ds, "mountpoint"), mountpoint.display().to_string());
+    assert_eq!(zfs_prop(&kept_bucket, "mounted"), "no", "the changed state is kept aside, unmounted");
+    assert_eq!(zfs_prop(&kept_bucket, "canmount"), "noauto");
+    assert_eq!(zfs_prop(&ds, "recordsize"), "1M", "the clone keeps the bucket's properties");
+
+    // Another service's token reaches none of svc-q's restore steps.
+    let service = json!({"serviceId": "svc-q"}).to_string();
+    let body = json!({"serviceId": "svc-other", "serviceName": "other"});
+    let r = agent.control("POST", "/resources/provision", &headers, body.to_string().as_bytes());
+    assert_eq!(r.status, 200, "provision another: {}", String::from_utf8_lossy(&r.body));
+    let other = format!("Bearer {}", r.json()["env"]["TANKD_SERVICE_TOKEN"].as_str().unwrap());
+    let as_other = [("Authorization", other.as_str()), ("Content-Type", "application/json")];
+    for route in ["/resources/restore/undo", "/resources/restore/confirm"] {
+        let r = agent.control("POST", route, &as_other, service.as_bytes());
+        assert_eq!(r.status, 401, "{route} with another service's token: {}", String::from_utf8_lossy(&r.body));
+    }
+    let r = agent.control("POST", "/resources/restore", &as_other, restore.to_string().as_bytes());
+    assert_eq!(r.status, 401, "restore with another service's token");
+    assert!(common::zfs_exists(&kept_bucket), "the refusals changed nothing");
+
+    // Undo: the changed state is back, the restored one (and the write on it) gone.
+    let r = agent.control("POST", "/resources/restore/undo", &headers, service.as_bytes());
+    assert_eq!(r.status, 200, "undo: {}", String::from_utf8_lossy(&r.body));
+    assert!(!common::zfs_exists(&kept_bucket));
+    let r = agent.control("POST", "/resources/restore/undo", &headers, service.as_bytes());
+    assert_eq!(r.status, 409, "nothing left to undo: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(states(&agent, "state after undo", "state()")[0], changed);
+
+    // Restore again, crashing right after the swap, before the buckets are settled (the
+    // kept one still mounted where the restored one belongs): the next start settles
+    // them; confirm then keeps the snapshot's state.
+    agent.crash_then(
+        "restore-swapped",
+        None,
+        common::Listener::Control,
+        "POST",
+        "/resources/restore",
+        &restore.to_string(),
+    );
+    assert_eq!(states(&agent, "state after a crash mid-restore", "state()")[0], at_snapshot);
+    assert_eq!(zfs_prop(&ds, "mounted"), "yes");
+    assert_eq!(
+        (zfs_prop(&kept_bucket, "mounted").as_str(), zfs_prop(&kept_bucket, "canmount").as_str()),
+        ("no", "noauto")
+    );
+    let r = agent.control("POST", "/resources/restore/confirm", &headers, service.as_bytes());
+    assert_eq!(r.status, 200, "confirm: {}", String::from_utf8_lossy(&r.body));
+    assert!(!common::zfs_exists(&kept_bucket), "confirm drops the kept state");
+    assert!(common::zfs_exists(&format!("{ds}@s1")), "the restored snapshot stays with the live bucket");
+
+    // A bucket snapshot alone does not restore: it comes back with its service's dataset.
+    let only_bucket: Vec<_> = snaps.as_array().unwrap().iter().filter(|s| s["capability"] == "objectstorage").collect();
+    let body = json!({"serviceId": "svc-q", "snapshots": only_bucket});
+    let r = agent.control("POST", "/resources/restore", &headers, body.to_string().as_bytes());
+    assert_eq!(r.status, 400, "a bucket alone: {}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("snapshots[0].snapshotId"), "names the field");
 
     // Deprovisioning removes the bucket's dataset; its keys are refused from then on.
     let body = json!({"serviceId": "svc-q"});

@@ -725,6 +725,8 @@ fn control_and_s3_listeners_guard_every_route() {
         ("POST", "/volumes/restore"),
         ("POST", "/resources/snapshot"),
         ("POST", "/resources/restore"),
+        ("POST", "/resources/restore/confirm"),
+        ("POST", "/resources/restore/undo"),
     ] {
         let r = agent.control(method, path, &[], b"{}");
         assert_eq!(r.status, 401, "control {method} {path} without a token");

@@ -187,6 +187,22 @@ pub struct ResourcesRestoreResponse {
     pub restored: Vec<VolumeRestoreResponse>,
 }
 
+/// `/resources/restore/confirm` and `/resources/restore/undo`: every restore of the
+/// service's datasets awaiting one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceId {
+    pub service_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesRestoreStepResponse {
+    pub service_id: String,
+    /// The datasets confirmed or undone, relative to the dataset root.
+    pub datasets: Vec<String>,
+}
+
 /// Docker's legacy VolumeDriver protocol. Requests may come without a Content-Type and
 /// with members Docker adds over the years, so unknown members are ignored here.
 pub mod docker {

@@ -154,6 +154,7 @@ pub fn routes(control: Control) -> Router {
             .route("/resources/snapshot", post(zfs_off))
             .route("/resources/snapshot/destroy", post(zfs_off))
             .route("/resources/restore", post(zfs_off))
+            .route("/resources/restore/{*rest}", post(zfs_off))
             .with_state(control);
     }
     provisioning
@@ -166,5 +167,7 @@ pub fn routes(control: Control) -> Router {
         .route("/resources/snapshot", post(snapshots::snapshot_resources))
         .route("/resources/snapshot/destroy", post(snapshots::destroy_resource_snapshots))
         .route("/resources/restore", post(snapshots::restore_resources))
+        .route("/resources/restore/confirm", post(snapshots::confirm_resources_restore))
+        .route("/resources/restore/undo", post(snapshots::undo_resources_restore))
         .with_state(control)
 }

@@ -13,9 +13,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use rpc_schema::control::{
-    Capability, ResourceSnapshot, ResourcesRestoreRequest, ResourcesRestoreResponse, ResourcesSnapshotRequest,
-    ResourcesSnapshotResponse, VolumeList, VolumeName, VolumeRestoreRequest, VolumeRestoreResponse,
-    VolumeSnapshotRequest,
+    Capability, ResourceSnapshot, ResourcesRestoreRequest, ResourcesRestoreResponse, ResourcesRestoreStepResponse,
+    ResourcesSnapshotRequest, ResourcesSnapshotResponse, ServiceId, VolumeList, VolumeName, VolumeRestoreRequest,
+    VolumeRestoreResponse, VolumeSnapshotRequest,
 };
 use zfs_sys_shim::{DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, SnapshotName};
 
@@ -300,6 +300,9 @@ pub async fn destroy_resource_snapshots(
     Ok(Json(serde_json::json!({ "destroyed": destroyed })))
 }
 
+/// How long a service restore waits for the S3 requests in flight on its buckets.
+const BUCKET_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn restore_resources(
     State(c): State<Control>,
     headers: HeaderMap,
@@ -309,32 +312,21 @@ pub async fn restore_resources(
     let req: ResourcesRestoreRequest = json(&bytes)?;
     check_name("serviceId", &req.service_id)?;
     c.require_service(&caller, Some(&req.service_id))?;
+    let own = c.service_dataset(&req.service_id)?;
     let resources = service_resources(&c, &req.service_id).await?;
     // Every entry is checked before anything is restored.
     let mut plan = Vec::new();
+    // Buckets named in the request: they come back with their service's dataset.
+    let mut with_own = Vec::new();
     for (i, s) in req.snapshots.iter().enumerate() {
         let field = format!("snapshots[{i}].snapshotId");
-        if let Ok(Capability::Database | Capability::Objectstorage) =
-            serde_json::from_value::<Capability>(serde_json::json!(s.capability))
-        {
+        if let Ok(Capability::Database) = serde_json::from_value::<Capability>(serde_json::json!(s.capability)) {
             return Err(ApiError::from(unavailable(
                 &format!("snapshots[{i}].capability"),
                 format!("restoring capability {} is not available on this node yet", s.capability),
             )));
         }
-        // The clone-and-swap restore renames the service's dataset, which would carry its
-        // bucket datasets away with it: refused until buckets restore with it.
-        if s.capability == "filesystem" && !service_buckets(&c, &c.service_dataset(&req.service_id)?).await?.is_empty()
-        {
-            return Err(ApiError::from(unavailable(
-                &format!("snapshots[{i}].capability"),
-                format!(
-                    "service {} has buckets: restoring its dataset with them is not available on this node yet",
-                    req.service_id
-                ),
-            )));
-        }
-        let Some((ds, _, name)) = resources.iter().find(|(ds, _, _)| {
+        let Some((ds, capability, name)) = resources.iter().find(|(ds, _, _)| {
             s.snapshot_id.split_once('@').is_some_and(|(d, _)| c.root.join(d).ok().as_ref() == Some(ds))
         }) else {
             return Err(ApiError::from(Error::invalid(
@@ -346,6 +338,10 @@ pub async fn restore_resources(
         if !c.zfs.exists(&snap).await? {
             return Err(ApiError::from(Error::not_found(format!("{field}: no snapshot {snap}"))));
         }
+        if *capability == "objectstorage" {
+            with_own.push((i, snap, name.clone()));
+            continue;
+        }
         if restore::pending(&c.zfs, &c.root, ds).await?.is_some() {
             return Err(ApiError::from(Error::conflict(format!("{ds} has a restore awaiting confirm or undo"))));
         }
@@ -355,24 +351,130 @@ pub async fn restore_resources(
         }
         plan.push((snap, name.clone()));
     }
+    // A bucket is a child of the service's dataset: it is restored by the same swap, from
+    // the same snapshot, or not at all.
+    let own_snap = plan.iter().find(|(snap, _)| snap.dataset() == own).map(|(snap, _)| snap.clone());
+    for (i, snap, _) in &with_own {
+        let same = own_snap
+            .as_ref()
+            .is_some_and(|o| o.as_str().rsplit_once('@').map(|p| p.1) == snap.as_str().rsplit_once('@').map(|p| p.1));
+        if !same {
+            return Err(ApiError::from(Error::invalid(
+                &format!("snapshots[{i}].snapshotId"),
+                format!(
+                    "bucket snapshot {} restores with its service's dataset: add the service's `filesystem` entry of the same snapshot",
+                    snapshot_id(&c, snap)
+                ),
+            )));
+        }
+    }
+    let buckets = if own_snap.is_some() { service_buckets(&c, &own).await? } else { Vec::new() };
+    if !buckets.is_empty() {
+        c.s3.suspend(&req.service_id, BUCKET_DRAIN).await?;
+    }
+    let result = restore_plan(&c, &plan).await;
+    if !buckets.is_empty()
+        && let Err(e) = c.s3.reopen(&req.service_id).await
+    {
+        tracing::error!(service = %req.service_id, error = %e, "buckets not all reopened after a restore");
+    }
+    let mut restored = result?;
+    for (_, snap, name) in with_own {
+        let kept = restore::Swap::of(&c.root, &snap.dataset())?.kept;
+        restored.push(VolumeRestoreResponse { name, snapshot_id: snapshot_id(&c, &snap), kept_as: kept.to_string() });
+    }
+    Ok(Json(ResourcesRestoreResponse { service_id: req.service_id, restored }))
+}
+
+/// Restores each snapshot; all or nothing: a failure undoes what the call already did.
+async fn restore_plan(c: &Control, plan: &[(SnapshotName, String)]) -> Result<Vec<VolumeRestoreResponse>> {
     let mut restored = Vec::new();
-    for (snap, name) in &plan {
+    for (snap, name) in plan {
         match restore::restore(&c.zfs, &c.root, snap).await {
             Ok(kept) => restored.push(VolumeRestoreResponse {
                 name: name.clone(),
-                snapshot_id: snapshot_id(&c, snap),
+                snapshot_id: snapshot_id(c, snap),
                 kept_as: kept.to_string(),
             }),
             Err(e) => {
-                // All or nothing: put back what this call already restored.
                 for (done, _) in plan.iter().take(restored.len()) {
                     if let Err(u) = restore::undo(&c.zfs, &c.root, &done.dataset()).await {
                         tracing::error!(dataset = %done.dataset(), error = %u, "could not undo a partial resource restore");
                     }
                 }
-                return Err(ApiError::from(e));
+                return Err(e);
             }
         }
     }
-    Ok(Json(ResourcesRestoreResponse { service_id: req.service_id, restored }))
+    Ok(restored)
+}
+
+/// The service's datasets (its own and its volumes') with a restore awaiting a step.
+async fn pending_of_service(c: &Control, headers: &HeaderMap, bytes: &Bytes) -> Result<(String, Vec<DatasetName>)> {
+    let caller = c.token_caller(headers)?;
+    let req: ServiceId = json(bytes)?;
+    check_name("serviceId", &req.service_id)?;
+    c.require_service(&caller, Some(&req.service_id))?;
+    let own = c.service_dataset(&req.service_id)?;
+    let mut candidates = vec![own];
+    for v in c.volumes.owned_by(&req.service_id).await? {
+        candidates.push(c.volumes.dataset(&v)?);
+    }
+    let mut pending = Vec::new();
+    for ds in candidates {
+        if c.zfs.exists(&ds).await? && restore::pending(&c.zfs, &c.root, &ds).await?.is_some() {
+            pending.push(ds);
+        }
+    }
+    if pending.is_empty() {
+        return Err(Error::conflict(format!("service {} has no restore awaiting confirm or undo", req.service_id)));
+    }
+    Ok((req.service_id, pending))
+}
+
+fn relative(c: &Control, ds: &DatasetName) -> String {
+    ds.relative_to(&c.root).unwrap_or(ds.as_str()).to_owned()
+}
+
+/// `POST /resources/restore/confirm {serviceId}`: keeps every restored state of the
+/// service and drops what was kept from before.
+pub async fn confirm_resources_restore(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<ResourcesRestoreStepResponse>, ApiError> {
+    let (service_id, pending) = pending_of_service(&c, &headers, &bytes).await?;
+    for ds in &pending {
+        restore::confirm(&c.zfs, &c.root, ds).await?;
+    }
+    let datasets = pending.iter().map(|d| relative(&c, d)).collect();
+    Ok(Json(ResourcesRestoreStepResponse { service_id, datasets }))
+}
+
+/// `POST /resources/restore/undo {serviceId}`: puts every pre-restore state of the
+/// service back, its buckets with its dataset.
+pub async fn undo_resources_restore(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<ResourcesRestoreStepResponse>, ApiError> {
+    let (service_id, pending) = pending_of_service(&c, &headers, &bytes).await?;
+    let own = c.service_dataset(&service_id)?;
+    let buckets = pending.contains(&own) && !service_buckets(&c, &own).await?.is_empty();
+    if buckets {
+        c.s3.suspend(&service_id, BUCKET_DRAIN).await?;
+    }
+    let mut result = Ok(());
+    for ds in &pending {
+        result = restore::undo(&c.zfs, &c.root, ds).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    if buckets && let Err(e) = c.s3.reopen(&service_id).await {
+        tracing::error!(service = %service_id, error = %e, "buckets not all reopened after an undo");
+    }
+    result?;
+    let datasets = pending.iter().map(|d| relative(&c, d)).collect();
+    Ok(Json(ResourcesRestoreStepResponse { service_id, datasets }))
 }

@@ -7,8 +7,15 @@
 //! pre-restore state and the newer snapshots until `confirm` destroys it or `undo` swaps
 //! it back. Every step is one `zfs` command; [`recover`] finishes or reverts a swap that
 //! a crash interrupted, so no half-restored volume survives a restart.
+//!
+//! A service's dataset has children, its buckets (`s3/<bucket>`, mounted outside the
+//! service at a mountpoint of their own). A rename carries children along, so the swap
+//! does too: each child with the restored snapshot is cloned under the incoming clone
+//! (`canmount=noauto`, so it cannot mount over the live bucket), the two renames swap the
+//! whole trees, and [`settle`] then unmounts the children that went aside and mounts the
+//! ones that came in at the same places.
 
-use zfs_sys_shim::{DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, SnapshotName, Zfs};
+use zfs_sys_shim::{Dataset, DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, SnapshotName, Zfs};
 
 use crate::error::{Error, Result};
 
@@ -53,6 +60,107 @@ async fn clone_props(zfs: &Zfs, live: &DatasetName) -> Result<(Vec<(String, Stri
     Ok((props, mountpoint))
 }
 
+/// The datasets below `top` (not `top` itself), parents before children, and the names
+/// of the snapshots in that tree.
+async fn tree(zfs: &Zfs, top: &DatasetName) -> Result<(Vec<Dataset>, Vec<String>)> {
+    let q =
+        ListQuery::recursive(top.clone(), DatasetType::Filesystem, &[Prop::Mountpoint, Prop::Canmount, Prop::Mounted])
+            .types(&[DatasetType::Filesystem, DatasetType::Volume, DatasetType::Snapshot]);
+    let (snaps, mut children): (Vec<Dataset>, Vec<Dataset>) = zfs
+        .list(&q)
+        .await?
+        .into_iter()
+        .filter(|d| d.name != top.as_str())
+        .partition(|d| d.kind == Some(DatasetType::Snapshot));
+    children.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((children, snaps.into_iter().map(|d| d.name).collect()))
+}
+
+/// `name` relative to `top`, for a dataset below it.
+fn rel<'a>(top: &DatasetName, name: &'a str) -> Option<&'a str> {
+    name.strip_prefix(top.as_str())?.strip_prefix('/')
+}
+
+fn below(top: &DatasetName, rel: &str) -> Result<DatasetName> {
+    top.join(rel).map_err(|e| Error::internal(format!("{top}/{rel}: {}", e.reason)))
+}
+
+/// Clones the children of `live` that have the snapshot `snap_name` under `incoming`,
+/// which is the clone of `live` itself. A child with its own mountpoint (a bucket) keeps
+/// it but is made `canmount=noauto`: the live bucket is mounted there until the swap. A
+/// child without the snapshot (a bucket made after it) is not restored; one that is only
+/// a parent of restored children (a service's `s3`) is made again with its properties.
+/// Returns the children cloned, relative to `live`.
+async fn clone_children(zfs: &Zfs, live: &DatasetName, incoming: &DatasetName, snap_name: &str) -> Result<Vec<String>> {
+    let (children, snaps) = tree(zfs, live).await?;
+    let mut cloned = Vec::new();
+    for child in &children {
+        let Some(r) = rel(live, &child.name) else { continue };
+        let src = below(live, r)?;
+        let dst = below(incoming, r)?;
+        let (mut props, mountpoint) = clone_props(zfs, &src).await?;
+        if snaps.iter().any(|s| *s == format!("{src}@{snap_name}")) {
+            if let Some(mp) = mountpoint {
+                props.push(("mountpoint".into(), mp));
+                props.push(("canmount".into(), "noauto".into()));
+            }
+            let snap = src.snapshot(snap_name).map_err(|e| Error::internal(e.reason))?;
+            zfs.clone_snapshot(&snap, &dst, true, &props).await?;
+            cloned.push(r.to_owned());
+        } else if children.iter().any(|c| {
+            rel(live, &c.name).is_some_and(|cr| cr.starts_with(&format!("{r}/")))
+                && snaps.iter().any(|s| s.starts_with(&format!("{}@", c.name)))
+        }) {
+            if let Some(canmount) = child.canmount.as_ref().filter(|c| *c != "on") {
+                props.push(("canmount".into(), canmount.clone()));
+            }
+            zfs.create_filesystem(&dst, true, &props).await?;
+        }
+    }
+    Ok(cloned)
+}
+
+/// After a swap of trees: the children now under `away` (a prerestore name) that mount at
+/// a place of their own are unmounted and made `canmount=noauto`, so they stay unmounted
+/// after a reboot too; then the children of `here` that an earlier settle parked mount
+/// again. Idempotent: [`recover`] runs it for a swap a crash interrupted.
+pub async fn settle(zfs: &Zfs, away: &DatasetName, here: &DatasetName) -> Result<()> {
+    if zfs.exists(away).await? {
+        for child in tree(zfs, away).await?.0 {
+            let own_place = child.mountpoint.as_deref().is_some_and(|m| m.starts_with('/'));
+            if own_place && child.canmount.as_deref() == Some("on") {
+                let name = below(away, rel(away, &child.name).unwrap_or_default())?;
+                zfs.unmount(&name).await?;
+                zfs.set(&name, &[("canmount".into(), "noauto".into())]).await?;
+            }
+        }
+    }
+    for child in tree(zfs, here).await?.0 {
+        if child.canmount.as_deref() == Some("noauto") {
+            let name = below(here, rel(here, &child.name).unwrap_or_default())?;
+            zfs.set(&name, &[("canmount".into(), "on".into())]).await?;
+            zfs.mount(&name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Promotes `live` and each child of it that is a clone of its counterpart under `other`
+/// (the kept or discarded tree), so `other` can be destroyed on its own.
+async fn promote_tree(zfs: &Zfs, live: &DatasetName, other: &DatasetName) -> Result<()> {
+    if is_clone_of(zfs, live, other).await? {
+        zfs.promote(live).await?;
+    }
+    for child in tree(zfs, live).await?.0 {
+        let Some(r) = rel(live, &child.name) else { continue };
+        let (mine, theirs) = (below(live, r)?, below(other, r)?);
+        if is_clone_of(zfs, &mine, &theirs).await? {
+            zfs.promote(&mine).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Restore `snap` (a snapshot of `live`) into `live`; the old state is kept. Returns the
 /// kept dataset's name.
 pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Result<DatasetName> {
@@ -68,19 +176,28 @@ pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Resu
         return Err(Error::not_found(format!("no snapshot {snap}")));
     }
     // A leftover from a crash that recover() did not see (it runs at start only).
-    zfs.destroy(&swap.incoming, DestroyOptions { recursive: true, ..Default::default() }).await?;
+    let recursive = DestroyOptions { recursive: true, ..Default::default() };
+    zfs.destroy(&swap.incoming, recursive).await?;
     let (props, mountpoint) = clone_props(zfs, &live).await?;
     zfs.clone_snapshot(snap, &swap.incoming, true, &props).await?;
+    let snap_name = snap.as_str().rsplit_once('@').map(|(_, n)| n).unwrap_or_default();
+    let children = match clone_children(zfs, &live, &swap.incoming, snap_name).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = zfs.destroy(&swap.incoming, recursive).await;
+            return Err(e);
+        }
+    };
     crate::fault::point("restore-cloned");
     if let Err(e) = zfs.rename(&live, &swap.kept, true).await {
-        let _ = zfs.destroy(&swap.incoming, DestroyOptions::default()).await;
+        let _ = zfs.destroy(&swap.incoming, recursive).await;
         return Err(e.into());
     }
     crate::fault::point("restore-set-aside");
     if let Err(e) = zfs.rename(&swap.incoming, &live, false).await {
         // Put the live dataset back before reporting.
         let back = zfs.rename(&swap.kept, &live, false).await;
-        let _ = zfs.destroy(&swap.incoming, DestroyOptions::default()).await;
+        let _ = zfs.destroy(&swap.incoming, recursive).await;
         if let Err(b) = back {
             tracing::error!(dataset = %live, error = %b, "could not put the dataset back after a failed restore; the next start will");
         }
@@ -90,10 +207,14 @@ pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Resu
         zfs.set(&live, &[("mountpoint".into(), mp)]).await?;
     }
     crate::fault::point("restore-swapped");
-    // Promotion moves the snapshots up to the restored one onto the live dataset; the
-    // kept one becomes its clone and can later be destroyed on its own.
-    if let Err(e) = zfs.promote(&live).await {
+    settle(zfs, &swap.kept, &live).await?;
+    // Promotion moves the snapshots up to the restored one onto the live datasets; the
+    // kept ones become their clones and can later be destroyed on their own.
+    if let Err(e) = promote_tree(zfs, &live, &swap.kept).await {
         tracing::warn!(dataset = %live, error = %e, "promote after restore failed; confirm will retry it");
+    }
+    if !children.is_empty() {
+        tracing::info!(dataset = %live, children = ?children, "children restored with it");
     }
     tracing::info!(dataset = %live, snapshot = %snap, kept = %swap.kept, "restored; the old state is kept until confirm or undo");
     Ok(swap.kept)
@@ -111,9 +232,7 @@ pub async fn confirm(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Resul
     if !zfs.exists(&swap.kept).await? {
         return Err(Error::conflict(format!("{live} has no restore awaiting confirm")));
     }
-    if is_clone_of(zfs, live, &swap.kept).await? {
-        zfs.promote(live).await?;
-    }
+    promote_tree(zfs, live, &swap.kept).await?;
     zfs.destroy(&swap.kept, DestroyOptions { recursive: true, ..Default::default() }).await?;
     tracing::info!(dataset = %live, "restore confirmed");
     Ok(())
@@ -136,9 +255,8 @@ pub async fn undo(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<(
     if let Some(mp) = mountpoint {
         zfs.set(live, &[("mountpoint".into(), mp)]).await?;
     }
-    if is_clone_of(zfs, live, &swap.discard).await? {
-        zfs.promote(live).await?;
-    }
+    settle(zfs, &swap.discard, live).await?;
+    promote_tree(zfs, live, &swap.discard).await?;
     zfs.destroy(&swap.discard, DestroyOptions { recursive: true, ..Default::default() }).await?;
     tracing::info!(dataset = %live, "restore undone");
     Ok(())
@@ -180,27 +298,44 @@ pub async fn recover(zfs: &Zfs, root: &DatasetName) -> Result<()> {
         let prefix = format!("{pre}/{kind}/");
         for d in all.iter().filter(|d| d.name.starts_with(&prefix)) {
             let rel = &d.name[prefix.len()..];
-            // Only leaves: volumes/<name> or services/<id>.
-            if !rel.contains('/') {
+            // Only the swapped datasets, volumes/<name> or services/<id>, not what they
+            // carry (a service's buckets move with it).
+            if rel.matches('/').count() != 1 {
                 continue;
             }
             let (Ok(here), Ok(live)) = (d.name.parse::<DatasetName>(), root.join(rel)) else { continue };
+            if !zfs.exists(&here).await? {
+                continue;
+            }
+            let swap = Swap::of(root, &live)?;
             let live_exists = zfs.exists(&live).await?;
             match (at, live_exists) {
                 (0, true) | (1, true) => {
                     tracing::warn!(dataset = %here, "removing what an interrupted restore left");
-                    if is_clone_of(zfs, &live, &here).await? {
-                        zfs.promote(&live).await?;
+                    if at == 1 {
+                        settle(zfs, &here, &live).await?;
                     }
+                    promote_tree(zfs, &live, &here).await?;
                     zfs.destroy(&here, DestroyOptions { recursive: true, ..Default::default() }).await?;
                 }
-                (0, false) | (2, false) => {
-                    tracing::warn!(dataset = %here, live = %live, "completing an interrupted swap");
+                (0, false) => {
+                    tracing::warn!(dataset = %here, live = %live, "completing an interrupted restore");
                     zfs.rename(&here, &live, false).await?;
-                    if is_clone_of(zfs, &live, &here).await.unwrap_or(false) {
-                        let _ = zfs.promote(&live).await;
+                    settle(zfs, &swap.kept, &live).await?;
+                    if let Err(e) = promote_tree(zfs, &live, &swap.kept).await {
+                        tracing::warn!(dataset = %live, error = %e, "promote after restore failed; confirm will retry it");
                     }
                 }
+                (2, false) => {
+                    tracing::warn!(dataset = %here, live = %live, "completing an interrupted undo");
+                    zfs.rename(&here, &live, false).await?;
+                    settle(zfs, &swap.discard, &live).await?;
+                    promote_tree(zfs, &live, &swap.discard).await?;
+                    zfs.destroy(&swap.discard, DestroyOptions { recursive: true, ..Default::default() }).await?;
+                }
+                // A restore awaiting confirm or undo: its children may not have been
+                // settled when the crash came.
+                (2, true) => settle(zfs, &here, &live).await?,
                 _ => {}
             }
         }
