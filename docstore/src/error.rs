@@ -15,6 +15,7 @@ pub enum Code {
     MechanismUnavailable,
     UnsupportedOpQueryCommand,
     BsonObjectTooLarge,
+    NotImplemented,
 }
 
 impl Code {
@@ -30,6 +31,7 @@ impl Code {
             Code::MechanismUnavailable => 334,
             Code::UnsupportedOpQueryCommand => 352,
             Code::BsonObjectTooLarge => 10334,
+            Code::NotImplemented => 238,
         }
     }
 
@@ -45,6 +47,7 @@ impl Code {
             Code::MechanismUnavailable => "MechanismUnavailable",
             Code::UnsupportedOpQueryCommand => "UnsupportedOpQueryCommand",
             Code::BsonObjectTooLarge => "BSONObjectTooLarge",
+            Code::NotImplemented => "NotImplemented",
         }
     }
 }

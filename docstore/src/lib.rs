@@ -14,9 +14,11 @@
 //! - [`error`]: MongoDB's error codes, named once.
 
 mod auth;
+pub mod bsonx;
 mod conn;
 pub mod error;
 mod handshake;
+pub mod query;
 pub mod scram;
 mod server;
 pub mod wire;
