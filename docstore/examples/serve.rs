@@ -21,7 +21,8 @@ async fn main() -> std::io::Result<()> {
         eprintln!("usage: serve <addr> <user> <password>");
         std::process::exit(2);
     };
-    let tenant = Tenant { user: user.clone(), db: user.clone(), password: password.clone() };
+    let path = std::env::temp_dir().join(format!("docstore-{user}.sqlite"));
+    let tenant = Tenant { user: user.clone(), db: user.clone(), password: password.clone(), path };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     Server::new(Config::default(), Arc::new(One(tenant))).serve(listener).await
 }

@@ -16,6 +16,11 @@ pub enum Code {
     UnsupportedOpQueryCommand,
     BsonObjectTooLarge,
     NotImplemented,
+    InternalError,
+    InvalidNamespace,
+    CursorNotFound,
+    InvalidOptions,
+    NamespaceExists,
 }
 
 impl Code {
@@ -32,6 +37,11 @@ impl Code {
             Code::UnsupportedOpQueryCommand => 352,
             Code::BsonObjectTooLarge => 10334,
             Code::NotImplemented => 238,
+            Code::InternalError => 1,
+            Code::InvalidNamespace => 73,
+            Code::CursorNotFound => 43,
+            Code::InvalidOptions => 72,
+            Code::NamespaceExists => 48,
         }
     }
 
@@ -48,6 +58,11 @@ impl Code {
             Code::UnsupportedOpQueryCommand => "UnsupportedOpQueryCommand",
             Code::BsonObjectTooLarge => "BSONObjectTooLarge",
             Code::NotImplemented => "NotImplemented",
+            Code::InternalError => "InternalError",
+            Code::InvalidNamespace => "InvalidNamespace",
+            Code::CursorNotFound => "CursorNotFound",
+            Code::InvalidOptions => "InvalidOptions",
+            Code::NamespaceExists => "NamespaceExists",
         }
     }
 }

@@ -13,14 +13,17 @@
 //!   `hello` that mongosh still sends first);
 //! - [`error`]: MongoDB's error codes, named once.
 
+mod aggregate;
 mod auth;
 pub mod bsonx;
 mod conn;
+mod crud;
 pub mod error;
 mod handshake;
 pub mod query;
 pub mod scram;
 mod server;
+pub mod store;
 pub mod wire;
 
 pub use server::{Config, Resolver, Server, Tenant};

@@ -9,7 +9,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
+use crate::crud::Cursors;
+use crate::error::CommandError;
 use crate::scram::Credentials;
+use crate::store::Store;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -27,17 +30,23 @@ impl Default for Config {
     }
 }
 
-/// A database user: the service it is, the one database it reaches, and its password.
+/// A database user: the service it is, the one database it reaches, its password, and
+/// the SQLite file that database lives in (on the service's own storage).
 #[derive(Clone)]
 pub struct Tenant {
     pub user: String,
     pub db: String,
     pub password: String,
+    pub path: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Tenant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tenant").field("user", &self.user).field("db", &self.db).finish_non_exhaustive()
+        f.debug_struct("Tenant")
+            .field("user", &self.user)
+            .field("db", &self.db)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -62,12 +71,22 @@ pub(crate) struct Inner {
     salt_key: [u8; 32],
     /// user → (the password the keys were made from, the keys). Bounded: cleared when full.
     keys: Mutex<HashMap<String, (String, Credentials)>>,
+    /// Open databases by user, opened on first use.
+    stores: Mutex<HashMap<String, Arc<Store>>>,
+    pub cursors: Arc<Cursors>,
 }
 
 /// How many users' keys are kept; a node has far fewer services than this.
 const KEY_CACHE: usize = 4096;
 
 impl Server {
+    /// Closes the user's database (its open file and cursors), as before its storage is
+    /// restored or removed; the next command opens it again.
+    pub fn close_tenant(&self, user: &str) {
+        self.inner.stores.lock().expect("stores lock").remove(user);
+        self.inner.cursors.forget_user(user);
+    }
+
     pub fn new(config: Config, resolver: Arc<dyn Resolver>) -> Server {
         let mut salt_key = [0u8; 32];
         getrandom::fill(&mut salt_key).expect("the OS has randomness");
@@ -80,6 +99,8 @@ impl Server {
                 connections,
                 salt_key,
                 keys: Mutex::default(),
+                stores: Mutex::default(),
+                cursors: Arc::default(),
             }),
         }
     }
@@ -111,6 +132,17 @@ impl Server {
 }
 
 impl Inner {
+    /// The tenant's database, opened (and made) on first use.
+    pub fn store(&self, tenant: &Tenant) -> Result<Arc<Store>, CommandError> {
+        let mut stores = self.stores.lock().expect("stores lock");
+        if let Some(s) = stores.get(&tenant.user) {
+            return Ok(s.clone());
+        }
+        let store = Arc::new(Store::open(&tenant.path)?);
+        stores.insert(tenant.user.clone(), store.clone());
+        Ok(store)
+    }
+
     pub fn salt(&self, user: &str) -> Vec<u8> {
         use hmac::{Hmac, KeyInit, Mac};
         let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.salt_key).expect("any key length");

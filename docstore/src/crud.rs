@@ -1,0 +1,355 @@
+//! The data commands on a tenant's database: insert, find (with getMore and
+//! killCursors), delete, count, and the collection commands (create, drop,
+//! listCollections, listIndexes, dropDatabase). Every write is one SQLite transaction,
+//! committed before the reply.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bson::{Bson, Document, doc};
+
+use crate::bsonx::cmp::compare;
+use crate::bsonx::path::lookup;
+use crate::error::{Code, CommandError, CommandResult};
+use crate::query;
+use crate::store::{Store, check_collection};
+
+/// A find's documents beyond its first batch, for getMore. Drivers may ask for the next
+/// batch on another pooled connection, so cursors are the server's, tied to a user.
+struct Cursor {
+    user: String,
+    ns: String,
+    docs: VecDeque<Document>,
+    touched: Instant,
+}
+
+#[derive(Default)]
+pub struct Cursors {
+    open: Mutex<HashMap<i64, Cursor>>,
+}
+
+/// Open cursors kept at most, and how long an idle one lives (MongoDB's default).
+const MAX_CURSORS: usize = 10_000;
+const CURSOR_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_BATCH: usize = 101;
+
+impl Cursors {
+    pub fn forget_user(&self, user: &str) {
+        self.open.lock().expect("cursors lock").retain(|_, c| c.user != user);
+    }
+
+    fn open(&self, user: &str, ns: &str, docs: VecDeque<Document>) -> i64 {
+        let mut open = self.open.lock().expect("cursors lock");
+        open.retain(|_, c| c.touched.elapsed() < CURSOR_TIMEOUT);
+        if open.len() >= MAX_CURSORS
+            && let Some(oldest) = open.iter().min_by_key(|(_, c)| c.touched).map(|(id, _)| *id)
+        {
+            open.remove(&oldest);
+        }
+        let mut id = 0i64;
+        while id <= 0 || open.contains_key(&id) {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).expect("the OS has randomness");
+            id = i64::from_le_bytes(b) & i64::MAX;
+        }
+        open.insert(id, Cursor { user: user.to_owned(), ns: ns.to_owned(), docs, touched: Instant::now() });
+        id
+    }
+}
+
+/// What a data command runs with: the tenant's store, its database name and user.
+pub struct Ctx {
+    pub store: Arc<Store>,
+    pub db: String,
+    pub user: String,
+    pub cursors: Arc<Cursors>,
+}
+
+fn bad(message: impl Into<String>) -> CommandError {
+    CommandError::new(Code::BadValue, message)
+}
+
+fn collection<'a>(cmd: &'a Document, name: &str) -> Result<&'a str, CommandError> {
+    let c = cmd.get_str(name).map_err(|_| bad(format!("{name} needs a collection name")))?;
+    check_collection(c)?;
+    Ok(c)
+}
+
+fn count_arg(cmd: &Document, name: &str) -> Result<Option<usize>, CommandError> {
+    match cmd.get(name) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(v) => match crate::bsonx::cmp::number(v) {
+            Some(n) if n >= 0.0 => Ok(Some(n as usize)),
+            _ => Err(bad(format!("{name} must be a non-negative number"))),
+        },
+    }
+}
+
+fn documents(cmd: &Document, field: &str) -> Result<Vec<Document>, CommandError> {
+    match cmd.get(field) {
+        Some(Bson::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Bson::Document(d) => Ok(d.clone()),
+                _ => Err(bad(format!("{field} entries must be documents"))),
+            })
+            .collect(),
+        _ => Err(bad(format!("{field} must be an array of documents"))),
+    }
+}
+
+/// Runs `name` if it is a data command; `None` when it is not one.
+pub fn run(ctx: &Ctx, name: &str, cmd: &Document) -> Option<CommandResult> {
+    Some(match name {
+        "insert" => insert(ctx, cmd),
+        "find" => find(ctx, cmd),
+        "getMore" => get_more(ctx, cmd),
+        "killCursors" => kill_cursors(ctx, cmd),
+        "delete" => delete(ctx, cmd),
+        "count" => count(ctx, cmd),
+        "aggregate" => aggregate(ctx, cmd),
+        "create" => collection(cmd, "create").and_then(|c| {
+            if ctx.store.create(c)? {
+                Ok(doc! {"ok": 1.0})
+            } else {
+                Err(CommandError::new(Code::NamespaceExists, format!("Collection {}.{c} already exists.", ctx.db)))
+            }
+        }),
+        "drop" => collection(cmd, "drop").and_then(|c| {
+            ctx.store.drop_collection(c)?;
+            Ok(doc! {"ns": format!("{}.{c}", ctx.db), "nIndexesWas": 1, "ok": 1.0})
+        }),
+        "dropDatabase" => ctx.store.collections().and_then(|all| {
+            for c in all {
+                ctx.store.drop_collection(&c)?;
+            }
+            Ok(doc! {"dropped": &ctx.db, "ok": 1.0})
+        }),
+        "listCollections" => list_collections(ctx, cmd),
+        "listIndexes" => collection(cmd, "listIndexes").map(|c| {
+            let ns = format!("{}.{c}", ctx.db);
+            let id = doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"};
+            doc! {"cursor": {"firstBatch": [id], "id": 0_i64, "ns": ns}, "ok": 1.0}
+        }),
+        _ => return None,
+    })
+}
+
+fn insert(ctx: &Ctx, cmd: &Document) -> CommandResult {
+    let coll = collection(cmd, "insert")?;
+    let docs = documents(cmd, "documents")?;
+    let ordered = cmd.get_bool("ordered").unwrap_or(true);
+    let (n, errors) = ctx.store.insert(&ctx.db, coll, docs, ordered)?;
+    let mut reply = doc! {"n": n as i32, "ok": 1.0};
+    if !errors.is_empty() {
+        let list: Vec<Bson> = errors
+            .into_iter()
+            .map(|e| Bson::Document(doc! {"index": e.index as i32, "code": e.code, "errmsg": e.message}))
+            .collect();
+        reply.insert("writeErrors", list);
+    }
+    Ok(reply)
+}
+
+/// The documents of `coll` that match `filter`, with their row ids.
+fn matching(ctx: &Ctx, coll: &str, filter: Option<&Document>) -> Result<Vec<(i64, Document)>, CommandError> {
+    let f = query::compile(filter.unwrap_or(&Document::new()))?;
+    Ok(ctx.store.scan(coll)?.into_iter().filter(|(_, d)| f.matches(d)).collect())
+}
+
+fn sort_key(doc: &Document, path: &str) -> Bson {
+    lookup(doc, path).values.first().map(|v| (*v).clone()).unwrap_or(Bson::Null)
+}
+
+pub(crate) fn sort(docs: &mut [Document], spec: &Document) -> Result<(), CommandError> {
+    let mut keys = Vec::new();
+    for (k, v) in spec {
+        let dir = match crate::bsonx::cmp::number(v) {
+            Some(1.0) => Ordering::Less,
+            Some(-1.0) => Ordering::Greater,
+            _ => return Err(bad(format!("$sort key ordering must be 1 (for ascending) or -1 (for descending): {k}"))),
+        };
+        keys.push((k.clone(), dir));
+    }
+    docs.sort_by(|a, b| {
+        for (k, dir) in &keys {
+            let o = compare(&sort_key(a, k), &sort_key(b, k));
+            if o != Ordering::Equal {
+                return if *dir == Ordering::Less { o } else { o.reverse() };
+            }
+        }
+        Ordering::Equal
+    });
+    Ok(())
+}
+
+/// Inclusion (`{a: 1}`, `_id` kept unless `_id: 0`) or exclusion (`{a: 0}`) of top-level
+/// fields.
+pub(crate) fn project(doc: Document, spec: &Document) -> Result<Document, CommandError> {
+    if spec.is_empty() {
+        return Ok(doc);
+    }
+    let flag = |v: &Bson| match v {
+        Bson::Boolean(b) => Ok(*b),
+        other => crate::bsonx::cmp::number(other)
+            .map(|n| n != 0.0)
+            .ok_or_else(|| CommandError::new(Code::NotImplemented, "projection expressions are not supported yet")),
+    };
+    let mut include = Vec::new();
+    let mut exclude = Vec::new();
+    let mut keep_id = true;
+    for (k, v) in spec {
+        if k.contains('.') || k.starts_with('$') {
+            return Err(CommandError::new(Code::NotImplemented, format!("projection of {k} is not supported yet")));
+        }
+        match (k.as_str(), flag(v)?) {
+            ("_id", on) => keep_id = on,
+            (_, true) => include.push(k.clone()),
+            (_, false) => exclude.push(k.clone()),
+        }
+    }
+    if !include.is_empty() && !exclude.is_empty() {
+        return Err(bad("Cannot do exclusion and inclusion in one projection"));
+    }
+    Ok(doc
+        .into_iter()
+        .filter(|(k, _)| {
+            if k == "_id" {
+                keep_id
+            } else if !include.is_empty() {
+                include.contains(k)
+            } else {
+                !exclude.contains(k)
+            }
+        })
+        .collect())
+}
+
+fn find(ctx: &Ctx, cmd: &Document) -> CommandResult {
+    let coll = collection(cmd, "find")?;
+    let filter = cmd.get_document("filter").ok();
+    let mut docs: Vec<Document> = matching(ctx, coll, filter)?.into_iter().map(|(_, d)| d).collect();
+    if let Ok(spec) = cmd.get_document("sort") {
+        sort(&mut docs, spec)?;
+    }
+    let skip = count_arg(cmd, "skip")?.unwrap_or(0);
+    let limit = count_arg(cmd, "limit")?.filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let projection = cmd.get_document("projection").cloned().unwrap_or_default();
+    let docs: VecDeque<Document> =
+        docs.into_iter().skip(skip).take(limit).map(|d| project(d, &projection)).collect::<Result<_, _>>()?;
+    let batch = count_arg(cmd, "batchSize")?.unwrap_or(DEFAULT_BATCH);
+    let single = cmd.get_bool("singleBatch").unwrap_or(false);
+    Ok(first_batch(ctx, coll, docs, batch, single))
+}
+
+fn first_batch(ctx: &Ctx, coll: &str, mut docs: VecDeque<Document>, batch: usize, single: bool) -> Document {
+    let ns = format!("{}.{coll}", ctx.db);
+    let first: Vec<Bson> = docs.drain(..batch.min(docs.len())).map(Bson::Document).collect();
+    let id = if docs.is_empty() || single { 0 } else { ctx.cursors.open(&ctx.user, &ns, docs) };
+    doc! {"cursor": {"firstBatch": first, "id": id, "ns": ns}, "ok": 1.0}
+}
+
+fn get_more(ctx: &Ctx, cmd: &Document) -> CommandResult {
+    let id = cmd.get_i64("getMore").map_err(|_| bad("getMore needs a cursor id (a long)"))?;
+    let coll = collection(cmd, "collection")?;
+    let batch = count_arg(cmd, "batchSize")?.unwrap_or(DEFAULT_BATCH).max(1);
+    let ns = format!("{}.{coll}", ctx.db);
+    let mut open = ctx.cursors.open.lock().expect("cursors lock");
+    let not_found = || CommandError::new(Code::CursorNotFound, format!("cursor id {id} not found"));
+    let cursor = open.get_mut(&id).filter(|c| c.user == ctx.user && c.ns == ns).ok_or_else(not_found)?;
+    if cursor.touched.elapsed() >= CURSOR_TIMEOUT {
+        open.remove(&id);
+        return Err(not_found());
+    }
+    cursor.touched = Instant::now();
+    let next: Vec<Bson> = cursor.docs.drain(..batch.min(cursor.docs.len())).map(Bson::Document).collect();
+    let left = if cursor.docs.is_empty() {
+        open.remove(&id);
+        0
+    } else {
+        id
+    };
+    Ok(doc! {"cursor": {"nextBatch": next, "id": left, "ns": ns}, "ok": 1.0})
+}
+
+fn kill_cursors(ctx: &Ctx, cmd: &Document) -> CommandResult {
+    let coll = collection(cmd, "killCursors")?;
+    let ns = format!("{}.{coll}", ctx.db);
+    let ids = cmd.get_array("cursors").map_err(|_| bad("cursors must be an array"))?;
+    let mut open = ctx.cursors.open.lock().expect("cursors lock");
+    let (mut killed, mut missing) = (Vec::new(), Vec::new());
+    for id in ids {
+        let Bson::Int64(id) = id else { return Err(bad("cursor ids are longs")) };
+        if open.get(id).is_some_and(|c| c.user == ctx.user && c.ns == ns) {
+            open.remove(id);
+            killed.push(Bson::Int64(*id));
+        } else {
+            missing.push(Bson::Int64(*id));
+        }
+    }
+    Ok(doc! {"cursorsKilled": killed, "cursorsNotFound": missing, "cursorsAlive": [], "cursorsUnknown": [], "ok": 1.0})
+}
+
+fn delete(ctx: &Ctx, cmd: &Document) -> CommandResult {
+    let coll = collection(cmd, "delete")?;
+    let mut n = 0;
+    for d in documents(cmd, "deletes")? {
+        let q = d.get_document("q").map_err(|_| bad("a delete needs q"))?;
+        let one = match d.get("limit").and_then(crate::bsonx::cmp::number) {
+            Some(1.0) => true,
+            Some(0.0) => false,
+            _ => return Err(bad("a delete's limit must be 0 or 1")),
+        };
+        let mut rids: Vec<i64> = matching(ctx, coll, Some(q))?.into_iter().map(|(rid, _)| rid).collect();
+        if one {
+            rids.truncate(1);
+        }
+        n += ctx.store.delete(coll, &rids)?;
+    }
+    Ok(doc! {"n": n as i32, "ok": 1.0})
+}
+
+fn aggregate(ctx: &Ctx, cmd: &Document) -> CommandResult {
+    let coll = collection(cmd, "aggregate")?;
+    let pipeline = cmd.get_array("pipeline").map_err(|_| bad("aggregate needs a pipeline array"))?;
+    let docs = ctx.store.scan(coll)?.into_iter().map(|(_, d)| d).collect();
+    let out = crate::aggregate::run(docs, pipeline)?;
+    let batch = cmd
+        .get_document("cursor")
+        .ok()
+        .map(|c| count_arg(c, "batchSize"))
+        .transpose()?
+        .flatten()
+        .unwrap_or(DEFAULT_BATCH);
+    Ok(first_batch(ctx, coll, out.into(), batch, false))
+}
+
+fn count(ctx: &Ctx, cmd: &Document) -> CommandResult {
+    let coll = collection(cmd, "count")?;
+    let n = matching(ctx, coll, cmd.get_document("query").ok())?.len();
+    let n = n.saturating_sub(count_arg(cmd, "skip")?.unwrap_or(0));
+    let n = count_arg(cmd, "limit")?.filter(|l| *l > 0).map_or(n, |l| n.min(l));
+    Ok(doc! {"n": n as i32, "ok": 1.0})
+}
+
+fn list_collections(ctx: &Ctx, cmd: &Document) -> CommandResult {
+    let filter = query::compile(cmd.get_document("filter").unwrap_or(&Document::new()))?;
+    let name_only = cmd.get_bool("nameOnly").unwrap_or(false);
+    let batch: Vec<Bson> = ctx
+        .store
+        .collections()?
+        .into_iter()
+        .map(|name| {
+            if name_only {
+                doc! {"name": name, "type": "collection"}
+            } else {
+                doc! {"name": name, "type": "collection", "options": {}, "info": {"readOnly": false}, "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}}
+            }
+        })
+        .filter(|d| filter.matches(d))
+        .map(Bson::Document)
+        .collect();
+    Ok(doc! {"cursor": {"firstBatch": batch, "id": 0_i64, "ns": format!("{}.$cmd.listCollections", ctx.db)}, "ok": 1.0})
+}
