@@ -108,6 +108,8 @@ pub fn run(ctx: &Ctx, name: &str, cmd: &Document) -> Option<CommandResult> {
         "getMore" => get_more(ctx, cmd),
         "killCursors" => kill_cursors(ctx, cmd),
         "delete" => delete(ctx, cmd),
+        "update" => update(ctx, cmd),
+        "findAndModify" | "findandmodify" => find_and_modify(ctx, cmd),
         "count" => count(ctx, cmd),
         "aggregate" => aggregate(ctx, cmd),
         "create" => collection(cmd, "create").and_then(|c| {
@@ -290,6 +292,171 @@ fn kill_cursors(ctx: &Ctx, cmd: &Document) -> CommandResult {
         }
     }
     Ok(doc! {"cursorsKilled": killed, "cursorsNotFound": missing, "cursorsAlive": [], "cursorsUnknown": [], "ok": 1.0})
+}
+
+/// One update statement: how many matched and were changed, and an upserted `_id`.
+struct Updated {
+    matched: usize,
+    modified: usize,
+    upserted: Option<Bson>,
+    /// The document before and after, for findAndModify.
+    before: Option<Document>,
+    after: Option<Document>,
+}
+
+fn update_one_statement(
+    ctx: &Ctx,
+    coll: &str,
+    q: &Document,
+    u: &Document,
+    multi: bool,
+    upsert: bool,
+    sort_by: Option<&Document>,
+) -> Result<Updated, CommandError> {
+    if multi && !crate::update::is_operators(u) {
+        return Err(CommandError::new(
+            Code::FailedToParse,
+            "multi update is not supported for replacement-style update",
+        ));
+    }
+    let mut found = matching(ctx, coll, Some(q))?;
+    if let Some(spec) = sort_by {
+        let mut docs: Vec<Document> = found.iter().map(|(_, d)| d.clone()).collect();
+        sort(&mut docs, spec)?;
+        let order: Vec<(i64, Document)> =
+            docs.into_iter().filter_map(|d| found.iter().find(|(_, f)| *f == d).cloned()).collect();
+        found = order;
+    }
+    if !multi {
+        found.truncate(1);
+    }
+    if found.is_empty() {
+        if !upsert {
+            return Ok(Updated { matched: 0, modified: 0, upserted: None, before: None, after: None });
+        }
+        let seed = crate::update::seed_from_filter(q);
+        let mut new = if crate::update::is_operators(u) {
+            crate::update::apply(&seed, u, true)?
+        } else {
+            let mut r = crate::update::apply(&Document::new(), u, true)?;
+            if let Some(id) = seed.get("_id") {
+                r.insert("_id", id.clone());
+            }
+            r
+        };
+        if !new.contains_key("_id") {
+            let mut with = doc! {"_id": bson::oid::ObjectId::new()};
+            with.extend(new);
+            new = with;
+        }
+        let id = new.get("_id").cloned();
+        let (_, errors) = ctx.store.insert(&ctx.db, coll, vec![new.clone()], true)?;
+        if let Some(e) = errors.into_iter().next() {
+            return Err(CommandError::new(Code::DuplicateKey, e.message));
+        }
+        return Ok(Updated { matched: 0, modified: 0, upserted: id, before: None, after: Some(new) });
+    }
+    let mut changed = Vec::new();
+    let mut before = None;
+    let mut after = None;
+    for (rid, doc) in &found {
+        let next = crate::update::apply(doc, u, false)?;
+        if before.is_none() {
+            before = Some(doc.clone());
+            after = Some(next.clone());
+        }
+        if next != *doc {
+            changed.push((*rid, next));
+        }
+    }
+    let modified = ctx.store.replace(coll, &changed)?;
+    Ok(Updated { matched: found.len(), modified, upserted: None, before, after })
+}
+
+fn update(ctx: &Ctx, cmd: &Document) -> CommandResult {
+    let coll = collection(cmd, "update")?;
+    let ordered = cmd.get_bool("ordered").unwrap_or(true);
+    let (mut n, mut modified) = (0usize, 0usize);
+    let mut upserted = Vec::new();
+    let mut write_errors = Vec::new();
+    for (index, st) in documents(cmd, "updates")?.into_iter().enumerate() {
+        let q = st.get_document("q").map_err(|_| bad("an update needs q"))?;
+        let u = match st.get("u") {
+            Some(Bson::Document(u)) => u,
+            Some(Bson::Array(_)) => {
+                return Err(CommandError::new(Code::NotImplemented, "pipeline-style updates are not supported yet"));
+            }
+            _ => return Err(bad("an update needs u")),
+        };
+        let multi = st.get_bool("multi").unwrap_or(false);
+        let upsert = st.get_bool("upsert").unwrap_or(false);
+        match update_one_statement(ctx, coll, q, u, multi, upsert, None) {
+            Ok(r) => {
+                n += r.matched;
+                modified += r.modified;
+                if let Some(id) = r.upserted {
+                    n += 1;
+                    upserted.push(Bson::Document(doc! {"index": index as i32, "_id": id}));
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.code,
+                    Code::DuplicateKey | Code::ImmutableField | Code::TypeMismatch | Code::PathNotViable
+                ) =>
+            {
+                write_errors
+                    .push(Bson::Document(doc! {"index": index as i32, "code": e.code.number(), "errmsg": e.message}));
+                if ordered {
+                    break;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut reply = doc! {"n": n as i32, "nModified": modified as i32, "ok": 1.0};
+    if !upserted.is_empty() {
+        reply.insert("upserted", upserted);
+    }
+    if !write_errors.is_empty() {
+        reply.insert("writeErrors", write_errors);
+    }
+    Ok(reply)
+}
+
+fn find_and_modify(ctx: &Ctx, cmd: &Document) -> CommandResult {
+    let coll = collection(cmd, if cmd.contains_key("findAndModify") { "findAndModify" } else { "findandmodify" })?;
+    let empty = Document::new();
+    let q = cmd.get_document("query").unwrap_or(&empty);
+    let sort_by = cmd.get_document("sort").ok();
+    let fields = cmd.get_document("fields").cloned().unwrap_or_default();
+    let new = cmd.get_bool("new").unwrap_or(false);
+    if cmd.get_bool("remove").unwrap_or(false) {
+        let mut found = matching(ctx, coll, Some(q))?;
+        if let Some(spec) = sort_by {
+            let mut docs: Vec<Document> = found.iter().map(|(_, d)| d.clone()).collect();
+            sort(&mut docs, spec)?;
+            found = docs.into_iter().filter_map(|d| found.iter().find(|(_, f)| *f == d).cloned()).collect();
+        }
+        let Some((rid, doc)) = found.into_iter().next() else {
+            return Ok(doc! {"lastErrorObject": {"n": 0}, "value": Bson::Null, "ok": 1.0});
+        };
+        ctx.store.delete(coll, &[rid])?;
+        return Ok(doc! {"lastErrorObject": {"n": 1}, "value": project(doc, &fields)?, "ok": 1.0});
+    }
+    let u = cmd.get_document("update").map_err(|_| bad("findAndModify needs update or remove"))?;
+    let upsert = cmd.get_bool("upsert").unwrap_or(false);
+    let r = update_one_statement(ctx, coll, q, u, false, upsert, sort_by)?;
+    let value = if new { r.after } else { r.before };
+    let value = match value {
+        Some(d) => Bson::Document(project(d, &fields)?),
+        None => Bson::Null,
+    };
+    let mut last = doc! {"n": (r.matched + usize::from(r.upserted.is_some())) as i32, "updatedExisting": r.matched > 0};
+    if let Some(id) = r.upserted {
+        last.insert("upserted", id);
+    }
+    Ok(doc! {"lastErrorObject": last, "value": value, "ok": 1.0})
 }
 
 fn delete(ctx: &Ctx, cmd: &Document) -> CommandResult {

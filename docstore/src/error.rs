@@ -21,6 +21,10 @@ pub enum Code {
     CursorNotFound,
     InvalidOptions,
     NamespaceExists,
+    ImmutableField,
+    TypeMismatch,
+    PathNotViable,
+    DuplicateKey,
 }
 
 impl Code {
@@ -42,6 +46,10 @@ impl Code {
             Code::CursorNotFound => 43,
             Code::InvalidOptions => 72,
             Code::NamespaceExists => 48,
+            Code::ImmutableField => 66,
+            Code::TypeMismatch => 14,
+            Code::PathNotViable => 28,
+            Code::DuplicateKey => 11000,
         }
     }
 
@@ -63,6 +71,10 @@ impl Code {
             Code::CursorNotFound => "CursorNotFound",
             Code::InvalidOptions => "InvalidOptions",
             Code::NamespaceExists => "NamespaceExists",
+            Code::ImmutableField => "ImmutableField",
+            Code::TypeMismatch => "TypeMismatch",
+            Code::PathNotViable => "PathNotViable",
+            Code::DuplicateKey => "DuplicateKey",
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod query;
 pub mod scram;
 mod server;
 pub mod store;
+mod update;
 pub mod wire;
 
 pub use server::{Config, Resolver, Server, Tenant};

@@ -190,6 +190,30 @@ impl Store {
             .collect()
     }
 
+    /// Writes new versions of documents by row id, in one transaction (their `_id`s do
+    /// not change: the update checked that).
+    pub fn replace(&self, coll: &str, docs: &[(i64, Document)]) -> Result<usize, CommandError> {
+        let mut conn = self.conn.lock().expect("store lock");
+        let tx = conn.transaction().map_err(internal)?;
+        let Some(tbl) = Self::table(&tx, coll)? else { return Ok(0) };
+        let mut n = 0;
+        {
+            let mut st = tx.prepare(&format!("UPDATE {tbl} SET doc = ?2 WHERE rid = ?1")).map_err(internal)?;
+            for (rid, doc) in docs {
+                let bytes = doc.to_vec().map_err(|e| CommandError::new(Code::BadValue, e.to_string()))?;
+                if bytes.len() > crate::wire::MAX_BSON_SIZE {
+                    return Err(CommandError::new(
+                        Code::BsonObjectTooLarge,
+                        "the updated document is larger than 16 MiB",
+                    ));
+                }
+                n += st.execute(params![rid, bytes]).map_err(internal)?;
+            }
+        }
+        tx.commit().map_err(internal)?;
+        Ok(n)
+    }
+
     /// Deletes rows by id in one transaction; how many went.
     pub fn delete(&self, coll: &str, rids: &[i64]) -> Result<usize, CommandError> {
         let mut conn = self.conn.lock().expect("store lock");
