@@ -165,7 +165,21 @@ fn sort_key(doc: &Document, path: &str) -> Bson {
     lookup(doc, path).values.first().map(|v| (*v).clone()).unwrap_or(Bson::Null)
 }
 
+/// Sorts documents by a `{field: 1 | -1}` spec.
 pub(crate) fn sort(docs: &mut [Document], spec: &Document) -> Result<(), CommandError> {
+    let order = order_of(spec)?;
+    docs.sort_by(|a, b| order(a, b));
+    Ok(())
+}
+
+/// Sorts (row id, document) pairs by a sort spec, as [`sort`] does documents.
+fn sort_rows(rows: &mut [(i64, Document)], spec: &Document) -> Result<(), CommandError> {
+    let order = order_of(spec)?;
+    rows.sort_by(|a, b| order(&a.1, &b.1));
+    Ok(())
+}
+
+fn order_of(spec: &Document) -> Result<impl Fn(&Document, &Document) -> Ordering, CommandError> {
     let mut keys = Vec::new();
     for (k, v) in spec {
         let dir = match crate::bsonx::cmp::number(v) {
@@ -175,7 +189,7 @@ pub(crate) fn sort(docs: &mut [Document], spec: &Document) -> Result<(), Command
         };
         keys.push((k.clone(), dir));
     }
-    docs.sort_by(|a, b| {
+    Ok(move |a: &Document, b: &Document| {
         for (k, dir) in &keys {
             let o = compare(&sort_key(a, k), &sort_key(b, k));
             if o != Ordering::Equal {
@@ -183,8 +197,7 @@ pub(crate) fn sort(docs: &mut [Document], spec: &Document) -> Result<(), Command
             }
         }
         Ordering::Equal
-    });
-    Ok(())
+    })
 }
 
 /// Inclusion (`{a: 1}`, `_id` kept unless `_id: 0`) or exclusion (`{a: 0}`) of top-level
@@ -321,11 +334,7 @@ fn update_one_statement(
     }
     let mut found = matching(ctx, coll, Some(q))?;
     if let Some(spec) = sort_by {
-        let mut docs: Vec<Document> = found.iter().map(|(_, d)| d.clone()).collect();
-        sort(&mut docs, spec)?;
-        let order: Vec<(i64, Document)> =
-            docs.into_iter().filter_map(|d| found.iter().find(|(_, f)| *f == d).cloned()).collect();
-        found = order;
+        sort_rows(&mut found, spec)?;
     }
     if !multi {
         found.truncate(1);
@@ -434,9 +443,7 @@ fn find_and_modify(ctx: &Ctx, cmd: &Document) -> CommandResult {
     if cmd.get_bool("remove").unwrap_or(false) {
         let mut found = matching(ctx, coll, Some(q))?;
         if let Some(spec) = sort_by {
-            let mut docs: Vec<Document> = found.iter().map(|(_, d)| d.clone()).collect();
-            sort(&mut docs, spec)?;
-            found = docs.into_iter().filter_map(|d| found.iter().find(|(_, f)| *f == d).cloned()).collect();
+            sort_rows(&mut found, spec)?;
         }
         let Some((rid, doc)) = found.into_iter().next() else {
             return Ok(doc! {"lastErrorObject": {"n": 0}, "value": Bson::Null, "ok": 1.0});
