@@ -29,6 +29,9 @@ pub struct Swap {
     pub incoming: DatasetName,
     /// The restored state being thrown away by an undo.
     pub discard: DatasetName,
+    /// Whether the swapped dataset can have children to carry (a service's buckets and
+    /// database); a volume has none, and its restore skips the listing that finds them.
+    pub carries_children: bool,
 }
 
 impl Swap {
@@ -40,7 +43,13 @@ impl Swap {
         let at = |prefix: &str| {
             root.join(&format!("prerestore/{prefix}/{rel}")).map_err(|e| Error::invalid("name", e.reason))
         };
-        Ok(Swap { live: live.clone(), kept: at("kept")?, incoming: at("incoming")?, discard: at("discard")? })
+        Ok(Swap {
+            live: live.clone(),
+            kept: at("kept")?,
+            incoming: at("incoming")?,
+            discard: at("discard")?,
+            carries_children: rel.starts_with("services/"),
+        })
     }
 }
 
@@ -124,7 +133,10 @@ async fn clone_children(zfs: &Zfs, live: &DatasetName, incoming: &DatasetName, s
 /// a place of their own are unmounted and made `canmount=noauto`, so they stay unmounted
 /// after a reboot too; then the children of `here` that an earlier settle parked mount
 /// again. Idempotent: [`recover`] runs it for a swap a crash interrupted.
-pub async fn settle(zfs: &Zfs, away: &DatasetName, here: &DatasetName) -> Result<()> {
+pub async fn settle(zfs: &Zfs, swap: &Swap, away: &DatasetName, here: &DatasetName) -> Result<()> {
+    if !swap.carries_children {
+        return Ok(());
+    }
     if zfs.exists(away).await? {
         for child in tree(zfs, away).await?.0 {
             let own_place = child.mountpoint.as_deref().is_some_and(|m| m.starts_with('/'));
@@ -147,9 +159,12 @@ pub async fn settle(zfs: &Zfs, away: &DatasetName, here: &DatasetName) -> Result
 
 /// Promotes `live` and each child of it that is a clone of its counterpart under `other`
 /// (the kept or discarded tree), so `other` can be destroyed on its own.
-async fn promote_tree(zfs: &Zfs, live: &DatasetName, other: &DatasetName) -> Result<()> {
+async fn promote_tree(zfs: &Zfs, swap: &Swap, live: &DatasetName, other: &DatasetName) -> Result<()> {
     if is_clone_of(zfs, live, other).await? {
         zfs.promote(live).await?;
+    }
+    if !swap.carries_children {
+        return Ok(());
     }
     for child in tree(zfs, live).await?.0 {
         let Some(r) = rel(live, &child.name) else { continue };
@@ -181,7 +196,12 @@ pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Resu
     let (props, mountpoint) = clone_props(zfs, &live).await?;
     zfs.clone_snapshot(snap, &swap.incoming, true, &props).await?;
     let snap_name = snap.as_str().rsplit_once('@').map(|(_, n)| n).unwrap_or_default();
-    let children = match clone_children(zfs, &live, &swap.incoming, snap_name).await {
+    let cloned = if swap.carries_children {
+        clone_children(zfs, &live, &swap.incoming, snap_name).await
+    } else {
+        Ok(Vec::new())
+    };
+    let children = match cloned {
         Ok(c) => c,
         Err(e) => {
             let _ = zfs.destroy(&swap.incoming, recursive).await;
@@ -207,10 +227,10 @@ pub async fn restore(zfs: &Zfs, root: &DatasetName, snap: &SnapshotName) -> Resu
         zfs.set(&live, &[("mountpoint".into(), mp)]).await?;
     }
     crate::fault::point("restore-swapped");
-    settle(zfs, &swap.kept, &live).await?;
+    settle(zfs, &swap, &swap.kept, &live).await?;
     // Promotion moves the snapshots up to the restored one onto the live datasets; the
     // kept ones become their clones and can later be destroyed on their own.
-    if let Err(e) = promote_tree(zfs, &live, &swap.kept).await {
+    if let Err(e) = promote_tree(zfs, &swap, &live, &swap.kept).await {
         tracing::warn!(dataset = %live, error = %e, "promote after restore failed; confirm will retry it");
     }
     if !children.is_empty() {
@@ -232,7 +252,7 @@ pub async fn confirm(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Resul
     if !zfs.exists(&swap.kept).await? {
         return Err(Error::conflict(format!("{live} has no restore awaiting confirm")));
     }
-    promote_tree(zfs, live, &swap.kept).await?;
+    promote_tree(zfs, &swap, live, &swap.kept).await?;
     zfs.destroy(&swap.kept, DestroyOptions { recursive: true, ..Default::default() }).await?;
     tracing::info!(dataset = %live, "restore confirmed");
     Ok(())
@@ -255,8 +275,8 @@ pub async fn undo(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Result<(
     if let Some(mp) = mountpoint {
         zfs.set(live, &[("mountpoint".into(), mp)]).await?;
     }
-    settle(zfs, &swap.discard, live).await?;
-    promote_tree(zfs, live, &swap.discard).await?;
+    settle(zfs, &swap, &swap.discard, live).await?;
+    promote_tree(zfs, &swap, live, &swap.discard).await?;
     zfs.destroy(&swap.discard, DestroyOptions { recursive: true, ..Default::default() }).await?;
     tracing::info!(dataset = %live, "restore undone");
     Ok(())
@@ -313,29 +333,29 @@ pub async fn recover(zfs: &Zfs, root: &DatasetName) -> Result<()> {
                 (0, true) | (1, true) => {
                     tracing::warn!(dataset = %here, "removing what an interrupted restore left");
                     if at == 1 {
-                        settle(zfs, &here, &live).await?;
+                        settle(zfs, &swap, &here, &live).await?;
                     }
-                    promote_tree(zfs, &live, &here).await?;
+                    promote_tree(zfs, &swap, &live, &here).await?;
                     zfs.destroy(&here, DestroyOptions { recursive: true, ..Default::default() }).await?;
                 }
                 (0, false) => {
                     tracing::warn!(dataset = %here, live = %live, "completing an interrupted restore");
                     zfs.rename(&here, &live, false).await?;
-                    settle(zfs, &swap.kept, &live).await?;
-                    if let Err(e) = promote_tree(zfs, &live, &swap.kept).await {
+                    settle(zfs, &swap, &swap.kept, &live).await?;
+                    if let Err(e) = promote_tree(zfs, &swap, &live, &swap.kept).await {
                         tracing::warn!(dataset = %live, error = %e, "promote after restore failed; confirm will retry it");
                     }
                 }
                 (2, false) => {
                     tracing::warn!(dataset = %here, live = %live, "completing an interrupted undo");
                     zfs.rename(&here, &live, false).await?;
-                    settle(zfs, &swap.discard, &live).await?;
-                    promote_tree(zfs, &live, &swap.discard).await?;
+                    settle(zfs, &swap, &swap.discard, &live).await?;
+                    promote_tree(zfs, &swap, &live, &swap.discard).await?;
                     zfs.destroy(&swap.discard, DestroyOptions { recursive: true, ..Default::default() }).await?;
                 }
                 // A restore awaiting confirm or undo: its children may not have been
                 // settled when the crash came.
-                (2, true) => settle(zfs, &here, &live).await?,
+                (2, true) => settle(zfs, &swap, &here, &live).await?,
                 _ => {}
             }
         }
@@ -354,6 +374,8 @@ mod tests {
         assert_eq!(s.kept.as_str(), "tank/tankd/prerestore/kept/volumes/v1");
         assert_eq!(s.incoming.as_str(), "tank/tankd/prerestore/incoming/volumes/v1");
         assert_eq!(s.discard.as_str(), "tank/tankd/prerestore/discard/volumes/v1");
+        assert!(!s.carries_children, "a volume has nothing to carry");
+        assert!(Swap::of(&root, &"tank/tankd/services/svc".parse().unwrap()).unwrap().carries_children);
         assert!(Swap::of(&root, &"tank/other".parse().unwrap()).is_err());
         assert!(Swap::of(&root, &"tank/tankd/prerestore/kept/volumes/v1".parse().unwrap()).is_err());
     }
