@@ -25,6 +25,7 @@ pub enum Code {
     TypeMismatch,
     PathNotViable,
     DuplicateKey,
+    ShutdownInProgress,
 }
 
 impl Code {
@@ -50,6 +51,7 @@ impl Code {
             Code::TypeMismatch => 14,
             Code::PathNotViable => 28,
             Code::DuplicateKey => 11000,
+            Code::ShutdownInProgress => 91,
         }
     }
 
@@ -75,6 +77,7 @@ impl Code {
             Code::TypeMismatch => "TypeMismatch",
             Code::PathNotViable => "PathNotViable",
             Code::DuplicateKey => "DuplicateKey",
+            Code::ShutdownInProgress => "ShutdownInProgress",
         }
     }
 }

@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     keys: Mutex<HashMap<String, (String, Credentials)>>,
     /// Open databases by user, opened on first use.
     stores: Mutex<HashMap<String, Arc<Store>>>,
+    /// Users whose database is out of service (being restored or removed).
+    suspended: Mutex<std::collections::HashSet<String>>,
     pub cursors: Arc<Cursors>,
 }
 
@@ -80,11 +82,28 @@ pub(crate) struct Inner {
 const KEY_CACHE: usize = 4096;
 
 impl Server {
-    /// Closes the user's database (its open file and cursors), as before its storage is
-    /// restored or removed; the next command opens it again.
-    pub fn close_tenant(&self, user: &str) {
-        self.inner.stores.lock().expect("stores lock").remove(user);
+    /// Takes the user's database out of service, as before its storage is restored or
+    /// removed: commands on it answer `ShutdownInProgress` (drivers retry), its cursors
+    /// go, and this waits up to `wait` for the commands running on it to end so its file
+    /// is closed. False when they did not end in time (it stays suspended: resume it).
+    pub async fn suspend_tenant(&self, user: &str, wait: Duration) -> bool {
+        self.inner.suspended.lock().expect("suspended lock").insert(user.to_owned());
         self.inner.cursors.forget_user(user);
+        let Some(store) = self.inner.stores.lock().expect("stores lock").remove(user) else { return true };
+        let deadline = tokio::time::Instant::now() + wait;
+        // Each running command holds a clone of the store until it ends.
+        while Arc::strong_count(&store) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Ends a suspension: the next command opens the database file again.
+    pub fn resume_tenant(&self, user: &str) {
+        self.inner.suspended.lock().expect("suspended lock").remove(user);
     }
 
     pub fn new(config: Config, resolver: Arc<dyn Resolver>) -> Server {
@@ -100,6 +119,7 @@ impl Server {
                 salt_key,
                 keys: Mutex::default(),
                 stores: Mutex::default(),
+                suspended: Mutex::default(),
                 cursors: Arc::default(),
             }),
         }
@@ -134,6 +154,12 @@ impl Server {
 impl Inner {
     /// The tenant's database, opened (and made) on first use.
     pub fn store(&self, tenant: &Tenant) -> Result<Arc<Store>, CommandError> {
+        if self.suspended.lock().expect("suspended lock").contains(&tenant.user) {
+            return Err(CommandError::new(
+                crate::error::Code::ShutdownInProgress,
+                format!("database {} is being restored; retry", tenant.db),
+            ));
+        }
         let mut stores = self.stores.lock().expect("stores lock");
         if let Some(s) = stores.get(&tenant.user) {
             return Ok(s.clone());
