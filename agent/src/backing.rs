@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | service | `<root>/services/<svc>` (quota) | `<data_dir>/services/<svc>` |
 //! | bucket | `<root>/services/<svc>/s3/<bucket>`, mounted at `<data_dir>/s3/<svc>/<bucket>` | `<data_dir>/s3/<svc>/<bucket>` |
+//! | database | `<root>/services/<svc>/db`, mounted at `<data_dir>/db/<svc>` | `<data_dir>/db/<svc>` |
 //!
 //! A bucket is a child of its service's dataset, so the service's quota covers it and a
 //! recursive snapshot of the service takes it in the same transaction group; it is
@@ -24,6 +25,11 @@ use crate::error::{Error, Result};
 /// access-time writes on GET.
 const BUCKET_PROPS: &[(&str, &str)] =
     &[("recordsize", "1M"), ("compression", "lz4"), ("xattr", "sa"), ("dnodesize", "auto"), ("atime", "off")];
+
+/// Properties of a database's dataset: SQLite pages are small and rewritten in place, and
+/// a commit waits for its WAL write: small records, the ZIL for latency.
+const DB_PROPS: &[(&str, &str)] =
+    &[("recordsize", "16K"), ("logbias", "latency"), ("compression", "lz4"), ("atime", "off")];
 
 const NAME_PROP: &str = "tankd:service-name";
 
@@ -125,11 +131,14 @@ impl Backing {
                     }
                 })?;
                 let _ = std::fs::remove_dir_all(self.data_dir().join("s3").join(service));
+                let _ = std::fs::remove_dir_all(self.database_path(service));
                 Ok(Some(ds.to_string()))
             }
             Backing::Dirs { .. } => {
                 let mut removed = None;
-                for path in [self.data_dir().join("s3").join(service), self.service_dir(service)] {
+                for path in
+                    [self.data_dir().join("s3").join(service), self.database_path(service), self.service_dir(service)]
+                {
                     match std::fs::remove_dir_all(&path) {
                         Ok(()) => removed = Some(path.display().to_string()),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -173,6 +182,70 @@ impl Backing {
             }
         }
         Ok(path)
+    }
+
+    /// Where a service's database files are (its dataset's mountpoint, or a directory).
+    pub fn database_path(&self, service: &str) -> PathBuf {
+        self.data_dir().join("db").join(service)
+    }
+
+    /// Makes the service's database dataset (or directory) if missing and mounts it;
+    /// returns where its files go.
+    pub async fn ensure_database(&self, service: &str) -> Result<PathBuf> {
+        let path = self.database_path(service);
+        match self {
+            Backing::Datasets { zfs, root, .. } => {
+                let ds = Self::service_dataset(root, service)?.join("db").map_err(|e| Error::internal(e.reason))?;
+                let parent = path.parent().expect("under the data dir");
+                make_private_dir(parent)
+                    .map_err(|e| Error::os(format!("database directory {}", parent.display()), e))?;
+                if !zfs.exists(&ds).await? {
+                    let mut props: Vec<(String, String)> =
+                        DB_PROPS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+                    props.push(("mountpoint".to_owned(), path.display().to_string()));
+                    zfs.create_filesystem(&ds, false, &props).await?;
+                    tracing::info!(service, dataset = %ds, "database dataset created");
+                } else {
+                    zfs.mount(&ds).await?;
+                }
+                restrict(&path)?;
+            }
+            Backing::Dirs { .. } => {
+                make_private_dir(&path).map_err(|e| Error::os(format!("database directory {}", path.display()), e))?;
+            }
+        }
+        Ok(path)
+    }
+
+    /// Every service database that exists (mounted), for the database endpoint at start.
+    pub async fn databases(&self) -> Result<Vec<(String, PathBuf)>> {
+        let mut out = Vec::new();
+        match self {
+            Backing::Datasets { zfs, root, .. } => {
+                let services = root.join("services").map_err(|e| Error::internal(e.reason))?;
+                if !zfs.exists(&services).await? {
+                    return Ok(out);
+                }
+                let q = ListQuery::recursive(services.clone(), DatasetType::Filesystem, &[])
+                    .depth(zfs_sys_shim::Depth::Max(2));
+                for d in zfs.list(&q).await? {
+                    let Some(rest) = d.name.strip_prefix(&format!("{services}/")) else { continue };
+                    if let Some((service, "db")) = rest.split_once('/') {
+                        let ds: DatasetName =
+                            d.name.parse().map_err(|e: zfs_sys_shim::NameError| Error::internal(e.to_string()))?;
+                        zfs.mount(&ds).await?;
+                        out.push((service.to_owned(), self.database_path(service)));
+                    }
+                }
+            }
+            Backing::Dirs { data_dir } => {
+                for service in read_dir_names(&data_dir.join("db"))? {
+                    let path = self.database_path(&service);
+                    out.push((service, path));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The buckets of one service, mounted: what the S3 endpoint reopens after the
@@ -259,6 +332,13 @@ fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// A mounted dataset's root made root's only (a new dataset's root is 0755).
+fn restrict(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::os(format!("database directory {}", path.display()), e))
 }
 
 /// `mkdir -p` with the last levels 0700: tenants' data is root's only.

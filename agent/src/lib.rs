@@ -13,6 +13,7 @@ pub mod config;
 pub mod containers;
 pub mod control;
 pub mod crypto;
+pub mod db;
 pub mod docker;
 pub mod error;
 pub mod fault;
@@ -69,11 +70,15 @@ async fn start_control(
     let s3 = s3::S3::start(config, backing.clone(), secret.clone())
         .await
         .map_err(|e| format!("S3 buckets: {}", e.message))?;
+    let db = db::Db::start(config, backing.clone(), secret.clone())
+        .await
+        .map_err(|e| format!("databases: {}", e.message))?;
     let port = config.control_listen.first().map_or(3000, |a| a.port());
     Ok(control::Control {
         zfs_on: config.zfs,
         backing,
         s3,
+        db,
         zfs: zfs.clone(),
         root,
         volumes,

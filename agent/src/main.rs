@@ -182,6 +182,11 @@ async fn run(
     if let Some(s3_app) = server::s3_app(state.clone()) {
         served.extend(listeners.s3.into_iter().map(|l| (l, s3_app.clone())));
     }
+    if let Some(control) = &state.control {
+        for l in listeners.db {
+            tokio::spawn(tankd::db::serve(control.db.clone(), l, shutdown.clone()));
+        }
+    }
     if let (Some(docker_app), Some(l)) = (server::docker_app(state.clone()), listeners.docker) {
         served.push((l, docker_app));
     }

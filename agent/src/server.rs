@@ -217,6 +217,8 @@ pub struct Listeners {
     pub control: Vec<Bound>,
     /// The S3 endpoint.
     pub s3: Vec<Bound>,
+    /// The MongoDB-wire endpoint (served by `docstore`, not a router).
+    pub db: Vec<TcpListener>,
     /// The Docker VolumeDriver socket.
     pub docker: Option<Bound>,
     /// Socket files tankd made and removes on the way out (not systemd's).
@@ -235,12 +237,21 @@ pub async fn bind(
     config: &crate::config::Config,
     activated: Vec<(String, std::os::fd::OwnedFd)>,
 ) -> Result<Listeners, BindError> {
-    let mut ls =
-        Listeners { main: Vec::new(), control: Vec::new(), s3: Vec::new(), docker: None, owned_paths: Vec::new() };
+    let mut ls = Listeners {
+        main: Vec::new(),
+        control: Vec::new(),
+        s3: Vec::new(),
+        db: Vec::new(),
+        docker: None,
+        owned_paths: Vec::new(),
+    };
     // The main API is bound last: whoever waits for its port finds the others ready too.
     bind_control_and_plugin(config, activated, &mut ls).await?;
     for addr in &config.s3_listen {
         ls.s3.push(Bound::Tcp(bind_tcp(addr, "s3").await?));
+    }
+    for addr in &config.db_listen {
+        ls.db.push(bind_tcp(addr, "db").await?);
     }
     for addr in &config.listen {
         ls.main.push(Bound::Tcp(bind_tcp(addr, "api").await?));

@@ -34,6 +34,8 @@ pub struct Control {
     pub backing: crate::backing::Backing,
     /// The S3 endpoint's buckets and keys (provisioning makes a service's bucket).
     pub s3: crate::s3::S3,
+    /// The database endpoint's tenants (provisioning makes a service's database).
+    pub db: crate::db::Db,
     pub zfs: Zfs,
     pub root: DatasetName,
     pub volumes: VolumeStore,

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use rpc_schema::control::{Capability, DeprovisionRequest, DeprovisionResponse, ProvisionRequest, ProvisionResponse};
 
-use super::{Control, unavailable};
+use super::Control;
 use crate::error::{Error, Result};
 use crate::wire::ApiError;
 use crate::wire::json;
@@ -20,16 +20,6 @@ fn check_request(req: &ProvisionRequest) -> Result<Option<u64>> {
     crate::docker::store::check_name("serviceId", &req.service_id)?;
     if req.service_name.len() > 256 || req.service_name.chars().any(char::is_control) {
         return Err(Error::invalid("serviceName", "at most 256 characters, no control characters"));
-    }
-    for (i, cap) in req.capabilities.iter().enumerate() {
-        let what = match cap {
-            Capability::Filesystem | Capability::Objectstorage => continue,
-            Capability::Database => "database (a MongoDB-wire endpoint)",
-        };
-        return Err(unavailable(
-            &format!("capabilities[{i}]"),
-            format!("capability {what} is not available on this node yet; nothing was provisioned"),
-        ));
     }
     req.quota
         .as_deref()
@@ -67,6 +57,9 @@ pub async fn provision(
     if req.capabilities.contains(&Capability::Objectstorage) {
         env.extend(c.s3.provision(&req.service_id).await.map_err(|e| e.with_field("capabilities"))?);
     }
+    if req.capabilities.contains(&Capability::Database) {
+        env.extend(c.db.provision(&req.service_id).await.map_err(|e| e.with_field("capabilities"))?);
+    }
     let created = storage.created;
     let ds = storage.dataset.unwrap_or_default();
     Ok(Json(ProvisionResponse {
@@ -96,6 +89,7 @@ pub async fn deprovision(
     }
     // The keys stop working and the buckets become unreachable before their storage goes.
     let buckets = c.s3.forget_service(&req.service_id);
+    c.db.forget_service(&req.service_id).await;
     if let Some(gone) = c.backing.remove_service(&req.service_id).await? {
         removed.push(gone);
         tracing::info!(service = %req.service_id, ?buckets, "service deprovisioned");
@@ -106,18 +100,17 @@ pub async fn deprovision(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Kind;
 
     fn req(json: &str) -> ProvisionRequest {
         serde_json::from_str(json).unwrap()
     }
 
     #[test]
-    fn unavailable_capabilities_and_bad_fields_are_named() {
-        let e =
+    fn bad_fields_are_named() {
+        assert!(
             check_request(&req(r#"{"serviceId":"svc-1","capabilities":["filesystem","objectstorage","database"]}"#))
-                .unwrap_err();
-        assert_eq!((e.kind, e.field.as_deref()), (Kind::Unavailable, Some("capabilities[2]")));
+                .is_ok()
+        );
         let e = check_request(&req(r#"{"serviceId":"../x"}"#)).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("serviceId"));
         let e = check_request(&req(r#"{"serviceId":"svc-1","quota":"1K"}"#)).unwrap_err();

@@ -13,13 +13,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use rpc_schema::control::{
-    Capability, ResourceSnapshot, ResourcesRestoreRequest, ResourcesRestoreResponse, ResourcesRestoreStepResponse,
+    ResourceSnapshot, ResourcesRestoreRequest, ResourcesRestoreResponse, ResourcesRestoreStepResponse,
     ResourcesSnapshotRequest, ResourcesSnapshotResponse, ServiceId, VolumeList, VolumeName, VolumeRestoreRequest,
     VolumeRestoreResponse, VolumeSnapshotRequest,
 };
 use zfs_sys_shim::{DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, SnapshotName};
 
-use super::{Control, unavailable};
+use super::Control;
 use crate::docker::restore;
 use crate::docker::store::{check_name, check_snapshot_name};
 use crate::error::{Error, Result};
@@ -213,9 +213,14 @@ async fn service_resources(c: &Control, service: &str) -> Result<Vec<(DatasetNam
     let mut out = Vec::new();
     if c.zfs.exists(&own).await? {
         out.push((own.clone(), "filesystem", "data".to_owned()));
-        // Its buckets: child datasets, so one `zfs snapshot` takes them with the rest.
+        // Its buckets and database: child datasets, so one `zfs snapshot` takes them
+        // with the rest.
         for (ds, bucket) in service_buckets(c, &own).await? {
             out.push((ds, "objectstorage", bucket));
+        }
+        let db = own.join("db").map_err(|e| Error::internal(e.reason))?;
+        if c.zfs.exists(&db).await? {
+            out.push((db, "database", crate::db::db_name(service)));
         }
     }
     for v in c.volumes.owned_by(service).await? {
@@ -300,8 +305,8 @@ pub async fn destroy_resource_snapshots(
     Ok(Json(serde_json::json!({ "destroyed": destroyed })))
 }
 
-/// How long a service restore waits for the S3 requests in flight on its buckets.
-const BUCKET_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a service restore waits for the S3 requests and database commands in flight.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn restore_resources(
     State(c): State<Control>,
@@ -320,12 +325,6 @@ pub async fn restore_resources(
     let mut with_own = Vec::new();
     for (i, s) in req.snapshots.iter().enumerate() {
         let field = format!("snapshots[{i}].snapshotId");
-        if let Ok(Capability::Database) = serde_json::from_value::<Capability>(serde_json::json!(s.capability)) {
-            return Err(ApiError::from(unavailable(
-                &format!("snapshots[{i}].capability"),
-                format!("restoring capability {} is not available on this node yet", s.capability),
-            )));
-        }
         let Some((ds, capability, name)) = resources.iter().find(|(ds, _, _)| {
             s.snapshot_id.split_once('@').is_some_and(|(d, _)| c.root.join(d).ok().as_ref() == Some(ds))
         }) else {
@@ -338,7 +337,7 @@ pub async fn restore_resources(
         if !c.zfs.exists(&snap).await? {
             return Err(ApiError::from(Error::not_found(format!("{field}: no snapshot {snap}"))));
         }
-        if *capability == "objectstorage" {
+        if matches!(*capability, "objectstorage" | "database") {
             with_own.push((i, snap, name.clone()));
             continue;
         }
@@ -351,8 +350,8 @@ pub async fn restore_resources(
         }
         plan.push((snap, name.clone()));
     }
-    // A bucket is a child of the service's dataset: it is restored by the same swap, from
-    // the same snapshot, or not at all.
+    // A bucket or the database is a child of the service's dataset: it is restored by the
+    // same swap, from the same snapshot, or not at all.
     let own_snap = plan.iter().find(|(snap, _)| snap.dataset() == own).map(|(snap, _)| snap.clone());
     for (i, snap, _) in &with_own {
         let same = own_snap
@@ -362,7 +361,7 @@ pub async fn restore_resources(
             return Err(ApiError::from(Error::invalid(
                 &format!("snapshots[{i}].snapshotId"),
                 format!(
-                    "bucket snapshot {} restores with its service's dataset: add the service's `filesystem` entry of the same snapshot",
+                    "snapshot {} restores with its service's dataset: add the service's `filesystem` entry of the same snapshot",
                     snapshot_id(&c, snap)
                 ),
             )));
@@ -370,9 +369,21 @@ pub async fn restore_resources(
     }
     let buckets = if own_snap.is_some() { service_buckets(&c, &own).await? } else { Vec::new() };
     if !buckets.is_empty() {
-        c.s3.suspend(&req.service_id, BUCKET_DRAIN).await?;
+        c.s3.suspend(&req.service_id, DRAIN).await?;
+    }
+    if own_snap.is_some()
+        && let Err(e) = c.db.suspend(&req.service_id, DRAIN).await
+    {
+        if !buckets.is_empty() {
+            let _ = c.s3.reopen(&req.service_id).await;
+        }
+        return Err(ApiError::from(e));
     }
     let result = restore_plan(&c, &plan).await;
+    if own_snap.is_some() {
+        // The next command opens the restored file.
+        c.db.resume(&req.service_id);
+    }
     if !buckets.is_empty()
         && let Err(e) = c.s3.reopen(&req.service_id).await
     {
@@ -462,7 +473,15 @@ pub async fn undo_resources_restore(
     let own = c.service_dataset(&service_id)?;
     let buckets = pending.contains(&own) && !service_buckets(&c, &own).await?.is_empty();
     if buckets {
-        c.s3.suspend(&service_id, BUCKET_DRAIN).await?;
+        c.s3.suspend(&service_id, DRAIN).await?;
+    }
+    if pending.contains(&own)
+        && let Err(e) = c.db.suspend(&service_id, DRAIN).await
+    {
+        if buckets {
+            let _ = c.s3.reopen(&service_id).await;
+        }
+        return Err(ApiError::from(e));
     }
     let mut result = Ok(());
     for ds in &pending {
@@ -470,6 +489,9 @@ pub async fn undo_resources_restore(
         if result.is_err() {
             break;
         }
+    }
+    if pending.contains(&own) {
+        c.db.resume(&service_id);
     }
     if buckets && let Err(e) = c.s3.reopen(&service_id).await {
         tracing::error!(service = %service_id, error = %e, "buckets not all reopened after an undo");

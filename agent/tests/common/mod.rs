@@ -102,6 +102,8 @@ pub struct Agent {
     pub pool: String,
     /// The S3 listener's port.
     pub s3_port: u16,
+    /// The database (MongoDB-wire) listener's port.
+    pub db_port: u16,
     /// The API token tankd is started with (empty: none configured, tankd makes its
     /// own); [`Agent::tcp`] sends it unless told otherwise.
     pub token: String,
@@ -126,6 +128,7 @@ impl Agent {
             token: format!("test-token-{pool}-0123456789"),
             pool,
             s3_port: free_port(),
+            db_port: free_port(),
             extra_env: Vec::new(),
             extra_args: Vec::new(),
         }
@@ -142,6 +145,7 @@ impl Agent {
             .env("TANKD_CONTROL_LISTEN", format!("127.0.0.1:{}", self.control_port))
             .env("TANKD_DOCKER_SOCKET", &self.docker_socket)
             .env("TANKD_S3_LISTEN", format!("127.0.0.1:{}", self.s3_port))
+            .env("TANKD_DB_LISTEN", format!("127.0.0.1:{}", self.db_port))
             .env_remove("TANKD_API_TOKEN")
             .env_remove("CORESTORE_API_TOKEN")
             .env_remove("TANKD_AUTH")

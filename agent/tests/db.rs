@@ -1,0 +1,301 @@
+//! The database endpoint through tankd, host tier (`zfs = false`): provisioning hands out
+//! a `MONGODB_URI` that pymongo connects with; a service reaches its own database only;
+//! kill -9 during a stream of acknowledged inserts loses none of them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Agent, wait_until};
+use serde_json::json;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// The venv with pymongo (made once, then cached). Not having it fails the test.
+fn venv() -> PathBuf {
+    let out = Command::new(repo().join("scripts/testbed/db-clients"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/testbed/db-clients");
+    assert!(out.status.success(), "scripts/testbed/db-clients failed ({})", out.status);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(stdout.lines().last().expect("db-clients prints the venv's path").trim())
+}
+
+fn db_host(tag: &str) -> Agent {
+    let mut a = Agent::new(tag);
+    a.extra_env.push(("TANKD_ZFS".into(), "false".into()));
+    a
+}
+
+/// Provisions `service` with a database; its environment, the URI pointed at this tankd.
+fn provision(agent: &Agent, service: &str) -> BTreeMap<String, String> {
+    let body = json!({"serviceId": service, "serviceName": service, "capabilities": ["database"]}).to_string();
+    let auth = format!("Bearer {}", agent.token);
+    let r = agent.control(
+        "POST",
+        "/resources/provision",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "provision: {}", String::from_utf8_lossy(&r.body));
+    let mut env: BTreeMap<String, String> = serde_json::from_value(r.json()["env"].clone()).unwrap();
+    let uri = env["MONGODB_URI"].clone();
+    // The URI names the public host; the test reaches the same port on loopback.
+    let (head, rest) = uri.split_once('@').expect("user:password@host");
+    let (_, path) = rest.split_once('/').expect("host/db");
+    env.insert("MONGODB_URI".into(), format!("{head}@127.0.0.1:{}/{path}", agent.db_port));
+    env.insert("TANKD_RAW_URI".into(), uri);
+    env
+}
+
+fn python(venv: &Path, env: &BTreeMap<String, String>, script: &str) -> std::process::Output {
+    Command::new(venv.join("bin/python"))
+        .envs(env)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap()
+}
+
+fn show(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn provisioned_services_reach_their_own_database_only() {
+    let venv = venv();
+    let mut agent = db_host("dbt");
+    agent.start();
+    let a = provision(&agent, "svc-a");
+    assert_eq!(a, provision(&agent, "svc-a"), "provisioning again hands out the same URI");
+    let raw = &a["TANKD_RAW_URI"];
+    assert!(
+        raw.starts_with("mongodb://svc-a:")
+            && raw.contains("authSource=svc-a")
+            && raw.contains("authMechanism=SCRAM-SHA-256"),
+        "{raw}"
+    );
+    let b = provision(&agent, "svc-b");
+    let out = python(
+        &venv,
+        &a,
+        r#"
+import os, pymongo
+db = pymongo.MongoClient(os.environ["MONGODB_URI"], serverSelectionTimeoutMS=5000).get_default_database()
+assert db.name == "svc-a"
+db.items.insert_many([{"_id": i, "v": i} for i in range(100)])
+assert db.items.count_documents({"v": {"$gte": 50}}) == 50
+print("ok")
+"#,
+    );
+    assert!(out.status.success(), "svc-a's script:\n{}\n{}", show(&out), agent.log_text());
+    // svc-b's URI with svc-a's database name: refused at authentication; svc-b's client
+    // on svc-a's database: refused per command.
+    let out = python(
+        &venv,
+        &b,
+        r#"
+import os, pymongo
+from pymongo.errors import OperationFailure
+uri = os.environ["MONGODB_URI"]
+try:
+    pymongo.MongoClient(uri.replace("authSource=svc-b", "authSource=svc-a"), serverSelectionTimeoutMS=5000)["svc-a"].items.find_one()
+    raise SystemExit("svc-b authenticated on svc-a's database")
+except OperationFailure as e:
+    assert e.code == 18, e.details
+c = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+try:
+    c["svc-a"].items.find_one()
+    raise SystemExit("svc-b read svc-a's database")
+except OperationFailure as e:
+    assert e.code == 13, e.details
+assert c.get_default_database().items.count_documents({}) == 0
+print("ok")
+"#,
+    );
+    assert!(out.status.success(), "svc-b's script:\n{}\n{}", show(&out), agent.log_text());
+    // Deprovisioning removes the database and the password stops working.
+    let auth = format!("Bearer {}", agent.token);
+    let r = agent.control(
+        "POST",
+        "/resources/deprovision",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        json!({"serviceId": "svc-a"}).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!agent.data_dir.join("db/svc-a").exists(), "the database files are gone");
+    let out = python(
+        &venv,
+        &a,
+        r#"
+import os, pymongo
+from pymongo.errors import OperationFailure
+try:
+    pymongo.MongoClient(os.environ["MONGODB_URI"], serverSelectionTimeoutMS=5000).get_default_database().items.find_one()
+    raise SystemExit("a deprovisioned service still logs in")
+except OperationFailure as e:
+    assert e.code == 18, e.details
+print("ok")
+"#,
+    );
+    assert!(out.status.success(), "after deprovision:\n{}", show(&out));
+}
+
+#[test]
+fn kill_9_during_inserts_loses_no_acknowledged_document() {
+    let venv = venv();
+    let mut agent = db_host("dbk");
+    agent.start();
+    let env = provision(&agent, "svc-crash");
+    let work = tempfile::tempdir().unwrap();
+    let acked = work.path().join("acked");
+    // One insert at a time; each acknowledged _id is appended (and flushed) after the reply.
+    let mut writer = Command::new(venv.join("bin/python"))
+        .envs(&env)
+        .arg("-c")
+        .arg(
+            r#"
+import os, sys, pymongo
+db = pymongo.MongoClient(os.environ["MONGODB_URI"], serverSelectionTimeoutMS=5000, retryWrites=False).get_default_database()
+with open(sys.argv[1], "a") as acked:
+    for i in range(1_000_000):
+        db.stream.insert_one({"_id": i, "pad": "x" * 512})
+        acked.write(f"{i}\n")
+        acked.flush()
+"#,
+        )
+        .arg(&acked)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let acks = || std::fs::read_to_string(&acked).map(|t| t.lines().count()).unwrap_or(0);
+    wait_until("200 acknowledged inserts", Duration::from_secs(120), || {
+        if let Some(status) = writer.try_wait().unwrap() {
+            panic!("the writer ended ({status}) with {} acks:\n{}", acks(), agent.log_text());
+        }
+        acks() >= 200
+    });
+    let mut tankd = agent.child.take().unwrap();
+    tankd.kill().unwrap(); // SIGKILL, mid-stream
+    tankd.wait().unwrap();
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let acked_ids = acks();
+    agent.start();
+    let out = python(
+        &venv,
+        &env,
+        &format!(
+            r#"
+import os, pymongo
+db = pymongo.MongoClient(os.environ["MONGODB_URI"], serverSelectionTimeoutMS=5000).get_default_database()
+have = {{d["_id"] for d in db.stream.find({{}}, {{"_id": 1}})}}
+missing = [i for i in range({acked_ids}) if i not in have]
+assert not missing, f"acknowledged but lost: {{missing[:10]}}"
+print(len(have), "documents,", {acked_ids}, "acknowledged")
+"#
+        ),
+    );
+    assert!(out.status.success(), "after the crash:\n{}\n{}", show(&out), agent.log_text());
+    println!("{}", show(&out).trim());
+}
+
+/// The Python examples of docs/db.md as they are written there, as a provisioned service.
+#[test]
+fn the_db_docs_examples_work() {
+    let venv = venv();
+    let mut agent = db_host("dbdoc");
+    agent.start();
+    let env = provision(&agent, "svc-doc");
+    let doc = std::fs::read_to_string(repo().join("docs/db.md")).unwrap();
+    let mut examples = Vec::new();
+    let mut block: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut block, line) {
+            (None, "```python") => block = Some(String::new()),
+            (Some(text), "```") => {
+                examples.push(std::mem::take(text));
+                block = None;
+            }
+            (Some(text), l) => {
+                text.push_str(l);
+                text.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(!examples.is_empty(), "docs/db.md has Python examples");
+    for example in examples {
+        let out = python(&venv, &env, &example);
+        assert!(out.status.success(), "docs/db.md example failed:\n{example}\n{}", show(&out));
+    }
+}
+
+/// `zfs get -H -o value <prop> <dataset>`.
+fn zfs_prop(dataset: &str, prop: &str) -> String {
+    common::sh("zfs", &["get", "-H", "-o", "value", prop, dataset]).trim().to_owned()
+}
+
+/// The dataset glue, on kernel ZFS: the database is a dataset under its service with
+/// properties for SQLite, `/resources/snapshot` takes it with the service, and a restore
+/// brings its documents back (the file closed and reopened around the swap).
+#[test]
+#[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
+fn a_database_is_a_dataset_restored_with_its_service() {
+    let venv = venv();
+    let mut agent = Agent::new("dbz");
+    agent.start();
+    let env = provision(&agent, "svc-d");
+    let ds = format!("{}/tankd/services/svc-d/db", agent.pool);
+    for (prop, want) in [("recordsize", "16K"), ("logbias", "latency"), ("mounted", "yes")] {
+        assert_eq!(zfs_prop(&ds, prop), want, "{prop} of {ds}");
+    }
+    assert_eq!(zfs_prop(&ds, "mountpoint"), agent.data_dir.join("db/svc-d").display().to_string());
+    let state = r#"
+import os, sys, pymongo
+db = pymongo.MongoClient(os.environ["MONGODB_URI"], serverSelectionTimeoutMS=10000).get_default_database()
+if sys.argv[1] == "fill":
+    db.items.insert_many([{"_id": i, "v": i} for i in range(20)])
+elif sys.argv[1] == "change":
+    db.items.delete_many({"v": {"$lt": 10}})
+    db.items.insert_one({"_id": "late"})
+print(sorted(str(d["_id"]) for d in db.items.find()))
+"#;
+    let run = |step: &str| {
+        let out = Command::new(venv.join("bin/python")).envs(&env).arg("-c").arg(state).arg(step).output().unwrap();
+        assert!(out.status.success(), "{step}:\n{}\n{}", show(&out), agent.log_text());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let at_snapshot = run("fill");
+    let auth = format!("Bearer {}", agent.token);
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let body = json!({"serviceId": "svc-d", "snapshotName": "s1"});
+    let r = agent.control("POST", "/resources/snapshot", &headers, body.to_string().as_bytes());
+    assert_eq!(r.status, 200, "snapshot: {}", String::from_utf8_lossy(&r.body));
+    let snaps = r.json()["snapshots"].clone();
+    assert!(snaps.as_array().unwrap().iter().any(|s| s["capability"] == "database"), "{snaps}");
+    let changed = run("change");
+    assert_ne!(changed, at_snapshot);
+    let body = json!({"serviceId": "svc-d", "snapshots": snaps});
+    let r = agent.control("POST", "/resources/restore", &headers, body.to_string().as_bytes());
+    assert_eq!(r.status, 200, "restore: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(run("read"), at_snapshot, "the documents as they were at s1");
+    let kept = format!("{}/tankd/prerestore/kept/services/svc-d/db", agent.pool);
+    assert_eq!((zfs_prop(&kept, "mounted").as_str(), zfs_prop(&kept, "canmount").as_str()), ("no", "noauto"));
+    let r = agent.control(
+        "POST",
+        "/resources/restore/undo",
+        &headers,
+        json!({"serviceId": "svc-d"}).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "undo: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(run("read"), changed, "undo brings the changed documents back");
+}
