@@ -1,7 +1,7 @@
 //! The data commands on a tenant's database: insert, find (with getMore and
 //! killCursors), delete, count, and the collection commands (create, drop,
-//! listCollections, listIndexes, dropDatabase). Every write is one SQLite transaction,
-//! committed before the reply.
+//! listCollections, dropDatabase); the index commands are in `index_commands`. Every
+//! write statement is one SQLite transaction, committed before the reply.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
@@ -13,8 +13,9 @@ use bson::{Bson, Document, doc};
 use crate::bsonx::cmp::compare;
 use crate::bsonx::path::lookup;
 use crate::error::{Code, CommandError, CommandResult};
+use crate::projection::project;
 use crate::query;
-use crate::store::{Store, check_collection};
+use crate::store::{Store, Tx, check_collection};
 
 /// A find's documents beyond its first batch, for getMore. Drivers may ask for the next
 /// batch on another pooled connection, so cursors are the server's, tied to a user.
@@ -111,6 +112,7 @@ pub fn run(ctx: &Ctx, name: &str, cmd: &Document) -> Option<CommandResult> {
         "update" => update(ctx, cmd),
         "findAndModify" | "findandmodify" => find_and_modify(ctx, cmd),
         "count" => count(ctx, cmd),
+        "distinct" => distinct(ctx, cmd),
         "aggregate" => aggregate(ctx, cmd),
         "create" => collection(cmd, "create").and_then(|c| {
             if ctx.store.create(c)? {
@@ -120,21 +122,23 @@ pub fn run(ctx: &Ctx, name: &str, cmd: &Document) -> Option<CommandResult> {
             }
         }),
         "drop" => collection(cmd, "drop").and_then(|c| {
-            ctx.store.drop_collection(c)?;
-            Ok(doc! {"ns": format!("{}.{c}", ctx.db), "nIndexesWas": 1, "ok": 1.0})
+            let was = ctx.store.write(|tx| {
+                let was = tx.indexes(c)?.len() + 1;
+                tx.drop_collection(c)?;
+                Ok(was)
+            })?;
+            Ok(doc! {"ns": format!("{}.{c}", ctx.db), "nIndexesWas": was as i32, "ok": 1.0})
         }),
-        "dropDatabase" => ctx.store.collections().and_then(|all| {
-            for c in all {
-                ctx.store.drop_collection(&c)?;
+        "dropDatabase" => ctx.store.write(|tx| {
+            for c in tx.collections()? {
+                tx.drop_collection(&c)?;
             }
             Ok(doc! {"dropped": &ctx.db, "ok": 1.0})
         }),
         "listCollections" => list_collections(ctx, cmd),
-        "listIndexes" => collection(cmd, "listIndexes").map(|c| {
-            let ns = format!("{}.{c}", ctx.db);
-            let id = doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"};
-            doc! {"cursor": {"firstBatch": [id], "id": 0_i64, "ns": ns}, "ok": 1.0}
-        }),
+        "listIndexes" => crate::index_commands::list_indexes(ctx, cmd),
+        "createIndexes" => crate::index_commands::create_indexes(ctx, cmd),
+        "dropIndexes" | "deleteIndexes" => crate::index_commands::drop_indexes(ctx, cmd),
         _ => return None,
     })
 }
@@ -156,9 +160,11 @@ fn insert(ctx: &Ctx, cmd: &Document) -> CommandResult {
 }
 
 /// The documents of `coll` that match `filter`, with their row ids.
-fn matching(ctx: &Ctx, coll: &str, filter: Option<&Document>) -> Result<Vec<(i64, Document)>, CommandError> {
-    let f = query::compile(filter.unwrap_or(&Document::new()))?;
-    Ok(ctx.store.scan(coll)?.into_iter().filter(|(_, d)| f.matches(d)).collect())
+fn matching(tx: &Tx, coll: &str, filter: Option<&Document>) -> Result<Vec<(i64, Document)>, CommandError> {
+    let empty = Document::new();
+    let filter = filter.unwrap_or(&empty);
+    let f = query::compile(filter)?;
+    Ok(tx.candidates(coll, filter)?.into_iter().filter(|(_, d)| f.matches(d)).collect())
 }
 
 fn sort_key(doc: &Document, path: &str) -> Bson {
@@ -200,52 +206,11 @@ fn order_of(spec: &Document) -> Result<impl Fn(&Document, &Document) -> Ordering
     })
 }
 
-/// Inclusion (`{a: 1}`, `_id` kept unless `_id: 0`) or exclusion (`{a: 0}`) of top-level
-/// fields.
-pub(crate) fn project(doc: Document, spec: &Document) -> Result<Document, CommandError> {
-    if spec.is_empty() {
-        return Ok(doc);
-    }
-    let flag = |v: &Bson| match v {
-        Bson::Boolean(b) => Ok(*b),
-        other => crate::bsonx::cmp::number(other)
-            .map(|n| n != 0.0)
-            .ok_or_else(|| CommandError::new(Code::NotImplemented, "projection expressions are not supported yet")),
-    };
-    let mut include = Vec::new();
-    let mut exclude = Vec::new();
-    let mut keep_id = true;
-    for (k, v) in spec {
-        if k.contains('.') || k.starts_with('$') {
-            return Err(CommandError::new(Code::NotImplemented, format!("projection of {k} is not supported yet")));
-        }
-        match (k.as_str(), flag(v)?) {
-            ("_id", on) => keep_id = on,
-            (_, true) => include.push(k.clone()),
-            (_, false) => exclude.push(k.clone()),
-        }
-    }
-    if !include.is_empty() && !exclude.is_empty() {
-        return Err(bad("Cannot do exclusion and inclusion in one projection"));
-    }
-    Ok(doc
-        .into_iter()
-        .filter(|(k, _)| {
-            if k == "_id" {
-                keep_id
-            } else if !include.is_empty() {
-                include.contains(k)
-            } else {
-                !exclude.contains(k)
-            }
-        })
-        .collect())
-}
-
 fn find(ctx: &Ctx, cmd: &Document) -> CommandResult {
     let coll = collection(cmd, "find")?;
     let filter = cmd.get_document("filter").ok();
-    let mut docs: Vec<Document> = matching(ctx, coll, filter)?.into_iter().map(|(_, d)| d).collect();
+    let mut docs: Vec<Document> =
+        ctx.store.read(|tx| matching(tx, coll, filter))?.into_iter().map(|(_, d)| d).collect();
     if let Ok(spec) = cmd.get_document("sort") {
         sort(&mut docs, spec)?;
     }
@@ -317,22 +282,24 @@ struct Updated {
     after: Option<Document>,
 }
 
-fn update_one_statement(
-    ctx: &Ctx,
-    coll: &str,
-    q: &Document,
-    u: &Document,
+/// One update statement's arguments.
+struct Statement<'a> {
+    q: &'a Document,
+    u: &'a Document,
     multi: bool,
     upsert: bool,
-    sort_by: Option<&Document>,
-) -> Result<Updated, CommandError> {
+    sort_by: Option<&'a Document>,
+}
+
+fn update_one_statement(ctx: &Ctx, tx: &Tx, coll: &str, st: &Statement) -> Result<Updated, CommandError> {
+    let Statement { q, u, multi, upsert, sort_by } = *st;
     if multi && !crate::update::is_operators(u) {
         return Err(CommandError::new(
             Code::FailedToParse,
             "multi update is not supported for replacement-style update",
         ));
     }
-    let mut found = matching(ctx, coll, Some(q))?;
+    let mut found = matching(tx, coll, Some(q))?;
     if let Some(spec) = sort_by {
         sort_rows(&mut found, spec)?;
     }
@@ -359,7 +326,7 @@ fn update_one_statement(
             new = with;
         }
         let id = new.get("_id").cloned();
-        let (_, errors) = ctx.store.insert(&ctx.db, coll, vec![new.clone()], true)?;
+        let (_, errors) = tx.insert(&ctx.db, coll, vec![new.clone()], true)?;
         if let Some(e) = errors.into_iter().next() {
             return Err(CommandError::new(Code::DuplicateKey, e.message));
         }
@@ -378,7 +345,7 @@ fn update_one_statement(
             changed.push((*rid, next));
         }
     }
-    let modified = ctx.store.replace(coll, &changed)?;
+    let modified = tx.replace(&ctx.db, coll, &changed)?;
     Ok(Updated { matched: found.len(), modified, upserted: None, before, after })
 }
 
@@ -399,7 +366,11 @@ fn update(ctx: &Ctx, cmd: &Document) -> CommandResult {
         };
         let multi = st.get_bool("multi").unwrap_or(false);
         let upsert = st.get_bool("upsert").unwrap_or(false);
-        match update_one_statement(ctx, coll, q, u, multi, upsert, None) {
+        // Each statement is atomic and durable on its own, as MongoDB's are.
+        match ctx
+            .store
+            .write(|tx| update_one_statement(ctx, tx, coll, &Statement { q, u, multi, upsert, sort_by: None }))
+        {
             Ok(r) => {
                 n += r.matched;
                 modified += r.modified;
@@ -441,19 +412,25 @@ fn find_and_modify(ctx: &Ctx, cmd: &Document) -> CommandResult {
     let fields = cmd.get_document("fields").cloned().unwrap_or_default();
     let new = cmd.get_bool("new").unwrap_or(false);
     if cmd.get_bool("remove").unwrap_or(false) {
-        let mut found = matching(ctx, coll, Some(q))?;
-        if let Some(spec) = sort_by {
-            sort_rows(&mut found, spec)?;
-        }
-        let Some((rid, doc)) = found.into_iter().next() else {
+        let removed = ctx.store.write(|tx| {
+            let mut found = matching(tx, coll, Some(q))?;
+            if let Some(spec) = sort_by {
+                sort_rows(&mut found, spec)?;
+            }
+            let Some((rid, doc)) = found.into_iter().next() else { return Ok(None) };
+            tx.delete(coll, &[rid])?;
+            Ok(Some(doc))
+        })?;
+        let Some(doc) = removed else {
             return Ok(doc! {"lastErrorObject": {"n": 0}, "value": Bson::Null, "ok": 1.0});
         };
-        ctx.store.delete(coll, &[rid])?;
         return Ok(doc! {"lastErrorObject": {"n": 1}, "value": project(doc, &fields)?, "ok": 1.0});
     }
     let u = cmd.get_document("update").map_err(|_| bad("findAndModify needs update or remove"))?;
     let upsert = cmd.get_bool("upsert").unwrap_or(false);
-    let r = update_one_statement(ctx, coll, q, u, false, upsert, sort_by)?;
+    let r = ctx
+        .store
+        .write(|tx| update_one_statement(ctx, tx, coll, &Statement { q, u, multi: false, upsert, sort_by }))?;
     let value = if new { r.after } else { r.before };
     let value = match value {
         Some(d) => Bson::Document(project(d, &fields)?),
@@ -476,11 +453,13 @@ fn delete(ctx: &Ctx, cmd: &Document) -> CommandResult {
             Some(0.0) => false,
             _ => return Err(bad("a delete's limit must be 0 or 1")),
         };
-        let mut rids: Vec<i64> = matching(ctx, coll, Some(q))?.into_iter().map(|(rid, _)| rid).collect();
-        if one {
-            rids.truncate(1);
-        }
-        n += ctx.store.delete(coll, &rids)?;
+        n += ctx.store.write(|tx| {
+            let mut rids: Vec<i64> = matching(tx, coll, Some(q))?.into_iter().map(|(rid, _)| rid).collect();
+            if one {
+                rids.truncate(1);
+            }
+            tx.delete(coll, &rids)
+        })?;
     }
     Ok(doc! {"n": n as i32, "ok": 1.0})
 }
@@ -488,8 +467,15 @@ fn delete(ctx: &Ctx, cmd: &Document) -> CommandResult {
 fn aggregate(ctx: &Ctx, cmd: &Document) -> CommandResult {
     let coll = collection(cmd, "aggregate")?;
     let pipeline = cmd.get_array("pipeline").map_err(|_| bad("aggregate needs a pipeline array"))?;
-    let docs = ctx.store.scan(coll)?.into_iter().map(|(_, d)| d).collect();
-    let out = crate::aggregate::run(docs, pipeline)?;
+    let out = ctx.store.read(|tx| {
+        let docs = tx.candidates(coll, &Document::new())?.into_iter().map(|(_, d)| d).collect();
+        // $lookup reads other collections in the same transaction: one consistent view.
+        let load = |other: &str| -> Result<Vec<Document>, CommandError> {
+            check_collection(other)?;
+            Ok(tx.candidates(other, &Document::new())?.into_iter().map(|(_, d)| d).collect())
+        };
+        crate::aggregate::run(docs, pipeline, &load)
+    })?;
     let batch = cmd
         .get_document("cursor")
         .ok()
@@ -502,10 +488,34 @@ fn aggregate(ctx: &Ctx, cmd: &Document) -> CommandResult {
 
 fn count(ctx: &Ctx, cmd: &Document) -> CommandResult {
     let coll = collection(cmd, "count")?;
-    let n = matching(ctx, coll, cmd.get_document("query").ok())?.len();
+    let n = ctx.store.read(|tx| matching(tx, coll, cmd.get_document("query").ok()))?.len();
     let n = n.saturating_sub(count_arg(cmd, "skip")?.unwrap_or(0));
     let n = count_arg(cmd, "limit")?.filter(|l| *l > 0).map_or(n, |l| n.min(l));
     Ok(doc! {"n": n as i32, "ok": 1.0})
+}
+
+/// The distinct values of a field over matching documents (array elements count one
+/// by one), in MongoDB's value order.
+fn distinct(ctx: &Ctx, cmd: &Document) -> CommandResult {
+    let coll = collection(cmd, "distinct")?;
+    let key = cmd.get_str("key").map_err(|_| bad("distinct needs a key (a field path string)"))?;
+    if key.is_empty() || key.starts_with('$') {
+        return Err(bad(format!("bad distinct key {key:?}")));
+    }
+    let rows = ctx.store.read(|tx| matching(tx, coll, cmd.get_document("query").ok()))?;
+    let mut values: Vec<Bson> = Vec::new();
+    for (_, d) in &rows {
+        for v in lookup(d, key).values {
+            let items = match v {
+                Bson::Array(items) => items.clone(),
+                other => vec![other.clone()],
+            };
+            values.extend(items);
+        }
+    }
+    values.sort_by(compare);
+    values.dedup_by(|a, b| compare(a, b) == Ordering::Equal);
+    Ok(doc! {"values": values, "ok": 1.0})
 }
 
 fn list_collections(ctx: &Ctx, cmd: &Document) -> CommandResult {

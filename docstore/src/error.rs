@@ -26,6 +26,13 @@ pub enum Code {
     PathNotViable,
     DuplicateKey,
     ShutdownInProgress,
+    NamespaceNotFound,
+    IndexNotFound,
+    CannotCreateIndex,
+    IndexOptionsConflict,
+    IndexKeySpecsConflict,
+    CannotIndexParallelArrays,
+    BadRegex,
 }
 
 impl Code {
@@ -52,6 +59,13 @@ impl Code {
             Code::PathNotViable => 28,
             Code::DuplicateKey => 11000,
             Code::ShutdownInProgress => 91,
+            Code::NamespaceNotFound => 26,
+            Code::IndexNotFound => 27,
+            Code::CannotCreateIndex => 67,
+            Code::IndexOptionsConflict => 85,
+            Code::IndexKeySpecsConflict => 86,
+            Code::CannotIndexParallelArrays => 171,
+            Code::BadRegex => 51091,
         }
     }
 
@@ -78,6 +92,13 @@ impl Code {
             Code::PathNotViable => "PathNotViable",
             Code::DuplicateKey => "DuplicateKey",
             Code::ShutdownInProgress => "ShutdownInProgress",
+            Code::NamespaceNotFound => "NamespaceNotFound",
+            Code::IndexNotFound => "IndexNotFound",
+            Code::CannotCreateIndex => "CannotCreateIndex",
+            Code::IndexOptionsConflict => "IndexOptionsConflict",
+            Code::IndexKeySpecsConflict => "IndexKeySpecsConflict",
+            Code::CannotIndexParallelArrays => "CannotIndexParallelArrays",
+            Code::BadRegex => "Location51091",
         }
     }
 }

@@ -7,6 +7,7 @@
 use std::cmp::Ordering;
 
 use bson::{Bson, Document};
+use regex::Regex;
 
 use crate::bsonx::cmp::{compare, equal, rank};
 use crate::bsonx::path::{Reached, lookup};
@@ -25,8 +26,10 @@ pub enum Op {
     Eq(Bson),
     Ne(Bson),
     Cmp(Ordering, bool, Bson),
-    In(Vec<Bson>),
-    Nin(Vec<Bson>),
+    /// Values, and patterns that any string element may match instead.
+    In(Vec<Bson>, Vec<Regex>),
+    Nin(Vec<Bson>, Vec<Regex>),
+    Regex(Regex),
     Exists(bool),
     Size(usize),
     All(Vec<Bson>),
@@ -84,8 +87,66 @@ fn is_operator_doc(v: &Bson) -> Option<&Document> {
 }
 
 fn field_ops(v: &Bson) -> Result<Vec<Op>, CommandError> {
-    let Some(d) = is_operator_doc(v) else { return Ok(vec![Op::Eq(v.clone())]) };
-    d.iter().map(|(op, arg)| operator(op, arg)).collect()
+    let Some(d) = is_operator_doc(v) else {
+        return Ok(vec![match v {
+            Bson::RegularExpression(re) => Op::Regex(regex(re.pattern.as_str(), re.options.as_str())?),
+            other => Op::Eq(other.clone()),
+        }]);
+    };
+    let options = match d.get("$options") {
+        None => None,
+        Some(Bson::String(o)) if d.contains_key("$regex") => Some(o.as_str()),
+        Some(Bson::String(_)) => return Err(bad("$options needs a $regex")),
+        Some(_) => return Err(bad("$options has to be a string")),
+    };
+    d.iter()
+        .filter(|(op, _)| op.as_str() != "$options")
+        .map(|(op, arg)| match (op.as_str(), arg) {
+            ("$regex", Bson::String(p)) => Ok(Op::Regex(regex(p, options.unwrap_or(""))?)),
+            ("$regex", Bson::RegularExpression(re)) => {
+                if options.is_some() && !re.options.as_str().is_empty() {
+                    return Err(bad("options set in both $regex and $options"));
+                }
+                Ok(Op::Regex(regex(re.pattern.as_str(), options.unwrap_or(re.options.as_str()))?))
+            }
+            ("$regex", _) => Err(bad("$regex has to be a string")),
+            _ => operator(op, arg),
+        })
+        .collect()
+}
+
+/// Compiles a MongoDB (PCRE) pattern with its flags. Patterns use the regex crate's
+/// syntax, which is PCRE's without look-around and back-references: those are refused
+/// with MongoDB's bad-regex code rather than matched differently.
+fn regex(pattern: &str, options: &str) -> Result<Regex, CommandError> {
+    let mut flags = String::new();
+    for o in options.chars() {
+        match o {
+            'i' | 'm' | 's' | 'x' => flags.push(o),
+            'u' => {}
+            other => return Err(bad(format!("invalid flag in regex options: {other}"))),
+        }
+    }
+    let full = if flags.is_empty() { pattern.to_owned() } else { format!("(?{flags}){pattern}") };
+    regex::RegexBuilder::new(&full).size_limit(1 << 20).build().map_err(|e| {
+        CommandError::new(Code::BadRegex, format!("Regular expression is invalid or not supported here: {e}"))
+    })
+}
+
+/// An `$in`/`$nin` list: plain values, and regexes that match strings.
+fn values_and_patterns(op: &str, arg: &Bson) -> Result<(Vec<Bson>, Vec<Regex>), CommandError> {
+    let mut values = Vec::new();
+    let mut patterns = Vec::new();
+    for v in list(op, arg)? {
+        match v {
+            Bson::RegularExpression(re) => patterns.push(regex(re.pattern.as_str(), re.options.as_str())?),
+            Bson::Document(d) if d.keys().next().is_some_and(|k| k.starts_with('$')) => {
+                return Err(bad(format!("cannot nest $ under {op}")));
+            }
+            other => values.push(other),
+        }
+    }
+    Ok((values, patterns))
 }
 
 fn list(op: &str, arg: &Bson) -> Result<Vec<Bson>, CommandError> {
@@ -103,8 +164,14 @@ fn operator(op: &str, arg: &Bson) -> Result<Op, CommandError> {
         "$gte" => Op::Cmp(Ordering::Greater, true, arg.clone()),
         "$lt" => Op::Cmp(Ordering::Less, false, arg.clone()),
         "$lte" => Op::Cmp(Ordering::Less, true, arg.clone()),
-        "$in" => Op::In(list(op, arg)?),
-        "$nin" => Op::Nin(list(op, arg)?),
+        "$in" => {
+            let (values, patterns) = values_and_patterns(op, arg)?;
+            Op::In(values, patterns)
+        }
+        "$nin" => {
+            let (values, patterns) = values_and_patterns(op, arg)?;
+            Op::Nin(values, patterns)
+        }
         "$all" => Op::All(list(op, arg)?),
         "$exists" => Op::Exists(truthy(arg)),
         "$size" => match crate::bsonx::cmp::number(arg) {
@@ -112,7 +179,8 @@ fn operator(op: &str, arg: &Bson) -> Result<Op, CommandError> {
             _ => return Err(bad("$size needs a whole non-negative number")),
         },
         "$not" => match arg {
-            Bson::Document(d) => Op::Not(d.iter().map(|(o, a)| operator(o, a)).collect::<Result<_, _>>()?),
+            Bson::RegularExpression(re) => Op::Not(vec![Op::Regex(regex(re.pattern.as_str(), re.options.as_str())?)]),
+            Bson::Document(_) => Op::Not(field_ops(arg)?),
             _ => return Err(bad("$not needs a regex or a document")),
         },
         "$elemMatch" => match arg {
@@ -131,7 +199,8 @@ fn operator(op: &str, arg: &Bson) -> Result<Op, CommandError> {
             };
             Op::Type(names.iter().map(type_code).collect::<Result<Vec<_>, _>>()?.concat())
         }
-        "$regex" | "$options" | "$where" | "$text" | "$expr" | "$mod" | "$geoWithin" | "$near" => {
+        "$regex" => return Err(bad("$regex has to be a string")),
+        "$where" | "$text" | "$expr" | "$mod" | "$geoWithin" | "$near" => {
             return Err(CommandError::new(Code::NotImplemented, format!("{op} is not supported by this server yet")));
         }
         other => return Err(bad(format!("unknown operator: {other}"))),
@@ -205,13 +274,22 @@ fn eq(r: &Reached<'_>, want: &Bson) -> bool {
     candidates(r).any(|v| equal(v, want))
 }
 
+/// A pattern matches a reached string, or a string element of a reached array.
+fn matches_regex(r: &Reached<'_>, re: &Regex) -> bool {
+    candidates(r).any(|v| match v {
+        Bson::String(s) | Bson::Symbol(s) => re.is_match(s),
+        _ => false,
+    })
+}
+
 impl Op {
     fn matches(&self, r: &Reached<'_>) -> bool {
         match self {
             Op::Eq(v) => eq(r, v),
             Op::Ne(v) => !eq(r, v),
-            Op::In(vs) => vs.iter().any(|v| eq(r, v)),
-            Op::Nin(vs) => !vs.iter().any(|v| eq(r, v)),
+            Op::In(vs, res) => vs.iter().any(|v| eq(r, v)) || res.iter().any(|re| matches_regex(r, re)),
+            Op::Nin(vs, res) => !(vs.iter().any(|v| eq(r, v)) || res.iter().any(|re| matches_regex(r, re))),
+            Op::Regex(re) => matches_regex(r, re),
             Op::All(vs) => !vs.is_empty() && vs.iter().all(|v| eq(r, v)),
             Op::Cmp(dir, or_equal, want) => {
                 if matches!(want, Bson::Null) && *or_equal && (r.missing || r.values.is_empty()) {
@@ -294,6 +372,24 @@ mod tests {
     }
 
     #[test]
+    fn regexes_match_strings_and_string_elements() {
+        let d = doc! {"name": "Alice Smith", "tags": ["red", "Blue"], "n": 5};
+        let re = |p: &str, o: &str| {
+            Bson::RegularExpression(bson::Regex { pattern: p.try_into().unwrap(), options: o.try_into().unwrap() })
+        };
+        assert!(m(doc! {"name": {"$regex": "^ali", "$options": "i"}}, d.clone()));
+        assert!(!m(doc! {"name": {"$regex": "^ali"}}, d.clone()));
+        assert!(m(doc! {"name": re("smith$", "i")}, d.clone()));
+        assert!(m(doc! {"tags": {"$regex": "^bl", "$options": "i"}}, d.clone()), "an array element matches");
+        assert!(m(doc! {"tags": {"$in": [re("^gr", ""), "red"]}}, d.clone()));
+        assert!(m(doc! {"tags": {"$nin": [re("^z", "")]}}, d.clone()));
+        assert!(m(doc! {"name": {"$not": re("^Bob", "")}}, d.clone()));
+        assert!(!m(doc! {"n": {"$regex": "5"}}, d.clone()), "numbers are not strings");
+        assert!(m(doc! {"name": {"$regex": re("l.*S", "")}}, d.clone()));
+        assert_eq!(compile(&doc! {"a": {"$regex": "x", "$options": "q"}}).unwrap_err().code, Code::BadValue);
+    }
+
+    #[test]
     fn bad_filters_name_the_operator() {
         for (f, says) in [
             (doc! {"$foo": 1}, "$foo"),
@@ -305,6 +401,7 @@ mod tests {
             assert_eq!(e.code, Code::BadValue);
             assert!(e.message.contains(says), "{e:?}");
         }
-        assert_eq!(compile(&doc! {"a": {"$regex": "x"}}).unwrap_err().code, Code::NotImplemented);
+        assert_eq!(compile(&doc! {"a": {"$regex": "(?<=x)y"}}).unwrap_err().code, Code::BadRegex);
+        assert_eq!(compile(&doc! {"a": {"$options": "i"}}).unwrap_err().code, Code::BadValue);
     }
 }

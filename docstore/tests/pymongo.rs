@@ -162,3 +162,91 @@ print("durable ok")
     );
     assert!(out.contains("durable ok"), "{out}");
 }
+
+#[test]
+fn pymongo_indexes_regexes_distinct_projections_and_lookup() {
+    let venv = venv();
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, port) = serve(dir.path());
+    let out = python(
+        &venv,
+        port,
+        r#"
+import re
+from pymongo import ASCENDING, DESCENDING
+db = client("svc-a", A, "svc-a")["svc-a"]
+db.users.insert_many([{"_id": i, "email": f"u{i}@example.org", "name": f"User {i}", "team": i % 4,
+                       "tags": ["x"] if i % 2 else ["y", "z"], "addr": {"city": f"c{i % 3}", "zip": i}} for i in range(2000)])
+assert db.users.create_index("email", unique=True) == "email_1"
+assert db.users.create_index([("team", ASCENDING), ("addr.city", DESCENDING)], name="team_city") == "team_city"
+db.users.create_index("tags")
+names = sorted(ix["name"] for ix in db.users.list_indexes())
+assert names == ["_id_", "email_1", "tags_1", "team_city"], names
+info = db.users.index_information()
+assert info["email_1"]["unique"] is True and info["team_city"]["key"] == [("team", 1), ("addr.city", -1)], info
+# The same index again is a no-op; the same name with another key is refused.
+assert db.users.create_index("email", unique=True) == "email_1"
+try:
+    db.users.create_index("name", name="email_1")
+    raise SystemExit("a conflicting index was made")
+except OperationFailure as e:
+    assert e.code in (85, 86), e.details
+try:
+    db.users.insert_one({"email": "u5@example.org"})
+    raise SystemExit("a duplicate unique key was accepted")
+except DuplicateKeyError as e:
+    assert e.code == 11000 and "email_1" in str(e), e.details
+try:
+    db.users.update_one({"_id": 6}, {"$set": {"email": "u7@example.org"}})
+    raise SystemExit("an update broke a unique index")
+except DuplicateKeyError as e:
+    assert e.code == 11000
+assert db.users.find_one({"_id": 6})["email"] == "u6@example.org", "the refused update changed nothing"
+assert db.users.find_one({"email": "u1234@example.org"})["_id"] == 1234
+assert db.users.count_documents({"team": 3, "addr.city": "c0"}) == len([i for i in range(2000) if i % 4 == 3 and i % 3 == 0])
+assert db.users.count_documents({"tags": "z"}) == 1000
+assert db.users.count_documents({"email": {"$in": ["u1@example.org", "u2@example.org", "nobody"]}}) == 2
+try:
+    db.users.create_index("team", unique=True)
+    raise SystemExit("a unique index over duplicate data was made")
+except DuplicateKeyError as e:
+    assert e.code == 11000
+assert "team_1" not in db.users.index_information()
+db.users.drop_index("tags_1")
+assert "tags_1" not in db.users.index_information()
+try:
+    db.users.drop_index("_id_")
+    raise SystemExit("the _id index was dropped")
+except OperationFailure as e:
+    assert e.code == 72, e.details
+# Regexes, by operator and by a compiled pattern.
+assert db.users.count_documents({"name": {"$regex": "^user 1\\d$", "$options": "i"}}) == 10
+assert db.users.count_documents({"email": re.compile(r"^u19\d\d@")}) == 100
+assert db.users.count_documents({"name": {"$not": re.compile("0$")}}) == 1800
+# distinct over a field and over array elements.
+assert db.users.distinct("team") == [0, 1, 2, 3]
+assert db.users.distinct("tags", {"_id": {"$lt": 10}}) == ["x", "y", "z"]
+assert db.users.distinct("addr.city") == ["c0", "c1", "c2"]
+# Dotted projections.
+assert db.users.find_one({"_id": 4}, {"addr.city": 1, "_id": 0}) == {"addr": {"city": "c1"}}
+assert db.users.find_one({"_id": 4}, {"addr.zip": 0, "tags": 0, "email": 0, "name": 0}) == {"_id": 4, "team": 0, "addr": {"city": "c1"}}
+# Aggregation: computed fields, $unset, $lookup.
+db.teams.insert_many([{"_id": t, "title": f"team-{t}"} for t in range(3)])
+out = list(db.users.aggregate([
+    {"$match": {"_id": {"$in": [1, 3]}}},
+    {"$lookup": {"from": "teams", "localField": "team", "foreignField": "_id", "as": "t"}},
+    {"$set": {"nteams": {"$size": "$t"}, "label": {"$concat": ["$name", "/", "$addr.city"]}}},
+    {"$unset": ["t", "tags", "addr", "email"]},
+    {"$sort": {"_id": 1}},
+]))
+assert out == [{"_id": 1, "name": "User 1", "team": 1, "nteams": 1, "label": "User 1/c1"},
+               {"_id": 3, "name": "User 3", "team": 3, "nteams": 0, "label": "User 3/c0"}], out
+db.drop_collection("users")
+assert "users" not in db.list_collection_names()
+db.users.insert_one({"email": "u5@example.org"})
+db.users.insert_one({"email": "u5@example.org"})
+print("indexes ok")
+"#,
+    );
+    assert!(out.contains("indexes ok"), "{out}");
+}
