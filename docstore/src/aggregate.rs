@@ -81,11 +81,58 @@ pub fn run(mut docs: Vec<Document>, pipeline: &[Bson], load: &Load) -> Result<Ve
             }
             ("$unwind", Bson::String(path)) => unwind(docs, path)?,
             ("$group", Bson::Document(spec)) => group(docs, spec)?,
+            (other, _) if !KNOWN_STAGES.contains(&other) => {
+                return Err(CommandError::new(
+                    Code::UnrecognizedStage,
+                    format!("Unrecognized pipeline stage name: '{other}'"),
+                ));
+            }
             (other, _) => return Err(unsupported(&format!("the {other} stage (or its argument's form)"))),
         };
     }
     Ok(docs)
 }
+
+/// MongoDB's stage names this server does not run: NotImplemented, not "unrecognized".
+const KNOWN_STAGES: &[&str] = &[
+    "$bucket",
+    "$bucketAuto",
+    "$changeStream",
+    "$collStats",
+    "$densify",
+    "$facet",
+    "$fill",
+    "$geoNear",
+    "$graphLookup",
+    "$indexStats",
+    "$listSessions",
+    "$merge",
+    "$out",
+    "$planCacheStats",
+    "$redact",
+    "$replaceRoot",
+    "$replaceWith",
+    "$sample",
+    "$search",
+    "$setWindowFields",
+    "$sortByCount",
+    "$unionWith",
+    "$documents",
+    "$currentOp",
+    "$listLocalSessions",
+    "$match",
+    "$sort",
+    "$skip",
+    "$limit",
+    "$project",
+    "$count",
+    "$unwind",
+    "$group",
+    "$addFields",
+    "$set",
+    "$unset",
+    "$lookup",
+];
 
 fn whole(n: &Bson, stage: &str) -> Result<usize, CommandError> {
     match number(n) {
@@ -134,6 +181,9 @@ fn project(docs: Vec<Document>, spec: &Document) -> Result<Vec<Document>, Comman
 fn set_path(doc: &mut Document, path: &str, value: Bson) -> Result<(), CommandError> {
     if path.is_empty() || path.starts_with('$') || path.split('.').any(str::is_empty) {
         return Err(bad(format!("bad field path {path:?}")));
+    }
+    if value == MISSING {
+        return Ok(());
     }
     match path.split_once('.') {
         None => {
@@ -197,9 +247,7 @@ fn eval(expr: &Bson, doc: &Document) -> Result<Bson, CommandError> {
     match expr {
         Bson::String(s) if s == "$$ROOT" || s == "$$CURRENT" => Ok(Bson::Document(doc.clone())),
         Bson::String(s) if s.starts_with("$$") => Err(unsupported(&format!("variable {s}"))),
-        Bson::String(s) if s.starts_with('$') => {
-            Ok(lookup(doc, &s[1..]).values.first().map(|v| (*v).clone()).unwrap_or(Bson::Null))
-        }
+        Bson::String(s) if s.starts_with('$') => Ok(field_path(doc, &s[1..])),
         Bson::Document(d) if d.keys().next().is_some_and(|k| k.starts_with('$')) => {
             let (Some((op, args)), 1) = (d.iter().next(), d.len()) else {
                 return Err(bad("an expression object must have exactly one operator"));
@@ -216,6 +264,34 @@ fn eval(expr: &Bson, doc: &Document) -> Result<Bson, CommandError> {
         other => Ok(other.clone()),
     }
 }
+
+/// An aggregation field path's value: through documents, and through arrays element
+/// by element (giving an array of what each element reaches); a missing field is
+/// [`MISSING`].
+fn field_path(doc: &Document, path: &str) -> Bson {
+    fn walk(v: &Bson, parts: &[&str]) -> Bson {
+        let Some((first, rest)) = parts.split_first() else { return v.clone() };
+        match v {
+            Bson::Document(d) => d.get(*first).map_or(MISSING, |v| walk(v, rest)),
+            Bson::Array(items) => Bson::Array(
+                items
+                    .iter()
+                    .filter(|i| matches!(i, Bson::Document(_) | Bson::Array(_)))
+                    .map(|i| walk(i, parts))
+                    .filter(|v| *v != MISSING)
+                    .collect(),
+            ),
+            _ => MISSING,
+        }
+    }
+    let parts: Vec<&str> = path.split('.').collect();
+    doc.get(parts[0]).map_or(MISSING, |v| walk(v, &parts[1..]))
+}
+
+/// What an expression on a missing field gives: a field set to it is left out, and
+/// operators read it as null. (BSON's deprecated undefined never reaches a stored
+/// document, so it can stand for "missing" inside a pipeline.)
+const MISSING: Bson = Bson::Undefined;
 
 /// The expression operators served: `$literal`, arithmetic (`$add $subtract $multiply
 /// $divide`), comparison (`$eq $ne $gt $gte $lt $lte $cmp`), `$and $or $not`, `$cond`,
@@ -238,6 +314,11 @@ fn operator(op: &str, args: &Bson, doc: &Document) -> Result<Bson, CommandError>
     let num = |v: &Bson| {
         number(v).ok_or_else(|| CommandError::new(Code::TypeMismatch, format!("{op} only supports numeric types")))
     };
+    // Arithmetic on null or a missing field is null.
+    let nullish = |v: &Bson| matches!(v, Bson::Null | Bson::Undefined);
+    if matches!(op, "$add" | "$subtract" | "$multiply" | "$divide") && list.iter().any(nullish) {
+        return Ok(Bson::Null);
+    }
     let truth = |v: &Bson| match v {
         Bson::Boolean(b) => *b,
         Bson::Null | Bson::Undefined => false,
@@ -245,10 +326,11 @@ fn operator(op: &str, args: &Bson, doc: &Document) -> Result<Bson, CommandError>
     };
     Ok(match op {
         "$add" => list.iter().try_fold(Bson::Int32(0), |acc, v| num(v).map(|_| add(&acc, v)))?,
-        "$multiply" => Bson::Double(list.iter().map(num).collect::<Result<Vec<_>, _>>()?.iter().product()),
+        "$multiply" => list.iter().try_fold(Bson::Int32(1), |acc, v| num(v).map(|_| multiply(&acc, v)))?,
         "$subtract" => {
             arity(2)?;
-            Bson::Double(num(&list[0])? - num(&list[1])?)
+            num(&list[0])?;
+            add(&list[0], &multiply(&list[1], &Bson::Int32(-1)))
         }
         "$divide" => {
             arity(2)?;
@@ -287,7 +369,7 @@ fn operator(op: &str, args: &Bson, doc: &Document) -> Result<Bson, CommandError>
             for v in &list {
                 match v {
                     Bson::String(s) => out.push_str(s),
-                    Bson::Null => return Ok(Bson::Null),
+                    Bson::Null | Bson::Undefined => return Ok(Bson::Null),
                     _ => return Err(CommandError::new(Code::TypeMismatch, "$concat only supports strings")),
                 }
             }
@@ -297,7 +379,7 @@ fn operator(op: &str, args: &Bson, doc: &Document) -> Result<Bson, CommandError>
             arity(1)?;
             let s = match &list[0] {
                 Bson::String(s) => s.clone(),
-                Bson::Null => String::new(),
+                Bson::Null | Bson::Undefined => String::new(),
                 other => other.to_string(),
             };
             Bson::String(if op == "$toUpper" { s.to_uppercase() } else { s.to_lowercase() })
@@ -311,10 +393,11 @@ fn operator(op: &str, args: &Bson, doc: &Document) -> Result<Bson, CommandError>
             _ => return Err(bad("$in needs a value and an array")),
         },
         "$arrayElemAt" => match list.as_slice() {
+            [a, b] if nullish(a) || nullish(b) => Bson::Null,
             [Bson::Array(items), i] => {
                 let i = num(i)? as i64;
                 let at = if i < 0 { items.len() as i64 + i } else { i };
-                usize::try_from(at).ok().and_then(|at| items.get(at)).cloned().unwrap_or(Bson::Null)
+                usize::try_from(at).ok().and_then(|at| items.get(at)).cloned().unwrap_or(MISSING)
             }
             _ => return Err(bad("$arrayElemAt needs an array and an index")),
         },
@@ -347,6 +430,19 @@ fn add(a: &Bson, b: &Bson) -> Bson {
     }
 }
 
+fn multiply(a: &Bson, b: &Bson) -> Bson {
+    match (a, b) {
+        (Bson::Int32(x), Bson::Int32(y)) => {
+            x.checked_mul(*y).map_or(Bson::Int64(i64::from(*x) * i64::from(*y)), Bson::Int32)
+        }
+        (Bson::Int32(_) | Bson::Int64(_), Bson::Int32(_) | Bson::Int64(_)) => {
+            let (x, y) = (number(a).unwrap_or(0.0) as i64, number(b).unwrap_or(0.0) as i64);
+            x.checked_mul(y).map_or(Bson::Double(x as f64 * y as f64), Bson::Int64)
+        }
+        _ => Bson::Double(number(a).unwrap_or(0.0) * number(b).unwrap_or(0.0)),
+    }
+}
+
 impl Acc {
     fn new(op: &str) -> Result<Acc, CommandError> {
         Ok(match op {
@@ -364,6 +460,9 @@ impl Acc {
 
     fn feed(&mut self, v: Bson) {
         match self {
+            // A missing field adds nothing to a list and is null elsewhere.
+            Acc::Push(_) | Acc::AddToSet(_) if v == MISSING => {}
+            _ if v == MISSING => self.feed(Bson::Null),
             // Non-numbers are ignored by $sum and $avg.
             Acc::Sum(total) if number(&v).is_some() => *total = add(total, &v),
             Acc::Avg(total, n) if number(&v).is_some() => {
@@ -414,7 +513,10 @@ fn group(docs: Vec<Document>, spec: &Document) -> Result<Vec<Document>, CommandE
     // Groups in first-seen order; keys compared with MongoDB's equality.
     let mut groups: Vec<(Bson, Vec<Acc>)> = Vec::new();
     for d in &docs {
-        let key = eval(key_expr, d)?;
+        let key = match eval(key_expr, d)? {
+            MISSING => Bson::Null,
+            k => k,
+        };
         let at = match groups
             .iter()
             .position(|(k, _)| equal(k, &key) && crate::bsonx::cmp::rank(k) == crate::bsonx::cmp::rank(&key))

@@ -114,12 +114,11 @@ pub fn run(ctx: &Ctx, name: &str, cmd: &Document) -> Option<CommandResult> {
         "count" => count(ctx, cmd),
         "distinct" => distinct(ctx, cmd),
         "aggregate" => aggregate(ctx, cmd),
+        // Creating a collection that exists (with no options: this server has none) is
+        // ok, as in MongoDB 7.0.
         "create" => collection(cmd, "create").and_then(|c| {
-            if ctx.store.create(c)? {
-                Ok(doc! {"ok": 1.0})
-            } else {
-                Err(CommandError::new(Code::NamespaceExists, format!("Collection {}.{c} already exists.", ctx.db)))
-            }
+            ctx.store.create(c)?;
+            Ok(doc! {"ok": 1.0})
         }),
         "drop" => collection(cmd, "drop").and_then(|c| {
             let was = ctx.store.write(|tx| {
@@ -167,8 +166,38 @@ fn matching(tx: &Tx, coll: &str, filter: Option<&Document>) -> Result<Vec<(i64, 
     Ok(tx.candidates(coll, filter)?.into_iter().filter(|(_, d)| f.matches(d)).collect())
 }
 
-fn sort_key(doc: &Document, path: &str) -> Bson {
-    lookup(doc, path).values.first().map(|v| (*v).clone()).unwrap_or(Bson::Null)
+/// A document's sort key on `path` in one direction: MongoDB sorts an array by its
+/// smallest element ascending and its largest descending, an empty array before null,
+/// and a missing field as null.
+fn sort_key(doc: &Document, path: &str, descending: bool) -> Bson {
+    let reached = lookup(doc, path);
+    let mut best: Option<&Bson> = None;
+    let mut empty_array = false;
+    for v in &reached.values {
+        let items: Vec<&Bson> = match v {
+            Bson::Array(items) if items.is_empty() => {
+                empty_array = true;
+                continue;
+            }
+            Bson::Array(items) => items.iter().collect(),
+            other => vec![*other],
+        };
+        for v in items {
+            let better = best.is_none_or(|b| {
+                let o = compare(v, b);
+                if descending { o == Ordering::Greater } else { o == Ordering::Less }
+            });
+            if better {
+                best = Some(v);
+            }
+        }
+    }
+    match best {
+        Some(v) => v.clone(),
+        None if empty_array && !descending => Bson::Undefined,
+        None if reached.missing || reached.values.is_empty() || !descending => Bson::Null,
+        None => Bson::Undefined,
+    }
 }
 
 /// Sorts documents by a `{field: 1 | -1}` spec.
@@ -197,7 +226,8 @@ fn order_of(spec: &Document) -> Result<impl Fn(&Document, &Document) -> Ordering
     }
     Ok(move |a: &Document, b: &Document| {
         for (k, dir) in &keys {
-            let o = compare(&sort_key(a, k), &sort_key(b, k));
+            let descending = *dir == Ordering::Greater;
+            let o = compare(&sort_key(a, k, descending), &sort_key(b, k, descending));
             if o != Ordering::Equal {
                 return if *dir == Ordering::Less { o } else { o.reverse() };
             }
@@ -379,12 +409,9 @@ fn update(ctx: &Ctx, cmd: &Document) -> CommandResult {
                     upserted.push(Bson::Document(doc! {"index": index as i32, "_id": id}));
                 }
             }
-            Err(e)
-                if matches!(
-                    e.code,
-                    Code::DuplicateKey | Code::ImmutableField | Code::TypeMismatch | Code::PathNotViable
-                ) =>
-            {
+            // A statement's own failure is a write error, as MongoDB reports it; the
+            // server's (storage, shutdown) fails the command.
+            Err(e) if !matches!(e.code, Code::InternalError | Code::ShutdownInProgress) => {
                 write_errors
                     .push(Bson::Document(doc! {"index": index as i32, "code": e.code.number(), "errmsg": e.message}));
                 if ordered {

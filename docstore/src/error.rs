@@ -33,6 +33,8 @@ pub enum Code {
     IndexKeySpecsConflict,
     CannotIndexParallelArrays,
     BadRegex,
+    ConflictingUpdateOperators,
+    UnrecognizedStage,
 }
 
 impl Code {
@@ -66,6 +68,8 @@ impl Code {
             Code::IndexKeySpecsConflict => 86,
             Code::CannotIndexParallelArrays => 171,
             Code::BadRegex => 51091,
+            Code::ConflictingUpdateOperators => 40,
+            Code::UnrecognizedStage => 40324,
         }
     }
 
@@ -99,6 +103,8 @@ impl Code {
             Code::IndexKeySpecsConflict => "IndexKeySpecsConflict",
             Code::CannotIndexParallelArrays => "CannotIndexParallelArrays",
             Code::BadRegex => "Location51091",
+            Code::ConflictingUpdateOperators => "ConflictingUpdateOperators",
+            Code::UnrecognizedStage => "Location40324",
         }
     }
 }

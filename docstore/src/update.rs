@@ -20,9 +20,42 @@ pub fn is_operators(u: &Document) -> bool {
 
 /// The document after `u`; `inserting` says whether it is an upsert's new document
 /// (where `$setOnInsert` applies).
+/// Two operators on one path, or on a path and one inside it (`a` and `a.b`), are
+/// refused as MongoDB does: which would win is not defined.
+fn check_conflicts(u: &Document) -> Result<(), CommandError> {
+    let mut seen: Vec<&str> = Vec::new();
+    for fields in u.values() {
+        let Bson::Document(fields) = fields else { continue };
+        for (path, arg) in fields {
+            let mut paths = vec![path.as_str()];
+            if let Bson::String(to) = arg
+                && u.get_document("$rename").is_ok_and(|r| r.get(path) == Some(arg))
+            {
+                paths.push(to.as_str());
+            }
+            for p in paths {
+                let clash = seen.iter().find(|s| {
+                    **s == p
+                        || p.strip_prefix(**s).is_some_and(|r| r.starts_with('.'))
+                        || s.strip_prefix(p).is_some_and(|r| r.starts_with('.'))
+                });
+                if let Some(other) = clash {
+                    return Err(CommandError::new(
+                        Code::ConflictingUpdateOperators,
+                        format!("Updating the path '{p}' would create a conflict at '{other}'"),
+                    ));
+                }
+                seen.push(p);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn apply(doc: &Document, u: &Document, inserting: bool) -> Result<Document, CommandError> {
     let id = doc.get("_id").cloned();
     let out = if is_operators(u) {
+        check_conflicts(u)?;
         let mut out = doc.clone();
         for (op, fields) in u {
             let Bson::Document(fields) = fields else {
@@ -128,17 +161,26 @@ fn operator(doc: &mut Document, op: &str, path: &str, arg: &Bson, inserting: boo
         }
         "$pull" => {
             let list = array_at(doc, path, op)?;
+            // A condition: operators apply to each element as a value; a plain document
+            // is a query each document element is matched against.
+            enum Cond {
+                Value(crate::query::Filter),
+                Doc(crate::query::Filter),
+            }
             let cond = match arg {
                 Bson::Document(d) if is_operators(d) => {
-                    Some(crate::query::compile(&bson::doc! {"v": Bson::Document(d.clone())})?)
+                    Some(Cond::Value(crate::query::compile(&bson::doc! {"v": Bson::Document(d.clone())})?))
                 }
+                Bson::Document(d) => Some(Cond::Doc(crate::query::compile(d)?)),
                 _ => None,
             };
             let kept: Vec<Bson> = list
                 .into_iter()
-                .filter(|e| match &cond {
-                    Some(f) => !f.matches(&bson::doc! {"v": e.clone()}),
-                    None => !equal(e, arg),
+                .filter(|e| match (&cond, e) {
+                    (Some(Cond::Value(f)), _) => !f.matches(&bson::doc! {"v": e.clone()}),
+                    (Some(Cond::Doc(f)), Bson::Document(d)) => !f.matches(d),
+                    (Some(Cond::Doc(_)), _) => true,
+                    (None, _) => !equal(e, arg),
                 })
                 .collect();
             set(doc, path, Bson::Array(kept))
@@ -301,23 +343,21 @@ mod tests {
         let d = doc! {"_id": 1, "n": 1, "s": {"a": 1}, "xs": [1, 2, 3], "old": "x"};
         let u = doc! {
             "$set": {"s.b": 2, "new.deep": true}, "$inc": {"n": 2, "c": 5}, "$unset": {"s.a": ""},
-            "$push": {"xs": {"$each": [4, 5]}}, "$rename": {"old": "renamed"}, "$max": {"n": 100}, "$min": {"low": 3}
+            "$push": {"xs": {"$each": [4, 5]}}, "$rename": {"old": "renamed"}, "$max": {"top": 100}, "$min": {"low": 3}
         };
         let out = apply(&d, &u, false).unwrap();
         assert_eq!(out.get_document("s").unwrap(), &doc! {"b": 2});
-        assert_eq!(out.get_i32("n").unwrap(), 100);
+        assert_eq!((out.get_i32("n").unwrap(), out.get_i32("top").unwrap()), (3, 100));
         assert_eq!(out.get_i32("c").unwrap(), 5);
         assert_eq!(out.get_array("xs").unwrap().len(), 5);
         assert_eq!(out.get_str("renamed").unwrap(), "x");
         assert!(!out.contains_key("old"));
         assert_eq!(get(&out, "new.deep"), Some(&Bson::Boolean(true)));
         assert_eq!(out.get_i32("low").unwrap(), 3);
-        let out = apply(
-            &out,
-            &doc! {"$pull": {"xs": {"$gte": 4}}, "$addToSet": {"tags": {"$each": ["a", "a", "b"]}}, "$pop": {"xs": -1}},
-            false,
-        )
-        .unwrap();
+        let out =
+            apply(&out, &doc! {"$pull": {"xs": {"$gte": 4}}, "$addToSet": {"tags": {"$each": ["a", "a", "b"]}}}, false)
+                .unwrap();
+        let out = apply(&out, &doc! {"$pop": {"xs": -1}}, false).unwrap();
         assert_eq!(out.get_array("xs").unwrap(), &vec![Bson::Int32(2), Bson::Int32(3)]);
         assert_eq!(out.get_array("tags").unwrap().len(), 2);
     }
@@ -330,6 +370,12 @@ mod tests {
         assert_eq!(apply(&d, &doc! {"_id": 2, "b": 1}, false).unwrap_err().code, Code::ImmutableField);
         assert_eq!(apply(&d, &doc! {"$inc": {"a": "x"}}, false).unwrap_err().code, Code::TypeMismatch);
         assert_eq!(apply(&d, &doc! {"$bogus": {"a": 1}}, false).unwrap_err().code, Code::FailedToParse);
+        let conflict = |u: Document| apply(&d, &u, false).unwrap_err().code;
+        assert_eq!(conflict(doc! {"$set": {"a": 1}, "$inc": {"a": 1}}), Code::ConflictingUpdateOperators);
+        assert_eq!(conflict(doc! {"$set": {"a.b": 1}, "$unset": {"a": 1}}), Code::ConflictingUpdateOperators);
+        assert_eq!(conflict(doc! {"$rename": {"a": "b"}, "$set": {"b": 1}}), Code::ConflictingUpdateOperators);
+        let pulled = apply(&doc! {"xs": [{"q": 1}, {"q": 5}, 7]}, &doc! {"$pull": {"xs": {"q": {"$gt": 2}}}}, false);
+        assert_eq!(pulled.unwrap(), doc! {"xs": [{"q": 1}, 7]}, "a plain document is a query on element documents");
         assert_eq!(seed_from_filter(&doc! {"k": 1, "n": {"$gt": 1}, "a.b": 2}), doc! {"k": 1, "a": {"b": 2}});
     }
 }

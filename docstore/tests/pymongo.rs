@@ -250,3 +250,63 @@ print("indexes ok")
     );
     assert!(out.contains("indexes ok"), "{out}");
 }
+
+/// SecantusDB (a MongoDB-wire server from PyPI, in the same pinned venv) on a free port,
+/// stopped when dropped.
+struct Reference {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn reference(venv: &Path) -> Reference {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(venv.join("bin/secantusd-py"))
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--standalone", "--log-level", "WARNING"])
+        .arg("--storage-path")
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting secantusd-py");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed().as_secs() < 60, "secantusd-py did not listen within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Reference { child, port, _dir: dir }
+}
+
+/// The differential test: one scenario (tests/differential/scenario.py: every command and
+/// operator docs/db.md lists) against this server and against SecantusDB, compared result
+/// by result; known divergences are listed in the scenario with their reason.
+#[test]
+fn a_scenario_gives_the_same_results_as_a_reference_server() {
+    let venv = venv();
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, port) = serve(dir.path());
+    let peer = reference(&venv);
+    let under = format!(
+        "mongodb://svc-a:a-password-0123456789abcdef@127.0.0.1:{port}/svc-a?authSource=svc-a&authMechanism=SCRAM-SHA-256&directConnection=true"
+    );
+    let reference = format!("mongodb://127.0.0.1:{}/svc-a?directConnection=true", peer.port);
+    let out = Command::new(venv.join("bin/python"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/differential/scenario.py"))
+        .args([&under, &reference])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success() && text.contains(" 0 unexpected differences"), "{text}");
+}
