@@ -27,6 +27,32 @@ fn venv() -> PathBuf {
     PathBuf::from(stdout.lines().last().expect("db-clients prints the venv's path").trim())
 }
 
+/// mongosh (npm, made once, then cached). Not having it fails the test.
+fn mongosh() -> PathBuf {
+    let out = Command::new(repo().join("scripts/testbed/mongosh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/testbed/mongosh");
+    assert!(out.status.success(), "scripts/testbed/mongosh failed ({})", out.status);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(stdout.lines().last().expect("scripts/testbed/mongosh prints its path").trim())
+}
+
+/// Runs a shell command line with the service's environment and mongosh on the PATH;
+/// mongosh gets an empty home (no history, no config, no telemetry state of this machine).
+fn shell(mongosh: &Path, env: &BTreeMap<String, String>, line: &str) -> std::process::Output {
+    let home = tempfile::tempdir().unwrap();
+    let path = format!("{}:{}", mongosh.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
+    Command::new("bash")
+        .envs(env)
+        .env("PATH", path)
+        .env("HOME", home.path())
+        .env("MONGOSH_NO_TELEMETRY", "1")
+        .args(["-c", line])
+        .output()
+        .unwrap()
+}
+
 fn db_host(tag: &str) -> Agent {
     let mut a = Agent::new(tag);
     a.extra_env.push(("TANKD_ZFS".into(), "false".into()));
@@ -217,26 +243,62 @@ fn the_db_docs_examples_work() {
     let env = provision(&agent, "svc-doc");
     let doc = std::fs::read_to_string(repo().join("docs/db.md")).unwrap();
     let mut examples = Vec::new();
-    let mut block: Option<String> = None;
+    let mut block: Option<(&str, String)> = None;
     for line in doc.lines() {
         match (&mut block, line) {
-            (None, "```python") => block = Some(String::new()),
-            (Some(text), "```") => {
-                examples.push(std::mem::take(text));
+            (None, "```python") => block = Some(("python", String::new())),
+            (None, "```sh") => block = Some(("sh", String::new())),
+            (Some((kind, text)), "```") => {
+                examples.push((*kind, std::mem::take(text)));
                 block = None;
             }
-            (Some(text), l) => {
+            (Some((_, text)), l) => {
                 text.push_str(l);
                 text.push('\n');
             }
             _ => {}
         }
     }
-    assert!(!examples.is_empty(), "docs/db.md has Python examples");
-    for example in examples {
-        let out = python(&venv, &env, &example);
+    assert!(examples.iter().any(|(k, _)| *k == "python"), "docs/db.md has Python examples");
+    assert!(examples.iter().any(|(k, _)| *k == "sh"), "docs/db.md has mongosh examples");
+    let mongosh = mongosh();
+    for (kind, example) in examples {
+        let out = if kind == "python" { python(&venv, &env, &example) } else { shell(&mongosh, &env, &example) };
         assert!(out.status.success(), "docs/db.md example failed:\n{example}\n{}", show(&out));
     }
+}
+
+#[test]
+fn mongosh_connects_with_the_uri_and_runs_a_script() {
+    let mongosh = mongosh();
+    let mut agent = db_host("dbsh");
+    agent.start();
+    let env = provision(&agent, "svc-sh");
+    // mongosh opens with the legacy OP_QUERY hello and speculative SCRAM-SHA-256, then
+    // runs its start-up commands (buildInfo, getParameter, ...) before the script.
+    let script = r#"
+db.items.insertMany([{_id: 1, k: "a", n: 5}, {_id: 2, k: "b", n: 7}, {_id: 3, k: "a", n: 1}]);
+db.items.createIndex({k: 1}, {unique: false});
+db.items.updateOne({_id: 3}, {$inc: {n: 10}});
+const sums = db.items.aggregate([{$group: {_id: "$k", total: {$sum: "$n"}}}, {$sort: {_id: 1}}]).toArray();
+print(EJSON.stringify({sums: sums, count: db.items.countDocuments({n: {$gt: 6}}),
+  names: db.getCollectionNames(), idx: db.items.getIndexes().map(i => i.name).sort()}));
+"#;
+    let out = shell(&mongosh, &env, &format!("mongosh \"$MONGODB_URI\" --quiet --norc --eval '{script}'"));
+    let text = show(&out);
+    assert!(out.status.success(), "mongosh failed:\n{text}");
+    let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON line:\n{text}"));
+    let got: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(got["sums"], json!([{"_id": "a", "total": 16}, {"_id": "b", "total": 7}]), "{text}");
+    assert_eq!(got["count"], json!(2), "{text}");
+    assert_eq!(got["names"], json!(["items"]), "{text}");
+    assert_eq!(got["idx"], json!(["_id_", "k_1"]), "{text}");
+    // A wrong password is refused, and the server keeps serving.
+    let bad = env["MONGODB_URI"].replacen("//svc-sh:", "//svc-sh:x", 1);
+    let out = shell(&mongosh, &env, &format!("mongosh '{bad}' --quiet --norc --eval 'db.items.countDocuments()'"));
+    assert!(!out.status.success() && show(&out).contains("Authentication failed"), "{}", show(&out));
+    let out = shell(&mongosh, &env, "mongosh \"$MONGODB_URI\" --quiet --norc --eval 'print(db.items.countDocuments())'");
+    assert!(out.status.success() && show(&out).trim().ends_with('3'), "{}", show(&out));
 }
 
 /// `zfs get -H -o value <prop> <dataset>`.
