@@ -297,7 +297,8 @@ print(EJSON.stringify({sums: sums, count: db.items.countDocuments({n: {$gt: 6}})
     let bad = env["MONGODB_URI"].replacen("//svc-sh:", "//svc-sh:x", 1);
     let out = shell(&mongosh, &env, &format!("mongosh '{bad}' --quiet --norc --eval 'db.items.countDocuments()'"));
     assert!(!out.status.success() && show(&out).contains("Authentication failed"), "{}", show(&out));
-    let out = shell(&mongosh, &env, "mongosh \"$MONGODB_URI\" --quiet --norc --eval 'print(db.items.countDocuments())'");
+    let out =
+        shell(&mongosh, &env, "mongosh \"$MONGODB_URI\" --quiet --norc --eval 'print(db.items.countDocuments())'");
     assert!(out.status.success() && show(&out).trim().ends_with('3'), "{}", show(&out));
 }
 
@@ -360,4 +361,77 @@ print(sorted(str(d["_id"]) for d in db.items.find()))
     );
     assert_eq!(r.status, 200, "undo: {}", String::from_utf8_lossy(&r.body));
     assert_eq!(run("read"), changed, "undo brings the changed documents back");
+}
+
+#[test]
+fn bad_input_gets_a_proper_error_and_changes_nothing() {
+    let venv = venv();
+    let mut agent = db_host("dbbad");
+    agent.start();
+    let env = provision(&agent, "svc-bad");
+    provision(&agent, "svc-other");
+    let out = python(
+        &venv,
+        &env,
+        r#"
+import os, socket, struct, bson, pymongo
+from pymongo.errors import OperationFailure
+uri = os.environ["MONGODB_URI"]
+db = pymongo.MongoClient(uri).get_default_database()
+db.keep.insert_many([{"_id": i} for i in range(3)])
+host, port = uri.split("@")[1].split("/")[0].split(":")
+
+def frame(body, op=2013):
+    return struct.pack("<iiii", 16 + len(body), 7, 0, op) + body
+
+def reply(s):
+    head = b""
+    while len(head) < 4:
+        chunk = s.recv(4 - len(head))
+        if not chunk:
+            return None
+        head += chunk
+    n = struct.unpack("<i", head)[0]
+    rest = b""
+    while len(rest) < n - 4:
+        rest += s.recv(n - 4 - len(rest))
+    return bson.decode(rest[12 + 4 + 1:])
+
+ping = struct.pack("<I", 0) + b"\0" + bson.encode({"ping": 1, "$db": "admin"})
+# Malformed BSON in a well-framed message: InvalidBSON, and the connection goes on.
+s = socket.create_connection((host, int(port)))
+s.sendall(frame(struct.pack("<I", 0) + b"\0" + struct.pack("<i", 16) + b"\x02ab\0\xff\xff\xff\x7f\0\0\0\0"))
+r = reply(s)
+assert r["ok"] == 0 and r["code"] == 22, r
+s.sendall(frame(ping))
+assert reply(s)["ok"] == 1
+# A message over 48,000,000 bytes: answered (10334), then the connection is closed
+# before the server reads or allocates the body.
+s.sendall(struct.pack("<iiii", 48_000_001, 8, 0, 2013))
+r = reply(s)
+assert r["ok"] == 0 and r["code"] == 10334, r
+assert reply(s) is None, "the connection closes after an oversized frame"
+# An unknown command, a wrong password, another service's database.
+try:
+    db.command("noSuchCommand")
+    raise SystemExit("an unknown command ran")
+except OperationFailure as e:
+    assert e.code == 59 and e.details["codeName"] == "CommandNotFound", e.details
+try:
+    pymongo.MongoClient(uri.replace("//svc-bad:", "//svc-bad:x")).get_default_database().keep.find_one()
+    raise SystemExit("a wrong password worked")
+except OperationFailure as e:
+    assert e.code == 18, e.details
+try:
+    pymongo.MongoClient(uri).get_database("svc-other").keep.insert_one({"x": 1})
+    raise SystemExit("another service's database was written")
+except OperationFailure as e:
+    assert e.code == 13, e.details
+# The server is still up and nothing changed.
+assert db.command("ping")["ok"] == 1
+assert sorted(d["_id"] for d in db.keep.find()) == [0, 1, 2]
+print("bad input ok")
+"#,
+    );
+    assert!(out.status.success() && show(&out).contains("bad input ok"), "{}", show(&out));
 }
