@@ -75,6 +75,9 @@ pub fn id_key(v: &Bson) -> Vec<u8> {
 impl Store {
     pub fn open(path: &Path) -> Result<Store, CommandError> {
         let conn = Connection::open(path).map_err(internal)?;
+        // Stable query plans: without this, SQLite (built with STAT4) re-prepares a
+        // cached statement whenever a bound key changes, parsing SQL on every lookup.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(internal)?;
         // WAL lets readers run beside the writer; FULL syncs the WAL at each commit.
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;
