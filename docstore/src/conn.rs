@@ -2,7 +2,7 @@
 //! authentication only the handshake, `ping`, `buildInfo` and SASL run; after it, a
 //! command reaches the tenant's own database only.
 
-use bson::{Document, doc};
+use bson::{Bson, Document, doc};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::auth::{self, AuthState};
@@ -175,6 +175,37 @@ impl Connection {
                 "authInfo": {"authenticatedUsers": [{"user": &tenant.user, "db": &tenant.db}], "authenticatedUserRoles": []},
                 "ok": 1.0,
             }),
+            "getLastError" | "getlasterror" => Ok(doc! {"n": 0, "err": Bson::Null, "ok": 1.0}),
+            "hostInfo" => Ok(doc! {
+                "system": {
+                    "currentTime": bson::DateTime::now(),
+                    "numCores": std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
+                    "cpuArch": std::env::consts::ARCH,
+                },
+                "os": {"type": std::env::consts::OS},
+                "extra": {},
+                "ok": 1.0,
+            }),
+            // A tenant sees its own database only.
+            "listDatabases" => {
+                let store = self.server.inner.store(&tenant)?;
+                let empty = tokio::task::spawn_blocking(move || store.collections())
+                    .await
+                    .map_err(|e| CommandError::new(Code::InternalError, format!("{name}: {e}")))??
+                    .is_empty();
+                let size = std::fs::metadata(&tenant.path).map_or(0, |m| m.len()) as i64;
+                let mut db = doc! {"name": &tenant.db};
+                if !cmd.get_bool("nameOnly").unwrap_or(false) {
+                    db.insert("sizeOnDisk", size);
+                    db.insert("empty", empty);
+                }
+                Ok(doc! {"databases": [db], "totalSize": size, "ok": 1.0})
+            }
+            // What mongosh asks at start-up; a driver's defaults.
+            "getParameter" if cmd.contains_key("featureCompatibilityVersion") => {
+                Ok(doc! {"featureCompatibilityVersion": {"version": "7.0"}, "ok": 1.0})
+            }
+            "getCmdLineOpts" => Ok(doc! {"argv": [], "parsed": {}, "ok": 1.0}),
             _ => Err(CommandError::new(Code::CommandNotFound, format!("no such command: '{name}'"))),
         }
     }

@@ -143,6 +143,8 @@ except OperationFailure as e:
     assert e.code == 13, e.details
 b = client("svc-b", B, "svc-b")["svc-b"]
 assert b.people.count_documents({}) == 0, "svc-b's database is its own"
+assert a.list_database_names() == ["svc-a"], "listDatabases shows a tenant its own database only"
+assert a.admin.command("hostInfo")["ok"] == 1 and a["svc-a"].command("getLastError")["ok"] == 1
 print("tenancy ok")
 "#,
     );
