@@ -68,11 +68,12 @@ pub struct Ctx {
     pub cursors: Arc<Cursors>,
 }
 
-fn bad(message: impl Into<String>) -> CommandError {
+pub(crate) fn bad(message: impl Into<String>) -> CommandError {
     CommandError::new(Code::BadValue, message)
 }
 
-fn collection<'a>(cmd: &'a Document, name: &str) -> Result<&'a str, CommandError> {
+/// The collection a command names in its `name` field, checked.
+pub(crate) fn collection<'a>(cmd: &'a Document, name: &str) -> Result<&'a str, CommandError> {
     let c = cmd.get_str(name).map_err(|_| bad(format!("{name} needs a collection name")))?;
     check_collection(c)?;
     Ok(c)
@@ -146,7 +147,7 @@ fn insert(ctx: &Ctx, cmd: &Document) -> CommandResult {
     let coll = collection(cmd, "insert")?;
     let docs = documents(cmd, "documents")?;
     let ordered = cmd.get_bool("ordered").unwrap_or(true);
-    let (n, errors) = ctx.store.insert(&ctx.db, coll, docs, ordered)?;
+    let (n, errors) = ctx.store.write(|tx| tx.insert(&ctx.db, coll, docs, ordered))?;
     let mut reply = doc! {"n": n as i32, "ok": 1.0};
     if !errors.is_empty() {
         let list: Vec<Bson> = errors

@@ -103,6 +103,20 @@ fn component(out: &mut Vec<u8>, v: &Bson) {
     out.extend(k);
 }
 
+/// Every key prefix followed by each value's component: the next field of a compound key.
+fn extend_keys(prefixes: Vec<Vec<u8>>, values: &[Bson]) -> Vec<Vec<u8>> {
+    prefixes
+        .into_iter()
+        .flat_map(|prefix| {
+            values.iter().map(move |v| {
+                let mut k = prefix.clone();
+                component(&mut k, v);
+                k
+            })
+        })
+        .collect()
+}
+
 /// A document's keys in an index (several when a field is an array), deduplicated.
 /// Two array fields in one compound key are refused as MongoDB does: their cross
 /// product is not what a query on either means.
@@ -116,16 +130,7 @@ pub fn keys(doc: &Document, spec: &IndexSpec) -> Result<Vec<Vec<u8>>, CommandErr
     }
     let mut out = vec![Vec::new()];
     for values in &per_field {
-        out = out
-            .into_iter()
-            .flat_map(|prefix| {
-                values.iter().map(move |v| {
-                    let mut k = prefix.clone();
-                    component(&mut k, v);
-                    k
-                })
-            })
-            .collect();
+        out = extend_keys(out, values);
     }
     out.sort();
     out.dedup();
@@ -204,16 +209,7 @@ pub fn plan(filter: &Document, indexes: &[IndexSpec]) -> Plan {
             if keys.len() * values.len() > MAX_PLANNED_KEYS {
                 continue 'index;
             }
-            keys = keys
-                .into_iter()
-                .flat_map(|prefix| {
-                    values.iter().map(move |v| {
-                        let mut k = prefix.clone();
-                        component(&mut k, v);
-                        k
-                    })
-                })
-                .collect();
+            keys = extend_keys(keys, &values);
         }
         return Plan::Index { table: spec.table.clone(), keys };
     }

@@ -4,20 +4,9 @@
 
 use bson::{Bson, Document, doc};
 
-use crate::crud::Ctx;
+use crate::crud::{Ctx, bad, collection};
 use crate::error::{Code, CommandError, CommandResult};
 use crate::index::{self, IndexSpec};
-use crate::store::check_collection;
-
-fn bad(message: impl Into<String>) -> CommandError {
-    CommandError::new(Code::BadValue, message)
-}
-
-fn collection<'a>(cmd: &'a Document, name: &str) -> Result<&'a str, CommandError> {
-    let c = cmd.get_str(name).map_err(|_| bad(format!("{name} needs a collection name")))?;
-    check_collection(c)?;
-    Ok(c)
-}
 
 fn id_index() -> Document {
     doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}

@@ -126,17 +126,6 @@ impl Store {
     pub fn scan(&self, coll: &str) -> Result<Vec<(i64, Document)>, CommandError> {
         self.read(|tx| tx.candidates(coll, &Document::new()))
     }
-
-    /// See [`Tx::insert`]; in a transaction of its own.
-    pub fn insert(
-        &self,
-        db: &str,
-        coll: &str,
-        docs: Vec<Document>,
-        ordered: bool,
-    ) -> Result<(usize, Vec<WriteError>), CommandError> {
-        self.write(|tx| tx.insert(db, coll, docs, ordered))
-    }
 }
 
 /// The statements of one transaction on a tenant's database.
@@ -489,14 +478,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let s = Store::open(&path).unwrap();
-        let (n, errs) =
-            s.insert("d", "c", vec![doc! {"_id": 1, "a": 1}, doc! {"a": 2}, doc! {"b": 0, "_id": "k"}], true).unwrap();
+        let (n, errs) = s
+            .write(|tx| {
+                tx.insert("d", "c", vec![doc! {"_id": 1, "a": 1}, doc! {"a": 2}, doc! {"b": 0, "_id": "k"}], true)
+            })
+            .unwrap();
         assert_eq!((n, errs.len()), (3, 0));
-        let (n, errs) = s.insert("d", "c", vec![doc! {"_id": 1.0}, doc! {"_id": 2}], true).unwrap();
+        let (n, errs) = s.write(|tx| tx.insert("d", "c", vec![doc! {"_id": 1.0}, doc! {"_id": 2}], true)).unwrap();
         assert_eq!(n, 0, "ordered: stops at the first duplicate");
         assert_eq!((errs[0].index, errs[0].code), (0, 11000));
         assert!(errs[0].message.contains("E11000") && errs[0].message.contains("d.c"), "{}", errs[0].message);
-        let (n, errs) = s.insert("d", "c", vec![doc! {"_id": 1}, doc! {"_id": 2}], false).unwrap();
+        let (n, errs) = s.write(|tx| tx.insert("d", "c", vec![doc! {"_id": 1}, doc! {"_id": 2}], false)).unwrap();
         assert_eq!((n, errs.len()), (1, 1), "unordered: the rest goes on");
         drop(s);
         // Reopened (as after a restart): everything committed is there, `_id` first.
@@ -515,13 +507,16 @@ mod tests {
     fn indexes_find_rows_and_unique_keys_refuse_duplicates_without_a_trace() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
-        s.insert("d", "c", vec![doc! {"_id": 1, "a": 1, "t": ["x", "y"]}, doc! {"_id": 2, "a": 2}], true).unwrap();
+        s.write(|tx| {
+            tx.insert("d", "c", vec![doc! {"_id": 1, "a": 1, "t": ["x", "y"]}, doc! {"_id": 2, "a": 2}], true)
+        })
+        .unwrap();
         let key = doc! {"a": 1};
         s.write(|tx| tx.create_index("d", "c", "a_1", &key, true)).unwrap();
         s.write(|tx| tx.create_index("d", "c", "t_1", &doc! {"t": 1}, false)).unwrap();
         // A duplicate on the unique index: refused, and neither the row nor its other
         // index keys stay.
-        let (n, errs) = s.insert("d", "c", vec![doc! {"_id": 3, "a": 1.0, "t": "z"}], true).unwrap();
+        let (n, errs) = s.write(|tx| tx.insert("d", "c", vec![doc! {"_id": 3, "a": 1.0, "t": "z"}], true)).unwrap();
         assert_eq!(n, 0);
         assert!(errs[0].message.contains("index: a_1 dup key: { a: 1 }"), "{}", errs[0].message);
         let by =
@@ -540,9 +535,10 @@ mod tests {
         s.write(|tx| tx.delete("c", &[2])).unwrap();
         assert!(by(doc! {"a": 5}).is_empty());
         // A unique index the data already breaks is not made.
-        let (n, _) = s.insert("d", "c", vec![doc! {"_id": 4, "b": 1}, doc! {"_id": 5, "b": 1}], true).unwrap();
+        let (n, _) =
+            s.write(|tx| tx.insert("d", "c", vec![doc! {"_id": 4, "b": 1}, doc! {"_id": 5, "b": 1}], true)).unwrap();
         assert_eq!(n, 1, "a missing unique field is null, and two nulls collide");
-        s.insert("d", "c", vec![doc! {"_id": 6, "a": 6, "b": 1}], true).unwrap();
+        s.write(|tx| tx.insert("d", "c", vec![doc! {"_id": 6, "a": 6, "b": 1}], true)).unwrap();
         let e = s.write(|tx| tx.create_index("d", "c", "b_1", &doc! {"b": 1}, true)).unwrap_err();
         assert_eq!(e.code, Code::DuplicateKey);
         assert_eq!(s.read(|tx| tx.indexes("c")).unwrap().len(), 2);
