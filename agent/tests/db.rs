@@ -9,33 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Agent, wait_until};
+use common::{Agent, repo, show, wait_until, zfs_prop};
 use serde_json::json;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
 
 /// The venv with pymongo (made once, then cached). Not having it fails the test.
 fn venv() -> PathBuf {
-    let out = Command::new(repo().join("scripts/testbed/db-clients"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running scripts/testbed/db-clients");
-    assert!(out.status.success(), "scripts/testbed/db-clients failed ({})", out.status);
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(stdout.lines().last().expect("db-clients prints the venv's path").trim())
+    common::testbed_tool("db-clients")
 }
 
 /// mongosh (npm, made once, then cached). Not having it fails the test.
 fn mongosh() -> PathBuf {
-    let out = Command::new(repo().join("scripts/testbed/mongosh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running scripts/testbed/mongosh");
-    assert!(out.status.success(), "scripts/testbed/mongosh failed ({})", out.status);
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(stdout.lines().last().expect("scripts/testbed/mongosh prints its path").trim())
+    common::testbed_tool("mongosh")
 }
 
 /// Runs a shell command line with the service's environment and mongosh on the PATH;
@@ -61,16 +45,7 @@ fn db_host(tag: &str) -> Agent {
 
 /// Provisions `service` with a database; its environment, the URI pointed at this tankd.
 fn provision(agent: &Agent, service: &str) -> BTreeMap<String, String> {
-    let body = json!({"serviceId": service, "serviceName": service, "capabilities": ["database"]}).to_string();
-    let auth = format!("Bearer {}", agent.token);
-    let r = agent.control(
-        "POST",
-        "/resources/provision",
-        &[("Authorization", &auth), ("Content-Type", "application/json")],
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "provision: {}", String::from_utf8_lossy(&r.body));
-    let mut env: BTreeMap<String, String> = serde_json::from_value(r.json()["env"].clone()).unwrap();
+    let mut env = common::provision_env(agent, service, &["database"]);
     let uri = env["MONGODB_URI"].clone();
     // The URI names the public host; the test reaches the same port on loopback.
     let (head, rest) = uri.split_once('@').expect("user:password@host");
@@ -88,10 +63,6 @@ fn python(venv: &Path, env: &BTreeMap<String, String>, script: &str) -> std::pro
         .arg(script)
         .output()
         .unwrap()
-}
-
-fn show(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 #[test]
@@ -302,14 +273,67 @@ print(EJSON.stringify({sums: sums, count: db.items.countDocuments({n: {$gt: 6}})
     assert!(out.status.success() && show(&out).trim().ends_with('3'), "{}", show(&out));
 }
 
-/// `zfs get -H -o value <prop> <dataset>`.
-fn zfs_prop(dataset: &str, prop: &str) -> String {
-    common::sh("zfs", &["get", "-H", "-o", "value", prop, dataset]).trim().to_owned()
-}
-
 /// The dataset glue, on kernel ZFS: the database is a dataset under its service with
 /// properties for SQLite, `/resources/snapshot` takes it with the service, and a restore
 /// brings its documents back (the file closed and reopened around the swap).
+/// SecantusDB (a MongoDB-wire server from PyPI, in the same pinned venv) on a free port,
+/// stopped when dropped.
+struct Reference {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn reference(venv: &Path) -> Reference {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(venv.join("bin/secantusd-py"))
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--standalone", "--log-level", "WARNING"])
+        .arg("--storage-path")
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting secantusd-py");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed().as_secs() < 60, "secantusd-py did not listen within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Reference { child, port, _dir: dir }
+}
+
+/// The differential test: one scenario (tests/db/scenario.py: every command and operator
+/// docs/db.md lists) through the URI provisioning hands out and against SecantusDB,
+/// compared result by result; the scenario lists known divergences with MongoDB's answer.
+#[test]
+fn a_scenario_gives_the_same_results_as_a_reference_server() {
+    let venv = venv();
+    let mut agent = db_host("dbdiff");
+    agent.start();
+    let env = provision(&agent, "svc-diff");
+    let peer = reference(&venv);
+    let reference = format!("mongodb://127.0.0.1:{}/{}?directConnection=true", peer.port, env["MONGODB_DATABASE"]);
+    let out = Command::new(venv.join("bin/python"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .arg(repo().join("tests/db/scenario.py"))
+        .args([&env["MONGODB_URI"], &reference])
+        .output()
+        .unwrap();
+    let text = show(&out);
+    println!("{text}");
+    assert!(out.status.success() && text.contains(" 0 unexpected differences"), "{text}");
+}
+
 #[test]
 #[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
 fn a_database_is_a_dataset_restored_with_its_service() {

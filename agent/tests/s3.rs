@@ -7,15 +7,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Agent, wait_until};
+use common::{Agent, repo, show, wait_until, zfs_prop};
 use serde_json::json;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
 
 /// A tankd for S3 on this host, not yet started: no ZFS, the admin key on, objects up to 64M.
 fn s3_host(tag: &str) -> Agent {
@@ -28,13 +24,7 @@ fn s3_host(tag: &str) -> Agent {
 
 /// The venv with the S3 clients (made once, then cached). Not having it fails the test.
 fn venv() -> PathBuf {
-    let out = Command::new(repo().join("scripts/testbed/s3-clients"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running scripts/testbed/s3-clients");
-    assert!(out.status.success(), "scripts/testbed/s3-clients failed ({})", out.status);
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(stdout.lines().last().expect("s3-clients prints the venv's path").trim())
+    common::testbed_tool("s3-clients")
 }
 
 /// `tankd s3-admin-key` with the daemon's own environment: its two lines.
@@ -72,10 +62,6 @@ fn python(venv: &Path, agent: &Agent) -> Command {
         cmd.env_remove(name);
     }
     cmd
-}
-
-fn show(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 #[test]
@@ -118,16 +104,7 @@ fn tail(text: &str) -> &str {
 
 /// Provisions `service` with object storage; the environment it gets.
 fn provision(agent: &Agent, service: &str) -> BTreeMap<String, String> {
-    let body = json!({"serviceId": service, "serviceName": service, "capabilities": ["objectstorage"]}).to_string();
-    let auth = format!("Bearer {}", agent.token);
-    let r = agent.control(
-        "POST",
-        "/resources/provision",
-        &[("Authorization", &auth), ("Content-Type", "application/json")],
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "provision: {}", String::from_utf8_lossy(&r.body));
-    serde_json::from_value(r.json()["env"].clone()).unwrap()
+    common::provision_env(agent, service, &["objectstorage"])
 }
 
 /// Every `<data_dir>/s3/<svc>/<bucket>` directory.
@@ -212,11 +189,6 @@ fn boto3(venv: &Path, agent: &Agent, env: &BTreeMap<String, String>, what: &str,
         .unwrap();
     assert!(out.status.success(), "{what}:\n{}\n{}", show(&out), tankd_tail(agent));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `zfs get -H -o value <prop> <dataset>`.
-fn zfs_prop(dataset: &str, prop: &str) -> String {
-    common::sh("zfs", &["get", "-H", "-o", "value", prop, dataset]).trim().to_owned()
 }
 
 /// A boto3 prelude for the restore steps: `state()` prints the bucket's objects (ETag,

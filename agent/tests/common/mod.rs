@@ -410,3 +410,49 @@ pub fn cgroup_parent(agent: &Agent) -> String {
     let digest = sha2::Sha256::digest(agent.data_dir.as_os_str().as_encoded_bytes());
     format!("tankd-{}", &digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12])
 }
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// Runs a `scripts/testbed/` installer (a client venv, mongosh: made once, then cached)
+/// and returns the path it prints as its last line. Not having it fails the test.
+pub fn testbed_tool(script: &str) -> PathBuf {
+    let out = Command::new(repo().join("scripts/testbed").join(script))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running scripts/testbed/{script}: {e}"));
+    assert!(out.status.success(), "scripts/testbed/{script} failed ({})", out.status);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(stdout.lines().last().unwrap_or_else(|| panic!("{script} prints a path")).trim())
+}
+
+/// A finished command's stdout and stderr, for failure messages.
+pub fn show(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// `zfs get -H -o value <prop> <dataset>`.
+pub fn zfs_prop(dataset: &str, prop: &str) -> String {
+    sh("zfs", &["get", "-H", "-o", "value", prop, dataset]).trim().to_owned()
+}
+
+/// Provisions `service` with `capabilities` through the control API (admin token); the
+/// environment the service gets.
+pub fn provision_env(
+    agent: &Agent,
+    service: &str,
+    capabilities: &[&str],
+) -> std::collections::BTreeMap<String, String> {
+    let body = serde_json::json!({"serviceId": service, "serviceName": service, "capabilities": capabilities});
+    let auth = format!("Bearer {}", agent.token);
+    let r = agent.control(
+        "POST",
+        "/resources/provision",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "provision: {}", String::from_utf8_lossy(&r.body));
+    serde_json::from_value(r.json()["env"].clone()).unwrap()
+}

@@ -1,4 +1,5 @@
-"""One scenario run against two MongoDB-wire servers, result by result.
+"""One scenario run against two MongoDB-wire servers, result by result (agent/tests/db.rs:
+tankd through a provisioned URI, and SecantusDB).
 
     python scenario.py URI_UNDER_TEST URI_REFERENCE
 
