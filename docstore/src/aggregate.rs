@@ -226,14 +226,15 @@ fn join(docs: Vec<Document>, spec: &Document, load: &Load) -> Result<Vec<Documen
         }
         out
     };
+    // Each foreign document's values once, not once per input document.
+    let theirs: Vec<(Vec<Bson>, &Document)> = others.iter().map(|o| (values(o, foreign), o)).collect();
     docs.into_iter()
         .map(|mut d| {
             let mine = values(&d, local);
-            let found: Vec<Bson> = others
+            let found: Vec<Bson> = theirs
                 .iter()
-                .filter(|o| values(o, foreign).iter().any(|v| mine.iter().any(|m| equal(m, v))))
-                .cloned()
-                .map(Bson::Document)
+                .filter(|(vs, _)| vs.iter().any(|v| mine.iter().any(|m| equal(m, v))))
+                .map(|(_, o)| Bson::Document((*o).clone()))
                 .collect();
             set_path(&mut d, into, Bson::Array(found))?;
             Ok(d)
