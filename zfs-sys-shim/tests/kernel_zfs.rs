@@ -268,8 +268,19 @@ async fn zvol_links_follow_the_volume() {
     zfs.create_volume(&a, &opts).await.unwrap();
     let dev_a = zfs.zvol_device(&a, Duration::from_secs(10)).await.unwrap();
     let zd_a = std::fs::canonicalize(&dev_a).unwrap();
-    let out = std::process::Command::new("zfs").args(["destroy", a.as_str()]).output().unwrap();
-    assert!(out.status.success(), "zfs destroy: {}", String::from_utf8_lossy(&out.stderr));
+    // Right after creation udev's probe may hold the new zvol open for a moment ("dataset
+    // is busy"): retry as an operator would (the shim's own destroy does the same).
+    let mut tries = 0;
+    loop {
+        let out = std::process::Command::new("zfs").args(["destroy", a.as_str()]).output().unwrap();
+        if out.status.success() {
+            break;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        tries += 1;
+        assert!(stderr.contains("busy") && tries < 20, "zfs destroy: {stderr}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let b = t.ds("vols/b");
     zfs.create_volume(&b, &opts).await.unwrap();
     let dev_b = zfs.zvol_device(&b, Duration::from_secs(10)).await.unwrap();
