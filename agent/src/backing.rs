@@ -31,6 +31,9 @@ const BUCKET_PROPS: &[(&str, &str)] =
 const DB_PROPS: &[(&str, &str)] =
     &[("recordsize", "16K"), ("logbias", "latency"), ("compression", "lz4"), ("atime", "off")];
 
+/// Properties of the archive repository's dataset.
+const ARCHIVE_PROPS: &[(&str, &str)] = &[("recordsize", "1M"), ("compression", "off"), ("atime", "off")];
+
 const NAME_PROP: &str = "tankd:service-name";
 
 #[derive(Clone)]
@@ -212,6 +215,36 @@ impl Backing {
             }
             Backing::Dirs { .. } => {
                 make_private_dir(&path).map_err(|e| Error::os(format!("database directory {}", path.display()), e))?;
+            }
+        }
+        Ok(path)
+    }
+
+    pub fn archives_path(&self) -> PathBuf {
+        self.data_dir().join("archives")
+    }
+
+    /// Makes (or mounts) the local archive repository: the `<root>/archives` dataset
+    /// mounted at `<data_dir>/archives`, or that directory. Its objects are encrypted
+    /// (incompressible) and written whole: large records, no compression.
+    pub async fn ensure_archives(&self) -> Result<PathBuf> {
+        let path = self.archives_path();
+        match self {
+            Backing::Datasets { zfs, root, .. } => {
+                let ds = root.join("archives").map_err(|e| Error::internal(e.reason))?;
+                if !zfs.exists(&ds).await? {
+                    let mut props: Vec<(String, String)> =
+                        ARCHIVE_PROPS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+                    props.push(("mountpoint".to_owned(), path.display().to_string()));
+                    zfs.create_filesystem(&ds, true, &props).await?;
+                    tracing::info!(dataset = %ds, "archive repository dataset created");
+                } else {
+                    zfs.mount(&ds).await?;
+                }
+                restrict(&path)?;
+            }
+            Backing::Dirs { .. } => {
+                make_private_dir(&path).map_err(|e| Error::os(format!("archive directory {}", path.display()), e))?;
             }
         }
         Ok(path)

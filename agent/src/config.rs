@@ -171,6 +171,9 @@ pub struct Layer {
     /// File holding the archive passphrase (first line); must not be readable by others.
     #[arg(long)]
     pub archive_passphrase_file: Option<PathBuf>,
+    /// Where archives are replicated to (`[[archive_targets]]` tables; file only).
+    #[arg(skip)]
+    pub archive_targets: Option<Vec<crate::archives::TargetConfig>>,
 }
 
 impl Layer {
@@ -218,6 +221,7 @@ impl Layer {
             db_listen: other.db_listen.or(self.db_listen),
             archive_passphrase: other.archive_passphrase.or(self.archive_passphrase),
             archive_passphrase_file: other.archive_passphrase_file.or(self.archive_passphrase_file),
+            archive_targets: other.archive_targets.or(self.archive_targets),
         }
     }
 
@@ -287,6 +291,7 @@ impl Layer {
             db_listen: list("TANKD_DB_LISTEN").or(db_listen),
             archive_passphrase: get("TANKD_ARCHIVE_PASSPHRASE"),
             archive_passphrase_file: get("TANKD_ARCHIVE_PASSPHRASE_FILE").map(PathBuf::from),
+            archive_targets: None,
         })
     }
 
@@ -441,6 +446,7 @@ pub struct Config {
     pub s3_max_requests: usize,
     pub db_listen: Vec<SocketAddr>,
     pub archive_passphrase: Option<String>,
+    pub archive_targets: Vec<crate::archives::TargetConfig>,
 }
 
 // Hand-written so the token never reaches a log line.
@@ -486,6 +492,7 @@ impl std::fmt::Debug for Config {
             .field("s3_max_requests", &self.s3_max_requests)
             .field("db_listen", &self.db_listen)
             .field("archive_passphrase", &self.archive_passphrase.as_ref().map(|_| "<set>"))
+            .field("archive_targets", &self.archive_targets.iter().map(|t| t.name()).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -637,6 +644,14 @@ impl Config {
         if archive_passphrase.as_ref().is_some_and(|p| p.chars().count() < 8) {
             return Err(ConfigError::field("archive_passphrase", "must be at least 8 characters"));
         }
+        let archive_targets = l.archive_targets.unwrap_or_default();
+        let mut target_names = std::collections::HashSet::new();
+        for t in &archive_targets {
+            t.check().map_err(|e| ConfigError::field("archive_targets", format!("target {:?}: {e}", t.name())))?;
+            if !target_names.insert(t.name()) {
+                return Err(ConfigError::field("archive_targets", format!("two targets are named {:?}", t.name())));
+            }
+        }
         let docker_socket = match l.docker_socket {
             Some(p) if p.as_os_str().is_empty() => None,
             Some(p) if !p.is_absolute() => return Err(ConfigError::field("docker_socket", "must be an absolute path")),
@@ -735,6 +750,7 @@ impl Config {
             s3_max_requests: at_least_one("s3_max_requests", l.s3_max_requests, "", 256)?,
             db_listen,
             archive_passphrase,
+            archive_targets,
         })
     }
 

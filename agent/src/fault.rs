@@ -24,6 +24,7 @@ pub const STEPS: &[(&str, &str)] = &[
     ("container-stop", "the stop signal is sent; the record says stopping"),
     ("container-removed", "a container's record is gone; its root is still pinned and its directory there"),
     ("guest-disk-made", "one guest disk's zvol exists; the others of the request do not"),
+    ("archive-object-replicated", "an archive's object is on the target and checked; its manifest is not"),
     ("restore-cloned", "a restore's clone exists; the live dataset is untouched"),
     ("restore-set-aside", "the live dataset is renamed aside; the clone does not have its name yet"),
     (
@@ -37,10 +38,24 @@ fn armed() -> Option<&'static str> {
     FAULT.get_or_init(|| std::env::var("TANKD_FAULT").ok().filter(|f| !f.is_empty())).as_deref()
 }
 
+/// With `TANKD_FAULT_AFTER=<n>`, the hook lets `n` passes go by first (a crash half-way
+/// through a loop).
+fn passes_left() -> &'static std::sync::atomic::AtomicU64 {
+    static LEFT: OnceLock<std::sync::atomic::AtomicU64> = OnceLock::new();
+    LEFT.get_or_init(|| {
+        let n = std::env::var("TANKD_FAULT_AFTER").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        std::sync::atomic::AtomicU64::new(n)
+    })
+}
+
 /// Abort here if `TANKD_FAULT` names `step`.
 pub fn point(step: &'static str) {
     debug_assert!(STEPS.iter().any(|(s, _)| *s == step), "{step} is not in fault::STEPS");
     if armed() == Some(step) {
+        use std::sync::atomic::Ordering;
+        if passes_left().fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return;
+        }
         tracing::error!(step, "TANKD_FAULT: aborting here as a crash would");
         std::process::abort();
     }

@@ -5,6 +5,7 @@
 //! in-process (`tower::ServiceExt::oneshot`), with a recording `zfs` double where the
 //! logic under test is tankd's and not ZFS's.
 
+pub mod archives;
 pub mod attach;
 pub mod auth;
 pub mod backing;
@@ -73,12 +74,14 @@ async fn start_control(
     let db = db::Db::start(config, backing.clone(), secret.clone())
         .await
         .map_err(|e| format!("databases: {}", e.message))?;
+    let archives = archives::Archives::start(config, &backing).await.map_err(|e| format!("archives: {}", e.message))?;
     let port = config.control_listen.first().map_or(3000, |a| a.port());
     Ok(control::Control {
         zfs_on: config.zfs,
         backing,
         s3,
         db,
+        archives,
         zfs: zfs.clone(),
         root,
         volumes,

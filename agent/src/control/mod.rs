@@ -36,6 +36,8 @@ pub struct Control {
     pub s3: crate::s3::S3,
     /// The database endpoint's tenants (provisioning makes a service's database).
     pub db: crate::db::Db,
+    /// The archive repository, its keys and targets.
+    pub archives: crate::archives::Archives,
     pub zfs: Zfs,
     pub root: DatasetName,
     pub volumes: VolumeStore,
@@ -80,7 +82,7 @@ impl Control {
         self.secret.derive(secret::SERVICE_TOKEN_LABEL, service)
     }
 
-    fn require_admin(&self, caller: &Caller) -> Result<()> {
+    pub(crate) fn require_admin(&self, caller: &Caller) -> Result<()> {
         match caller {
             Caller::Admin => Ok(()),
             _ => Err(Error::unauthorized()),
@@ -88,7 +90,7 @@ impl Control {
     }
 
     /// The node's token, or `service`'s own.
-    fn require_service(&self, caller: &Caller, service: Option<&str>) -> Result<()> {
+    pub(crate) fn require_service(&self, caller: &Caller, service: Option<&str>) -> Result<()> {
         match (caller, service) {
             (Caller::Admin, _) => Ok(()),
             (Caller::Bearer(given), Some(svc))
@@ -146,9 +148,22 @@ async fn zfs_off(axum::extract::State(c): axum::extract::State<Control>, headers
 /// Every control route but `/health` and `/metrics` (the server adds those, they need
 /// the whole agent's state).
 pub fn routes(control: Control) -> Router {
+    use crate::archives::routes as archives;
     let provisioning = Router::new()
         .route("/resources/provision", post(provision::provision))
-        .route("/resources/deprovision", post(provision::deprovision));
+        .route("/resources/deprovision", post(provision::deprovision))
+        .route("/archives", get(archives::list))
+        .route("/archives/receive", post(archives::receive))
+        .route("/archives/{id}", axum::routing::delete(archives::delete))
+        .route("/archives/{id}/manifest", get(archives::get_manifest))
+        .route(
+            "/archives/{id}/objects/{sha256}",
+            get(archives::get_object)
+                .put(archives::put_object)
+                .layer(axum::extract::DefaultBodyLimit::max(archives::MAX_OBJECT_BYTES)),
+        )
+        .route("/archives/{id}/replicate", post(archives::replicate))
+        .route("/archives/{id}/complete", post(archives::complete));
     if !control.zfs_on {
         return provisioning
             .route("/volumes", get(zfs_off))

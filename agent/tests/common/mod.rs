@@ -110,6 +110,8 @@ pub struct Agent {
     pub extra_env: Vec<(String, String)>,
     pub extra_args: Vec<String>,
     pub log: PathBuf,
+    /// A configuration file to start with (default none: `/dev/null`).
+    pub config: Option<PathBuf>,
 }
 
 impl Agent {
@@ -131,6 +133,7 @@ impl Agent {
             db_port: free_port(),
             extra_env: Vec::new(),
             extra_args: Vec::new(),
+            config: None,
         }
     }
 
@@ -150,7 +153,8 @@ impl Agent {
             .env_remove("CORESTORE_API_TOKEN")
             .env_remove("TANKD_AUTH")
             .env("TANKD_LOG", "info,tankd=debug,zfs_sys_shim=debug,s3s=off")
-            .args(["--config", "/dev/null"]);
+            .arg("--config")
+            .arg(self.config.as_deref().unwrap_or(std::path::Path::new("/dev/null")));
         if !self.token.is_empty() {
             cmd.env("TANKD_API_TOKEN", &self.token);
         }

@@ -1,0 +1,215 @@
+//! Archives: snapshots that leave the node. A `zfs send` stream is cut into objects
+//! (`pack`), encrypted to the node's age identity when a passphrase is configured
+//! (`keys`), stored in the local repository (`repo`) under a manifest written last
+//! (`manifest`), replicated to S3 targets (`target`, `replicate`) and brought back,
+//! every object checked by size and SHA-256 before it is used (`restore`).
+//!
+//! This module knows streams, not datasets: the ZFS glue (which snapshot, `zfs send`,
+//! `zfs receive -s`) is in `zfs_glue`, so the host tier tests everything else on
+//! stream files.
+
+pub mod keys;
+pub mod manifest;
+pub mod pack;
+mod replicate;
+pub mod repo;
+mod restore;
+pub mod routes;
+pub mod target;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use keys::Keys;
+pub use manifest::Manifest;
+pub use replicate::Replicated;
+pub use repo::Repo;
+pub use restore::RestorePlan;
+pub use target::{Target, TargetConfig};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone)]
+pub struct Archives {
+    pub repo: Repo,
+    /// How the repository's dataset (or directory) is made: on first use, not at start,
+    /// so a node that never archives has no archive dataset.
+    backing: Option<crate::backing::Backing>,
+    ready: Arc<tokio::sync::OnceCell<()>>,
+    pub keys: Keys,
+    targets: Arc<BTreeMap<String, Target>>,
+    chunk_size: usize,
+    /// One archive written at a time: each holds up to three chunks in memory and keeps
+    /// both cores busy.
+    writing: Arc<tokio::sync::Semaphore>,
+    /// Replications and restores under way, one per (archive, target): a second request
+    /// for the same is refused, not run twice over the same objects.
+    running: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+/// What the caller knows about a stream it archives.
+#[derive(Debug, Clone, Default)]
+pub struct NewArchive {
+    pub service: Option<String>,
+    /// Relative to the dataset root.
+    pub dataset: String,
+    pub snapshot: String,
+    pub guid: String,
+    /// For an incremental: the archive it applies on.
+    pub parent: Option<Manifest>,
+    pub send_flags: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Archives {
+    /// The repository made or mounted, the node's keys loaded (made on first use), the
+    /// configured targets opened (their secret files read and checked).
+    pub async fn start(config: &crate::config::Config, backing: &crate::backing::Backing) -> Result<Archives> {
+        let repo = Repo::at(&backing.archives_path());
+        let keys = match &config.archive_passphrase {
+            Some(p) => Keys::load_or_create(&config.data_dir, p)?,
+            None => {
+                tracing::warn!(
+                    "no archive passphrase (archive_passphrase_file): archives are stored and replicated unencrypted"
+                );
+                Keys::none()
+            }
+        };
+        let targets = config.archive_targets.iter().map(Target::open).collect::<Result<Vec<_>>>()?;
+        let mut a = Archives::new(repo, keys, targets, pack::CHUNK_SIZE);
+        a.backing = Some(backing.clone());
+        Ok(a)
+    }
+
+    /// The repository made (its dataset created or mounted, its directories made, what a
+    /// crash left in `tmp/` dropped), once per process. Every entry point calls it.
+    pub async fn ready(&self) -> Result<()> {
+        self.ready
+            .get_or_try_init(|| async {
+                if let Some(b) = &self.backing {
+                    b.ensure_archives().await?;
+                }
+                self.repo.prepare()
+            })
+            .await
+            .map(drop)
+    }
+
+    pub fn new(repo: Repo, keys: Keys, targets: Vec<Target>, chunk_size: usize) -> Archives {
+        Archives {
+            repo,
+            backing: None,
+            ready: Default::default(),
+            keys,
+            targets: Arc::new(targets.into_iter().map(|t| (t.name().to_owned(), t)).collect()),
+            chunk_size,
+            writing: Arc::new(tokio::sync::Semaphore::new(1)),
+            running: Default::default(),
+        }
+    }
+
+    pub fn target(&self, name: &str) -> Result<&Target> {
+        target::check_target_name(name)?;
+        self.targets.get(name).ok_or_else(|| {
+            Error::not_found(format!(
+                "no archive target named {name} (configured: {:?})",
+                self.targets.keys().collect::<Vec<_>>()
+            ))
+            .with_field("target")
+        })
+    }
+
+    pub fn target_names(&self) -> Vec<String> {
+        self.targets.keys().cloned().collect()
+    }
+
+    /// Archives the stream `input` (read to its end on a blocking thread). The same
+    /// snapshot archived twice gives the first archive back.
+    pub async fn archive<R: std::io::Read + Send + 'static>(&self, new: NewArchive, input: R) -> Result<Manifest> {
+        self.ready().await?;
+        let id = manifest::archive_id(&new.dataset, &new.guid);
+        if self.repo.has_manifest(&id) {
+            return self.repo.manifest(&id);
+        }
+        let _permit = self.writing.acquire().await.map_err(|_| Error::unavailable("shutting down"))?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.archive_blocking(id, new, input))
+            .await
+            .map_err(|e| Error::internal(format!("archive task: {e}")))?
+    }
+
+    fn archive_blocking<R: std::io::Read>(&self, id: String, new: NewArchive, mut input: R) -> Result<Manifest> {
+        let encryption = self.keys.encryption()?;
+        let recipient = self.keys.recipient();
+        let started = std::time::Instant::now();
+        let packed = pack::pack(&mut input, self.chunk_size, recipient.as_ref(), &self.repo)?;
+        let m = Manifest {
+            version: manifest::VERSION,
+            id,
+            service: new.service,
+            dataset: new.dataset,
+            snapshot: new.snapshot,
+            guid: new.guid,
+            parent_id: new.parent.as_ref().map(|p| p.id.clone()),
+            parent_guid: new.parent.as_ref().map(|p| p.guid.clone()),
+            send_flags: new.send_flags,
+            encryption,
+            objects: packed.objects,
+            original_size: packed.original_size,
+            stored_size: packed.stored_size,
+            created_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            tags: new.tags,
+        };
+        self.repo.put_manifest(&m)?;
+        tracing::info!(
+            archive = %m.id, dataset = %m.dataset, snapshot = %m.snapshot, objects = m.objects.len(),
+            bytes = m.original_size, secs = started.elapsed().as_secs_f64(), "archive written"
+        );
+        Ok(m)
+    }
+
+    /// Archives that apply on `id` (incrementals made from it).
+    pub fn dependents(&self, id: &str) -> Result<Vec<String>> {
+        Ok(self.repo.manifests()?.into_iter().filter(|m| m.parent_id.as_deref() == Some(id)).map(|m| m.id).collect())
+    }
+
+    /// Removes an archive from this node's repository. Refused while an incremental
+    /// depends on it, unless `force`, which removes those too (they cannot be restored
+    /// without it). Returns the ids removed.
+    pub fn delete(&self, id: &str, force: bool) -> Result<Vec<String>> {
+        self.repo.manifest(id)?;
+        let dependents = self.dependents(id)?;
+        if !dependents.is_empty() && !force {
+            return Err(Error::conflict(format!(
+                "archive {id} is the base of {dependents:?}: delete those first, or pass force to delete them too"
+            )));
+        }
+        let mut removed = Vec::new();
+        for d in dependents {
+            removed.extend(self.delete(&d, true)?);
+        }
+        self.repo.delete(id)?;
+        removed.push(id.to_owned());
+        Ok(removed)
+    }
+
+    /// Marks `key` as running until the guard drops; `Busy` when it already is.
+    fn begin(&self, key: String) -> Result<RunningGuard> {
+        let mut running = self.running.lock().expect("not poisoned");
+        if !running.insert(key.clone()) {
+            return Err(Error::busy(format!("{key} is already under way")));
+        }
+        Ok(RunningGuard { set: self.running.clone(), key })
+    }
+}
+
+struct RunningGuard {
+    set: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.set.lock().expect("not poisoned").remove(&self.key);
+    }
+}

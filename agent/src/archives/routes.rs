@@ -1,0 +1,302 @@
+//! The archive routes on the control listener.
+//!
+//! | route | who |
+//! |---|---|
+//! | `GET /archives` | the node's token (all), a service's (its own) |
+//! | `GET /archives/{id}/manifest`, `GET /archives/{id}/objects/{sha256}` | node, or the owning service |
+//! | `DELETE /archives/{id}[?force=true]` | node, or the owning service |
+//! | `POST /archives/{id}/replicate {target}` | node, or the owning service |
+//! | `POST /archives/receive {manifest}` → missing objects; `PUT /archives/{id}/objects/{sha256}`; `POST /archives/{id}/complete` | node, or the service the manifest names |
+//! | `POST /archives {snapshotId, incremental}`, `POST /archives/restore` | node, or the owning service (ZFS only) |
+//!
+//! A service's token that does not own the archive gets 401, as a missing token does:
+//! it learns nothing, not even whether the archive exists.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::manifest::{self, Manifest};
+use crate::control::{Caller, Control};
+use crate::error::{Error, Result};
+use crate::wire::{ApiError, json};
+
+/// Largest object a client may upload: a chunk plus age's overhead, with room.
+pub const MAX_OBJECT_BYTES: usize = super::pack::CHUNK_SIZE + (1 << 20);
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveSummary {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    pub dataset: String,
+    pub snapshot: String,
+    pub guid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    pub encrypted: bool,
+    pub objects: usize,
+    pub original_size: u64,
+    pub stored_size: u64,
+    pub created_at: u64,
+}
+
+impl From<&Manifest> for ArchiveSummary {
+    fn from(m: &Manifest) -> Self {
+        ArchiveSummary {
+            id: m.id.clone(),
+            service: m.service.clone(),
+            dataset: m.dataset.clone(),
+            snapshot: m.snapshot.clone(),
+            guid: m.guid.clone(),
+            parent_id: m.parent_id.clone(),
+            encrypted: m.encryption.is_some(),
+            objects: m.objects.len(),
+            original_size: m.original_size,
+            stored_size: m.stored_size,
+            created_at: m.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveList {
+    pub archives: Vec<ArchiveSummary>,
+    pub targets: Vec<String>,
+}
+
+/// The archive `id`, if the caller may reach it. Decided before anything is said
+/// about the archive: another service's token gets the same 401 as no token.
+fn reachable(c: &Control, caller: &Caller, id: &str) -> Result<Manifest> {
+    manifest::check_id("id", id)?;
+    match caller {
+        Caller::Anonymous => Err(Error::unauthorized()),
+        Caller::Admin => c.archives.repo.manifest(id),
+        Caller::Bearer(_) => {
+            let m = c.archives.repo.manifest(id).map_err(|_| Error::unauthorized())?;
+            c.require_service(caller, m.service.as_deref())?;
+            Ok(m)
+        }
+    }
+}
+
+/// `GET /archives`: the node's token sees every archive, a service's its own.
+pub async fn list(State(c): State<Control>, headers: HeaderMap) -> Result<Json<ArchiveList>, ApiError> {
+    let caller = c.token_caller(&headers)?;
+    c.archives.ready().await?;
+    let all = c.archives.repo.manifests()?;
+    let archives = match &caller {
+        Caller::Admin => all.iter().map(ArchiveSummary::from).collect(),
+        _ => {
+            let own: Vec<_> = all
+                .iter()
+                .filter(|m| c.require_service(&caller, m.service.as_deref()).is_ok())
+                .map(ArchiveSummary::from)
+                .collect();
+            if own.is_empty() && all.iter().all(|m| m.service.is_none()) && !all.is_empty() {
+                // A bearer that owns nothing here is not told what the node holds.
+                return Err(ApiError::from(Error::unauthorized()));
+            }
+            own
+        }
+    };
+    Ok(Json(ArchiveList { archives, targets: c.archives.target_names() }))
+}
+
+pub async fn get_manifest(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Manifest>, ApiError> {
+    let caller = c.token_caller(&headers)?;
+    c.archives.ready().await?;
+    Ok(Json(reachable(&c, &caller, &id)?))
+}
+
+/// `GET /archives/{id}/objects/{sha256}`: one stored object as it is (encrypted).
+pub async fn get_object(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    Path((id, sha)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let caller = c.token_caller(&headers)?;
+    c.archives.ready().await?;
+    let m = reachable(&c, &caller, &id)?;
+    manifest::check_sha256("sha256", &sha)?;
+    let o = m
+        .objects
+        .iter()
+        .find(|o| o.sha256 == sha)
+        .ok_or_else(|| Error::not_found(format!("archive {id} has no object {sha}")))?;
+    let path = c.archives.repo.object_path(&sha);
+    let file = tokio::fs::File::open(&path).await.map_err(|e| Error::not_found(format!("object {sha}: {e}")))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, o.stored_size.to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deleted {
+    pub deleted: Vec<String>,
+}
+
+pub async fn delete(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<Json<Deleted>, ApiError> {
+    let caller = c.token_caller(&headers)?;
+    c.archives.ready().await?;
+    reachable(&c, &caller, &id)?;
+    Ok(Json(Deleted { deleted: c.archives.delete(&id, q.force)? }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicateRequest {
+    target: String,
+}
+
+pub async fn replicate(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<super::Replicated>, ApiError> {
+    let caller = c.token_caller(&headers)?;
+    c.archives.ready().await?;
+    let req: ReplicateRequest = json(&bytes)?;
+    reachable(&c, &caller, &id)?;
+    Ok(Json(c.archives.replicate(&id, &req.target).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveRequest {
+    manifest: Manifest,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceivePrepared {
+    pub archive_id: String,
+    /// The objects this node lacks: upload these, then complete.
+    pub missing: Vec<String>,
+}
+
+/// `POST /archives/receive {manifest}`: the first step of pushing an archive here
+/// (cloudly's prepareBackupReplication): what this node lacks of it.
+pub async fn receive(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<ReceivePrepared>, ApiError> {
+    let caller = c.token_caller(&headers)?;
+    c.archives.ready().await?;
+    let req: ReceiveRequest = json(&bytes)?;
+    let m = req.manifest;
+    m.check()?;
+    c.require_service(&caller, m.service.as_deref())?;
+    if let Ok(m) = c.archives.repo.manifest(&m.id) {
+        return Ok(Json(ReceivePrepared { archive_id: m.id, missing: Vec::new() }));
+    }
+    c.archives.repo.put_pending(&m)?;
+    let missing = m
+        .objects
+        .iter()
+        .filter(|o| c.archives.repo.object_size(&o.sha256) != Some(o.stored_size))
+        .map(|o| o.sha256.clone())
+        .collect();
+    Ok(Json(ReceivePrepared { archive_id: m.id, missing }))
+}
+
+/// The pending manifest `id` (from `receive`), if the caller may push it.
+fn pending(c: &Control, caller: &Caller, id: &str) -> Result<Manifest> {
+    manifest::check_id("id", id)?;
+    let m = c.archives.repo.pending(id).map_err(|e| match caller {
+        Caller::Admin => e,
+        _ => Error::unauthorized(),
+    })?;
+    c.require_service(caller, m.service.as_deref())?;
+    Ok(m)
+}
+
+/// `PUT /archives/{id}/objects/{sha256}`: one object of a pending archive, stored only
+/// if it is the size and SHA-256 its manifest says (uploadBackupArchiveObject).
+pub async fn put_object(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    Path((id, sha)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = c.token_caller(&headers)?;
+    c.archives.ready().await?;
+    let m = pending(&c, &caller, &id)?;
+    manifest::check_sha256("sha256", &sha)?;
+    let o = m
+        .objects
+        .iter()
+        .find(|o| o.sha256 == sha)
+        .ok_or_else(|| Error::invalid("sha256", format!("archive {id} names no object {sha}")))?;
+    if bytes.len() as u64 != o.stored_size || hex::encode(Sha256::digest(&bytes)) != sha {
+        return Err(ApiError::from(Error::invalid(
+            "body",
+            format!("object {sha}: {} bytes that are not the {} bytes with that SHA-256", bytes.len(), o.stored_size),
+        )));
+    }
+    let repo = c.archives.repo.clone();
+    tokio::task::spawn_blocking(move || repo.put_object(&sha, &bytes))
+        .await
+        .map_err(|e| Error::internal(format!("storing an object: {e}")))??;
+    Ok(Json(serde_json::json!({})))
+}
+
+/// `POST /archives/{id}/complete`: every object present and checked, the manifest
+/// written: the archive exists (completeBackupReplication).
+pub async fn complete(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ArchiveSummary>, ApiError> {
+    let caller = c.token_caller(&headers)?;
+    c.archives.ready().await?;
+    if let Ok(m) = reachable(&c, &caller, &id) {
+        return Ok(Json(ArchiveSummary::from(&m)));
+    }
+    let m = pending(&c, &caller, &id)?;
+    let archives = c.archives.clone();
+    let m = tokio::task::spawn_blocking(move || -> Result<Manifest> {
+        archives.verify_objects(&m)?;
+        if let Some(parent) = &m.parent_id {
+            archives.repo.manifest(parent).map_err(|_| {
+                Error::conflict(format!("archive {} applies on {parent}, which this node lacks: send that first", m.id))
+            })?;
+        }
+        archives.repo.put_manifest(&m)?;
+        archives.repo.drop_pending(&m.id);
+        Ok(m)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("completing an archive: {e}")))??;
+    Ok(Json(ArchiveSummary::from(&m)))
+}

@@ -1,0 +1,148 @@
+//! Where archives are replicated to: S3 buckets (tankd's own S3 endpoint on another
+//! node, moto, any S3 server). A target holds what a repository holds, under its prefix:
+//! `objects/<sha256>` and `manifests/<id>.json`, the manifest written last.
+
+mod s3;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use s3::S3Target;
+
+use crate::error::{Error, Result};
+
+/// One `[[archive_targets]]` entry of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TargetConfig {
+    S3 {
+        name: String,
+        /// `http://host:port` (path-style requests).
+        endpoint: String,
+        bucket: String,
+        #[serde(default)]
+        prefix: String,
+        #[serde(default = "default_region")]
+        region: String,
+        access_key: String,
+        /// A 0600 file whose first line is the secret key.
+        secret_key_file: PathBuf,
+    },
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+impl TargetConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            TargetConfig::S3 { name, .. } => name,
+        }
+    }
+
+    /// Checked at start-up: a bad target is a configuration error, not a failed backup
+    /// discovered at night.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        check_target_name(self.name()).map_err(|e| e.message)?;
+        match self {
+            TargetConfig::S3 { endpoint, bucket, prefix, .. } => {
+                let url: url::Url = endpoint.parse().map_err(|e| format!("endpoint {endpoint:?}: {e}"))?;
+                if url.scheme() != "http" {
+                    return Err(format!(
+                        "endpoint {endpoint:?}: only http:// targets for now (put TLS in front, e.g. a local proxy)"
+                    ));
+                }
+                if bucket.is_empty()
+                    || !bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                {
+                    return Err(format!("bucket {bucket:?} is not an S3 bucket name"));
+                }
+                check_prefix(prefix)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+pub fn check_target_name(name: &str) -> Result<()> {
+    crate::docker::store::check_name("target", name)
+}
+
+fn check_prefix(prefix: &str) -> std::result::Result<(), String> {
+    if prefix.split('/').any(|p| p == ".." || p == ".") || prefix.starts_with('/') || prefix.len() > 256 {
+        return Err(format!("prefix {prefix:?}: relative, no '.' or '..' parts, at most 256 bytes"));
+    }
+    Ok(())
+}
+
+/// A configured target, ready to use.
+#[derive(Clone)]
+pub enum Target {
+    S3(S3Target),
+}
+
+impl Target {
+    pub fn open(config: &TargetConfig) -> Result<Target> {
+        config.check().map_err(|e| Error::invalid("archive_targets", e))?;
+        match config {
+            TargetConfig::S3 { .. } => Ok(Target::S3(S3Target::open(config)?)),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Target::S3(t) => t.name(),
+        }
+    }
+
+    /// The stored size of `key`, `None` when the target lacks it.
+    pub async fn stat(&self, key: &str) -> Result<Option<u64>> {
+        match self {
+            Target::S3(t) => t.stat(key).await,
+        }
+    }
+
+    /// Uploads the file at `path` as `key`.
+    pub async fn put_file(&self, key: &str, path: &Path) -> Result<()> {
+        match self {
+            Target::S3(t) => t.put_file(key, path).await,
+        }
+    }
+
+    /// Downloads `key` into a new file at `dest`, at most `max` bytes; `None` when the
+    /// target lacks it.
+    pub async fn get_file(&self, key: &str, dest: &Path, max: u64) -> Result<Option<u64>> {
+        match self {
+            Target::S3(t) => t.get_file(key, dest, max).await,
+        }
+    }
+
+    /// Size and SHA-256 of `key` as the target serves it back.
+    pub async fn read_back(&self, key: &str, max: u64) -> Result<Option<(u64, String)>> {
+        match self {
+            Target::S3(t) => t.read_back(key, max).await,
+        }
+    }
+
+    pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        match self {
+            Target::S3(t) => t.put_bytes(key, bytes).await,
+        }
+    }
+
+    pub async fn get_bytes(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>> {
+        match self {
+            Target::S3(t) => t.get_bytes(key, max).await,
+        }
+    }
+}
+
+pub fn object_key(sha256: &str) -> String {
+    format!("objects/{sha256}")
+}
+
+pub fn manifest_key(id: &str) -> String {
+    format!("manifests/{id}.json")
+}

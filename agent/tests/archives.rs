@@ -1,0 +1,351 @@
+//! Archives, host tier (no ZFS: the format, crypto, replication, resume and restore run
+//! on stream files). Real peers: moto's S3 server and tankd's own S3 endpoint as
+//! targets, Debian's `age` CLI as an independent decryptor.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Agent, free_port, provision_env, testbed_tool, wait_until};
+use sha2::{Digest, Sha256};
+use tankd::archives::{Archives, Keys, NewArchive, Repo, Target, TargetConfig};
+use tankd::error::Kind;
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// moto's S3 server on a free port, with `bucket` made; killed when dropped.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start(bucket: &str) -> Moto {
+        let venv = testbed_tool("s3-clients");
+        let port = free_port();
+        let child = Command::new(venv.join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server");
+        let moto = Moto { child, port };
+        wait_until("moto listens", Duration::from_secs(60), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let r = common::http(&mut s, "PUT", &format!("/{bucket}"), &[], b"");
+        assert_eq!(r.status, 200, "moto: make bucket: {}", String::from_utf8_lossy(&r.body));
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn secret_file(dir: &Path, name: &str, secret: &str) -> PathBuf {
+    let path = dir.join(name);
+    tankd::secrets::write_private(&path, secret).unwrap();
+    path
+}
+
+fn moto_target(dir: &Path, moto: &Moto, name: &str, prefix: &str) -> TargetConfig {
+    TargetConfig::S3 {
+        name: name.into(),
+        endpoint: format!("http://127.0.0.1:{}", moto.port),
+        bucket: "backups".into(),
+        prefix: prefix.into(),
+        region: "us-east-1".into(),
+        access_key: "testing".into(),
+        secret_key_file: secret_file(dir, &format!("{name}.secret"), "testing"),
+    }
+}
+
+/// A node's archives in `dir` (its data dir), with the passphrase and `targets`.
+fn node(dir: &Path, passphrase: Option<&str>, targets: &[TargetConfig], chunk: usize) -> Archives {
+    let keys = match passphrase {
+        Some(p) => Keys::load_or_create(dir, p).unwrap(),
+        None => Keys::none(),
+    };
+    let targets = targets.iter().map(|t| Target::open(t).unwrap()).collect();
+    Archives::new(Repo::open(&dir.join("archives")).unwrap(), keys, targets, chunk)
+}
+
+/// A stream file's worth of bytes: not compressible, not repeating.
+fn noise(len: usize, seed: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = Sha256::digest([seed]).to_vec();
+    while out.len() < len {
+        block = Sha256::digest(&block).to_vec();
+        out.extend_from_slice(&block);
+    }
+    out.truncate(len);
+    out
+}
+
+fn new_archive(snapshot: &str, guid: &str, parent: Option<&tankd::archives::Manifest>) -> NewArchive {
+    NewArchive {
+        service: Some("svc-a".into()),
+        dataset: "services/svc-a".into(),
+        snapshot: snapshot.into(),
+        guid: guid.into(),
+        parent: parent.cloned(),
+        send_flags: vec!["-c".into()],
+        ..Default::default()
+    }
+}
+
+fn restored(a: &Archives, plan: &tankd::archives::RestorePlan) -> Vec<Vec<u8>> {
+    (0..plan.chain.len())
+        .map(|i| {
+            let mut out = Vec::new();
+            a.unpack(plan, i, &mut out).unwrap();
+            out
+        })
+        .collect()
+}
+
+/// A full and an incremental archive, replicated to moto and to tankd's own S3 endpoint,
+/// brought back on a new node with only the passphrase; an object decrypted by the
+/// `age` CLI; a wrong passphrase and a flipped byte refused before anything is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_leave_the_node_and_come_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start("backups");
+
+    // tankd's own S3 endpoint as the second target: a service's bucket and keys.
+    let mut s3 = Agent::new("arch");
+    s3.extra_env.push(("TANKD_ZFS".into(), "false".into()));
+    s3.start();
+    let env = provision_env(&s3, "vault", &["objectstorage"]);
+    let tankd_target = TargetConfig::S3 {
+        name: "tankd".into(),
+        endpoint: env["S3_ENDPOINT"].clone(),
+        bucket: env["S3_BUCKET"].clone(),
+        prefix: "node-a".into(),
+        region: "us-east-1".into(),
+        access_key: env["AWS_ACCESS_KEY_ID"].clone(),
+        secret_key_file: secret_file(tmp.path(), "tankd.secret", &env["AWS_SECRET_ACCESS_KEY"]),
+    };
+    let targets = [moto_target(tmp.path(), &moto, "moto", "node-a/"), tankd_target];
+
+    let a_dir = tmp.path().join("node-a");
+    let a = node(&a_dir, Some(PASSPHRASE), &targets, 256 << 10);
+    let full = noise(1_000_000, 1);
+    let incr = noise(300_000, 2);
+    let m1 = a.archive(new_archive("s1", "1001", None), std::io::Cursor::new(full.clone())).await.unwrap();
+    assert_eq!((m1.objects.len(), m1.original_size), (4, 1_000_000));
+    assert!(m1.stored_size > m1.original_size, "encrypted objects carry age's overhead");
+    let m2 = a.archive(new_archive("s2", "1002", Some(&m1)), std::io::Cursor::new(incr.clone())).await.unwrap();
+    assert_eq!(m2.parent_id.as_deref(), Some(m1.id.as_str()));
+    let again = a.archive(new_archive("s2", "1002", Some(&m1)), std::io::Cursor::new(Vec::new())).await.unwrap();
+    assert_eq!(again, m2, "the same snapshot archived again is the same archive");
+    let json = String::from_utf8(m1.to_json()).unwrap();
+    assert!(!json.contains("AGE-SECRET-KEY") && !json.contains(PASSPHRASE), "no key material in the manifest");
+
+    // Replicated: the incremental carries its base along; a second run sends nothing.
+    for t in ["moto", "tankd"] {
+        let r = a.replicate(&m2.id, t).await.unwrap();
+        assert_eq!(r.archives, vec![m1.id.clone(), m2.id.clone()], "{t}");
+        assert_eq!(r.objects_uploaded, m1.objects.len() + m2.objects.len(), "{t}");
+        let r = a.replicate(&m2.id, t).await.unwrap();
+        assert_eq!((r.objects_uploaded, r.archives.len()), (0, 0), "{t}: nothing twice");
+    }
+    let err = a.replicate(&m2.id, "nowhere").await.unwrap_err();
+    assert_eq!((err.kind, err.field.as_deref()), (Kind::NotFound, Some("target")));
+
+    // The age CLI opens an object with the node's identity file: the format is age's.
+    let o = &m1.objects[1];
+    let moto_t = Target::open(&targets[0]).unwrap();
+    let stored = moto_t.get_bytes(&format!("objects/{}", o.sha256), 1 << 30).await.unwrap().unwrap();
+    assert_eq!(hex(&Sha256::digest(&stored)), o.sha256);
+    let obj = tmp.path().join("object.age");
+    std::fs::write(&obj, &stored).unwrap();
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(tankd::archives::keys::identity_path(&a_dir))
+        .arg(&obj)
+        .output()
+        .expect("the age CLI (Debian package age)");
+    assert!(out.status.success(), "age -d: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, full[256 << 10..512 << 10], "age decrypts the second chunk of the stream");
+
+    // A new node with only the passphrase: the chain comes back from either target.
+    for t in ["moto", "tankd"] {
+        let b_dir = tmp.path().join(format!("node-b-{t}"));
+        let b = node(&b_dir, Some(PASSPHRASE), &targets, 256 << 10);
+        let plan = b.prepare_restore(&m2.id, Some(t)).await.unwrap();
+        assert_eq!(restored(&b, &plan), vec![full.clone(), incr.clone()], "{t}");
+        assert_eq!(b.repo.manifests().unwrap().len(), 2, "{t}: the chain is in the new node's repository");
+    }
+
+    // A wrong passphrase is refused before anything is written.
+    let c_dir = tmp.path().join("node-c");
+    let c = node(&c_dir, Some("not the passphrase"), &targets, 256 << 10);
+    let err = c.prepare_restore(&m2.id, Some("moto")).await.err().expect("a wrong passphrase is refused");
+    assert_eq!(err.kind, Kind::Forbidden, "{err}");
+    assert!(err.message.contains("passphrase") && !err.message.contains(PASSPHRASE), "{err}");
+
+    // One flipped byte in a target's object is found before the object is used, and
+    // the new node is left without the archive.
+    let bad = &m2.objects[0];
+    let key = format!("objects/{}", bad.sha256);
+    let mut rotten = moto_t.get_bytes(&key, 1 << 30).await.unwrap().unwrap();
+    let mid = rotten.len() / 2;
+    rotten[mid] ^= 0x01;
+    moto_t.put_bytes(&key, rotten).await.unwrap();
+    let d_dir = tmp.path().join("node-d");
+    let d = node(&d_dir, Some(PASSPHRASE), &targets, 256 << 10);
+    let err = d.prepare_restore(&m2.id, Some("moto")).await.err().expect("a corrupt object is refused");
+    assert_eq!(err.kind, Kind::Invalid, "{err}");
+    assert!(err.message.contains(&bad.sha256) && err.message.contains("corrupt"), "{err}");
+    assert!(d.repo.object_size(&bad.sha256).is_none(), "the corrupt object is not kept");
+    assert!(d.repo.manifest(&m2.id).is_err(), "no manifest for an archive that did not come whole");
+
+    // The same rot in the local repository is found too.
+    let local = a.repo.object_path(&m1.objects[0].sha256);
+    let mut bytes = std::fs::read(&local).unwrap();
+    bytes[100] ^= 0x80;
+    std::fs::write(&local, &bytes).unwrap();
+    let err = a.prepare_restore(&m1.id, None).await.err().expect("local rot is refused");
+    assert!(err.message.contains("corrupt"), "{err}");
+}
+
+/// A control API request with `token` (none: no Authorization header).
+fn call_as(agent: &Agent, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> common::Response {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    agent.control(method, path, &headers, body)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The control API: who may see an archive, pushing one in (the cloudly handshake), and
+/// a replication killed half-way that resumes sending only what the target lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_routes_refuse_others_and_replication_resumes_after_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start("backups");
+    let mut agent = Agent::new("archr");
+    agent.extra_env.push(("TANKD_ZFS".into(), "false".into()));
+    agent.extra_env.push(("TANKD_ARCHIVE_PASSPHRASE".into(), PASSPHRASE.into()));
+    let target = moto_target(tmp.path(), &moto, "offsite", "resume");
+    let TargetConfig::S3 { secret_key_file, endpoint, .. } = &target;
+    let config = tmp.path().join("tankd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[archive_targets]]\nkind = \"s3\"\nname = \"offsite\"\nendpoint = \"{endpoint}\"\nbucket = \"backups\"\n\
+             prefix = \"resume\"\naccess_key = \"testing\"\nsecret_key_file = \"{}\"\n",
+            secret_key_file.display()
+        ),
+    )
+    .unwrap();
+    agent.config = Some(config);
+    agent.start();
+    let svc_a = provision_env(&agent, "svc-a", &["filesystem"])["TANKD_SERVICE_TOKEN"].clone();
+    let svc_b = provision_env(&agent, "svc-b", &["filesystem"])["TANKD_SERVICE_TOKEN"].clone();
+
+    // An archive made elsewhere (another node's keys) is pushed in through the handshake.
+    let other = node(&tmp.path().join("elsewhere"), Some(PASSPHRASE), &[], 64 << 10);
+    let stream = noise(1_280_000, 3);
+    let m = other.archive(new_archive("s1", "2001", None), std::io::Cursor::new(stream.clone())).await.unwrap();
+    assert_eq!(m.objects.len(), 20);
+    let receive = serde_json::json!({"manifest": m}).to_string();
+    for (token, what) in
+        [(None, "no token"), (Some(svc_b.as_str()), "another service's token"), (Some("nonsense"), "a wrong token")]
+    {
+        let r = call_as(&agent, "POST", "/archives/receive", token, receive.as_bytes());
+        assert_eq!(r.status, 401, "receive with {what}");
+    }
+    let r = call_as(&agent, "POST", "/archives/receive", Some(&svc_a), receive.as_bytes());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["missing"].as_array().unwrap().len(), 20);
+    let first = &m.objects[0];
+    let bytes = std::fs::read(other.repo.object_path(&first.sha256)).unwrap();
+    let r =
+        call_as(&agent, "PUT", &format!("/archives/{}/objects/{}", m.id, m.objects[1].sha256), Some(&svc_a), &bytes);
+    assert_eq!((r.status, r.json()["error"]["field"].as_str()), (400, Some("body")), "an object under another's name");
+    let r = call_as(&agent, "POST", &format!("/archives/{}/complete", m.id), Some(&svc_a), b"");
+    assert_eq!(r.status, 404, "complete before every object is here: {}", String::from_utf8_lossy(&r.body));
+    for o in &m.objects {
+        let bytes = std::fs::read(other.repo.object_path(&o.sha256)).unwrap();
+        let r = call_as(&agent, "PUT", &format!("/archives/{}/objects/{}", m.id, o.sha256), Some(&svc_a), &bytes);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let r = call_as(&agent, "POST", &format!("/archives/{}/complete", m.id), Some(&svc_a), b"");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    // Who sees it: the node and svc-a; svc-b and no token get 401 on every route.
+    let id = &m.id;
+    let o = &m.objects[3].sha256;
+    let routes = [
+        ("GET", format!("/archives/{id}/manifest"), String::new()),
+        ("GET", format!("/archives/{id}/objects/{o}"), String::new()),
+        ("POST", format!("/archives/{id}/replicate"), r#"{"target":"offsite"}"#.to_owned()),
+        ("DELETE", format!("/archives/{id}"), String::new()),
+        ("GET", "/archives".to_owned(), String::new()),
+    ];
+    for (method, path, body) in &routes {
+        assert_eq!(call_as(&agent, method, path, None, body.as_bytes()).status, 401, "{method} {path} without a token");
+        if path != "/archives" {
+            assert_eq!(
+                call_as(&agent, method, path, Some(&svc_b), body.as_bytes()).status,
+                401,
+                "{method} {path} as svc-b"
+            );
+        }
+    }
+    let listed = call_as(&agent, "GET", "/archives", Some(&svc_b), b"").json();
+    assert_eq!(listed["archives"].as_array().unwrap().len(), 0, "svc-b sees none of svc-a's: {listed}");
+    let listed = call_as(&agent, "GET", "/archives", Some(&svc_a), b"").json();
+    assert_eq!(listed["archives"][0]["id"], id.as_str());
+    let r = call_as(&agent, "GET", &format!("/archives/{id}/objects/{o}"), Some(&svc_a), b"");
+    assert_eq!(hex(&Sha256::digest(&r.body)), *o);
+    assert_eq!(call_as(&agent, "GET", "/archives/..%2Fx/manifest", Some(&agent.token), b"").status, 400);
+
+    // Replication killed (abort, as kill -9) after half the objects, then resumed.
+    agent.extra_env.push(("TANKD_FAULT_AFTER".into(), "9".into()));
+    agent.crash_at(
+        "archive-object-replicated",
+        common::Listener::Control,
+        "POST",
+        &format!("/archives/{id}/replicate"),
+        r#"{"target":"offsite"}"#,
+    );
+    agent.extra_env.retain(|(k, _)| k != "TANKD_FAULT_AFTER");
+    let t = Target::open(&target).unwrap();
+    let mut present = 0;
+    for o in &m.objects {
+        if t.stat(&format!("objects/{}", o.sha256)).await.unwrap().is_some() {
+            present += 1;
+        }
+    }
+    assert_eq!(present, 10, "nine passed the hook, the tenth aborted after its check");
+    assert!(t.stat(&format!("manifests/{id}.json")).await.unwrap().is_none(), "no manifest before every object");
+    let r = call_as(&agent, "POST", &format!("/archives/{id}/replicate"), Some(&svc_a), br#"{"target":"offsite"}"#);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let report = r.json();
+    assert_eq!(
+        (report["objectsUploaded"].as_u64(), report["objectsPresent"].as_u64()),
+        (Some(10), Some(10)),
+        "{report}"
+    );
+    assert!(t.stat(&format!("manifests/{id}.json")).await.unwrap().is_some());
+
+    // Deleted by its owner; gone for everyone.
+    assert_eq!(call_as(&agent, "DELETE", &format!("/archives/{id}"), Some(&svc_a), b"").status, 200);
+    assert_eq!(call_as(&agent, "GET", &format!("/archives/{id}/manifest"), Some(&agent.token), b"").status, 404);
+}
