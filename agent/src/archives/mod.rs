@@ -16,6 +16,7 @@ pub mod repo;
 mod restore;
 pub mod routes;
 pub mod target;
+mod zfs_glue;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -142,7 +143,15 @@ impl Archives {
         let encryption = self.keys.encryption()?;
         let recipient = self.keys.recipient();
         let started = std::time::Instant::now();
-        let packed = pack::pack(&mut input, self.chunk_size, recipient.as_ref(), &self.repo)?;
+        let mut written = Vec::new();
+        let packed = match pack::pack(&mut input, self.chunk_size, recipient.as_ref(), &self.repo, &mut written) {
+            Ok(p) => p,
+            Err(e) => {
+                // No manifest names them: they go, unless another archive has the same bytes.
+                self.repo.remove_unreferenced(written.iter().map(|o| o.sha256.as_str()));
+                return Err(e);
+            }
+        };
         let m = Manifest {
             version: manifest::VERSION,
             id,

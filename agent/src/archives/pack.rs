@@ -29,23 +29,27 @@ pub struct Packed {
 }
 
 /// Reads `input` to its end and stores it in `repo` as objects of `chunk_size` plain
-/// bytes. Blocking: run it on a blocking thread.
+/// bytes. Blocking: run it on a blocking thread. `written` gets every object stored,
+/// also when packing fails part-way (the caller removes those no manifest names).
 pub fn pack(
     input: &mut dyn Read,
     chunk_size: usize,
     recipient: Option<&age::x25519::Recipient>,
     repo: &Repo,
+    written: &mut Vec<ObjectEntry>,
 ) -> Result<Packed> {
     let (tx, rx) = mpsc::sync_channel::<(Vec<u8>, u64)>(1);
     std::thread::scope(|scope| {
-        let store = scope.spawn(move || -> Result<Vec<ObjectEntry>> {
+        let store = scope.spawn(move || -> (Vec<ObjectEntry>, Result<()>) {
             let mut objects = Vec::new();
             for (stored, plain_size) in rx {
                 let sha256 = hex::encode(Sha256::digest(&stored));
-                repo.put_object(&sha256, &stored)?;
+                if let Err(e) = repo.put_object(&sha256, &stored) {
+                    return (objects, Err(e));
+                }
                 objects.push(ObjectEntry { sha256, stored_size: stored.len() as u64, plain_size });
             }
-            Ok(objects)
+            (objects, Ok(()))
         });
         let read = (|| -> Result<()> {
             loop {
@@ -65,7 +69,9 @@ pub fn pack(
             }
         })();
         drop(tx);
-        let objects = store.join().map_err(|_| Error::internal("the archive writer thread panicked"))??;
+        let (objects, stored) = store.join().map_err(|_| Error::internal("the archive writer thread panicked"))?;
+        written.extend(objects.iter().cloned());
+        stored?;
         read?;
         let original_size = objects.iter().map(|o| o.plain_size).sum();
         let stored_size = objects.iter().map(|o| o.stored_size).sum();
@@ -114,7 +120,7 @@ mod tests {
         let repo = Repo::open(dir.path()).unwrap();
         let identity = age::x25519::Identity::generate();
         let data: Vec<u8> = (0..250_000u32).map(|i| (i % 251) as u8).collect();
-        let packed = pack(&mut &data[..], 100_000, Some(&identity.to_public()), &repo).unwrap();
+        let packed = pack(&mut &data[..], 100_000, Some(&identity.to_public()), &repo, &mut Vec::new()).unwrap();
         assert_eq!(packed.objects.iter().map(|o| o.plain_size).collect::<Vec<_>>(), [100_000, 100_000, 50_000]);
         assert_eq!(packed.original_size, 250_000);
         let mut back = Vec::new();
@@ -134,10 +140,10 @@ mod tests {
     fn unencrypted_chunks_are_the_stream_itself() {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repo::open(dir.path()).unwrap();
-        let packed = pack(&mut &b"hello world"[..], 4, None, &repo).unwrap();
+        let packed = pack(&mut &b"hello world"[..], 4, None, &repo, &mut Vec::new()).unwrap();
         assert_eq!(packed.objects.len(), 3);
         assert_eq!(std::fs::read(repo.object_path(&packed.objects[2].sha256)).unwrap(), b"rld");
-        let empty = pack(&mut &b""[..], 4, None, &repo).unwrap();
+        let empty = pack(&mut &b""[..], 4, None, &repo, &mut Vec::new()).unwrap();
         assert!(empty.objects.is_empty());
     }
 }

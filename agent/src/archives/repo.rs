@@ -163,7 +163,12 @@ impl Repo {
     pub fn manifests(&self) -> Result<Vec<Manifest>> {
         let dir = self.root.join("manifests");
         let mut out = Vec::new();
-        for e in std::fs::read_dir(&dir).map_err(|e| Error::os(format!("listing {}", dir.display()), e))?.flatten() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::os(format!("listing {}", dir.display()), e)),
+        };
+        for e in entries.flatten() {
             let name = e.file_name();
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
             match self.manifest(id) {
@@ -182,12 +187,27 @@ impl Repo {
         std::fs::remove_file(self.manifest_path(id))
             .map_err(|e| Error::os(format!("removing the manifest of archive {id}"), e))?;
         let _ = sync_dir(&self.root.join("manifests"));
-        let kept: std::collections::HashSet<String> =
-            self.manifests()?.into_iter().flat_map(|m| m.objects.into_iter().map(|o| o.sha256)).collect();
-        for o in m.objects.iter().filter(|o| !kept.contains(&o.sha256)) {
-            let _ = std::fs::remove_file(self.object_path(&o.sha256));
-        }
+        self.remove_unreferenced(m.objects.iter().map(|o| o.sha256.as_str()));
         Ok(())
+    }
+
+    /// Removes those of `candidates` that no manifest (kept or pending) names.
+    pub fn remove_unreferenced<'a>(&self, candidates: impl Iterator<Item = &'a str>) {
+        let mut kept: std::collections::HashSet<String> = match self.manifests() {
+            Ok(all) => all.into_iter().flat_map(|m| m.objects.into_iter().map(|o| o.sha256)).collect(),
+            Err(_) => return,
+        };
+        if let Ok(entries) = std::fs::read_dir(self.root.join("pending")) {
+            for e in entries.flatten() {
+                if let Ok(m) = std::fs::read(e.path()).map_err(drop).and_then(|b| Manifest::from_json(&b).map_err(drop))
+                {
+                    kept.extend(m.objects.into_iter().map(|o| o.sha256));
+                }
+            }
+        }
+        for sha in candidates.filter(|s| !kept.contains(*s)) {
+            let _ = std::fs::remove_file(self.object_path(sha));
+        }
     }
 }
 

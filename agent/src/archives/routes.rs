@@ -300,3 +300,82 @@ pub async fn complete(
     .map_err(|e| Error::internal(format!("completing an archive: {e}")))??;
     Ok(Json(ArchiveSummary::from(&m)))
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateRequest {
+    /// `services/<svc>@<name>`, `volumes/<v>@<name>`: as the snapshot routes answer.
+    snapshot_id: String,
+    #[serde(default)]
+    incremental: bool,
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, String>,
+}
+
+/// The snapshot a `snapshotId` names and the service owning it (`None`: the node's).
+async fn snapshot_of(c: &Control, id: &str) -> Result<(zfs_sys_shim::SnapshotName, Option<String>)> {
+    let (rel, short) =
+        id.split_once('@').ok_or_else(|| Error::invalid("snapshotId", "a snapshot id is <dataset>@<snapshot>"))?;
+    crate::docker::store::check_snapshot_name("snapshotId", short)?;
+    let owner = match rel.split('/').collect::<Vec<_>>().as_slice() {
+        ["services", svc, ..] => {
+            crate::docker::store::check_name("snapshotId", svc)?;
+            Some((*svc).to_owned())
+        }
+        ["volumes", v] => c.volumes.owner(v).await.ok().flatten(),
+        _ => None,
+    };
+    let ds = c.root.join(rel).map_err(|e| Error::invalid("snapshotId", e.reason))?;
+    let snap = ds.snapshot(short).map_err(|e| Error::invalid("snapshotId", e.reason))?;
+    Ok((snap, owner))
+}
+
+/// `POST /archives {snapshotId, incremental?, tags?}`: the snapshot archived here.
+pub async fn create(State(c): State<Control>, headers: HeaderMap, bytes: Bytes) -> Result<Json<Manifest>, ApiError> {
+    let caller = c.token_caller(&headers)?;
+    let req: CreateRequest = json(&bytes)?;
+    let (snap, owner) = snapshot_of(&c, &req.snapshot_id).await?;
+    c.require_service(&caller, owner.as_deref())?;
+    if req.tags.len() > 32 || req.tags.iter().any(|(k, v)| k.len() > 128 || v.len() > 1024) {
+        return Err(ApiError::from(Error::invalid("tags", "at most 32 tags, keys of 128 and values of 1024 bytes")));
+    }
+    let m = c.archives.archive_snapshot(&c.zfs, &c.root, &snap, owner, req.incremental, req.tags).await?;
+    Ok(Json(m))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreRequest {
+    archive_id: String,
+    /// Fetch the chain from this target (what a new node does); else this node's.
+    #[serde(default)]
+    target: Option<String>,
+    /// The new dataset, relative to the dataset root (`services/<svc>/restored`).
+    into: String,
+}
+
+/// `POST /archives/restore {archiveId, target?, into}`.
+pub async fn restore(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = c.token_caller(&headers)?;
+    let req: RestoreRequest = json(&bytes)?;
+    manifest::check_id("archiveId", &req.archive_id)?;
+    if let Some(t) = &req.target {
+        super::target::check_target_name(t).map_err(|e| e.with_field("target"))?;
+    }
+    let into = c.root.join(&req.into).map_err(|e| Error::invalid("into", e.reason))?;
+    if !matches!(caller, Caller::Admin) {
+        // A service restores its own archive, already here, into its own dataset.
+        let m = reachable(&c, &caller, &req.archive_id)?;
+        let svc = m.service.as_deref().unwrap_or_default();
+        if !req.into.starts_with(&format!("services/{svc}/")) {
+            return Err(ApiError::from(Error::invalid("into", format!("a service restores under services/{svc}/"))));
+        }
+    }
+    let plan = c.archives.prepare_restore(&req.archive_id, req.target.as_deref()).await?;
+    let received = c.archives.restore_into(&c.zfs, plan, &into).await?;
+    Ok(Json(serde_json::json!({ "into": req.into, "snapshots": received })))
+}

@@ -172,9 +172,13 @@ pub fn routes(control: Control) -> Router {
             .route("/resources/snapshot/destroy", post(zfs_off))
             .route("/resources/restore", post(zfs_off))
             .route("/resources/restore/{*rest}", post(zfs_off))
+            .route("/archives", post(zfs_off))
+            .route("/archives/restore", post(zfs_off))
             .with_state(control);
     }
     provisioning
+        .route("/archives", post(archives::create))
+        .route("/archives/restore", post(archives::restore))
         .route("/volumes", get(snapshots::list_volumes))
         .route("/volumes/snapshot", post(snapshots::snapshot_volume))
         .route("/volumes/snapshot/destroy", post(snapshots::destroy_volume_snapshot))

@@ -1,14 +1,16 @@
 //! Where archives are replicated to: S3 buckets (tankd's own S3 endpoint on another
-//! node, moto, any S3 server). A target holds what a repository holds, under its prefix:
+//! node, moto, any S3 server) and SMB shares (through `smbclient`). A target holds what a repository holds, under its prefix:
 //! `objects/<sha256>` and `manifests/<id>.json`, the manifest written last.
 
 mod s3;
+mod smb;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 pub use s3::S3Target;
+pub use smb::SmbTarget;
 
 use crate::error::{Error, Result};
 
@@ -29,6 +31,25 @@ pub enum TargetConfig {
         /// A 0600 file whose first line is the secret key.
         secret_key_file: PathBuf,
     },
+    Smb {
+        name: String,
+        host: String,
+        #[serde(default = "default_smb_port")]
+        port: u16,
+        share: String,
+        /// A directory in the share (made when missing).
+        #[serde(default)]
+        path: String,
+        user: String,
+        #[serde(default)]
+        domain: Option<String>,
+        /// A 0600 file whose first line is the password.
+        password_file: PathBuf,
+    },
+}
+
+fn default_smb_port() -> u16 {
+    445
 }
 
 fn default_region() -> String {
@@ -38,7 +59,7 @@ fn default_region() -> String {
 impl TargetConfig {
     pub fn name(&self) -> &str {
         match self {
-            TargetConfig::S3 { name, .. } => name,
+            TargetConfig::S3 { name, .. } | TargetConfig::Smb { name, .. } => name,
         }
     }
 
@@ -62,6 +83,28 @@ impl TargetConfig {
                 check_prefix(prefix)?;
                 Ok(())
             }
+            TargetConfig::Smb { host, share, path, user, domain, .. } => {
+                let plain = |what: &str, v: &str, extra: &[u8]| {
+                    if v.is_empty()
+                        || v.starts_with('-')
+                        || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || extra.contains(&b))
+                    {
+                        Err(format!("{what} {v:?}: letters, digits, '.', '_', '-' only"))
+                    } else {
+                        Ok(())
+                    }
+                };
+                plain("host", host, b":")?;
+                plain("share", share, b"$")?;
+                plain("user", user, b"")?;
+                if let Some(d) = domain {
+                    plain("domain", d, b"")?;
+                }
+                if !path.is_empty() {
+                    plain("path", path, b"/")?;
+                }
+                check_prefix(path)
+            }
         }
     }
 }
@@ -81,6 +124,7 @@ fn check_prefix(prefix: &str) -> std::result::Result<(), String> {
 #[derive(Clone)]
 pub enum Target {
     S3(S3Target),
+    Smb(SmbTarget),
 }
 
 impl Target {
@@ -88,12 +132,14 @@ impl Target {
         config.check().map_err(|e| Error::invalid("archive_targets", e))?;
         match config {
             TargetConfig::S3 { .. } => Ok(Target::S3(S3Target::open(config)?)),
+            TargetConfig::Smb { .. } => Ok(Target::Smb(SmbTarget::open(config)?)),
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Target::S3(t) => t.name(),
+            Target::Smb(t) => t.name(),
         }
     }
 
@@ -101,6 +147,7 @@ impl Target {
     pub async fn stat(&self, key: &str) -> Result<Option<u64>> {
         match self {
             Target::S3(t) => t.stat(key).await,
+            Target::Smb(t) => t.stat(key).await,
         }
     }
 
@@ -108,6 +155,7 @@ impl Target {
     pub async fn put_file(&self, key: &str, path: &Path) -> Result<()> {
         match self {
             Target::S3(t) => t.put_file(key, path).await,
+            Target::Smb(t) => t.put_file(key, path).await,
         }
     }
 
@@ -116,6 +164,7 @@ impl Target {
     pub async fn get_file(&self, key: &str, dest: &Path, max: u64) -> Result<Option<u64>> {
         match self {
             Target::S3(t) => t.get_file(key, dest, max).await,
+            Target::Smb(t) => t.get_file(key, dest, max).await,
         }
     }
 
@@ -123,18 +172,21 @@ impl Target {
     pub async fn read_back(&self, key: &str, max: u64) -> Result<Option<(u64, String)>> {
         match self {
             Target::S3(t) => t.read_back(key, max).await,
+            Target::Smb(t) => t.read_back(key, max).await,
         }
     }
 
     pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         match self {
             Target::S3(t) => t.put_bytes(key, bytes).await,
+            Target::Smb(t) => t.put_bytes(key, bytes).await,
         }
     }
 
     pub async fn get_bytes(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>> {
         match self {
             Target::S3(t) => t.get_bytes(key, max).await,
+            Target::Smb(t) => t.get_bytes(key, max).await,
         }
     }
 }

@@ -33,7 +33,9 @@ impl std::fmt::Debug for S3Target {
 
 impl S3Target {
     pub fn open(config: &TargetConfig) -> Result<S3Target> {
-        let TargetConfig::S3 { name, endpoint, bucket, prefix, region, access_key, secret_key_file } = config;
+        let TargetConfig::S3 { name, endpoint, bucket, prefix, region, access_key, secret_key_file } = config else {
+            unreachable!("an S3 target's config");
+        };
         let secret = crate::secrets::read_private(secret_key_file)
             .map_err(|e| Error::invalid("archive_targets", format!("target {name}: secret_key_file: {e}")))?;
         let url = endpoint.parse().map_err(|e| Error::invalid("archive_targets", format!("target {name}: {e}")))?;

@@ -1,0 +1,185 @@
+//! Archives and ZFS: which stream an archive of a snapshot is (`zfs send -c`, full or
+//! incremental from the newest archived snapshot of the same dataset that still
+//! exists), and a restore fed to `zfs receive -s`, the chain oldest first.
+
+use std::io::Read;
+
+use zfs_sys_shim::{
+    DatasetName, DatasetType, DestroyOptions, ListQuery, Prop, ReceiveArgs, SendArgs, SendFrom, SendStream,
+    SnapshotName, Zfs,
+};
+
+use super::manifest::Manifest;
+use super::restore::RestorePlan;
+use super::{Archives, NewArchive};
+use crate::error::{Error, Result};
+
+/// A `zfs send` stream read on a blocking thread. Its end includes `zfs send`'s exit:
+/// a send that failed part-way is a read error, so no manifest is written for it.
+struct SendReader {
+    bridge: Option<tokio_util::io::SyncIoBridge<SendStream>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Read for SendReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(bridge) = self.bridge.as_mut() else { return Ok(0) };
+        let n = bridge.read(buf)?;
+        if n == 0 {
+            let stream = self.bridge.take().expect("checked").into_inner();
+            self.handle.block_on(stream.finish()).map_err(std::io::Error::other)?;
+        }
+        Ok(n)
+    }
+}
+
+impl Archives {
+    /// Archives `snap` (a snapshot under `root`): incremental when `incremental` and an
+    /// earlier snapshot of the dataset has an archive here, else full.
+    pub async fn archive_snapshot(
+        &self,
+        zfs: &Zfs,
+        root: &DatasetName,
+        snap: &SnapshotName,
+        service: Option<String>,
+        incremental: bool,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> Result<Manifest> {
+        self.ready().await?;
+        let dataset = snap.dataset();
+        let relative = dataset.relative_to(root).unwrap_or(dataset.as_str()).to_owned();
+        let snaps = zfs
+            .list(
+                &ListQuery::recursive(dataset.clone(), DatasetType::Snapshot, &[Prop::Guid, Prop::Createtxg])
+                    .depth(zfs_sys_shim::Depth::Max(1)),
+            )
+            .await?;
+        let this = snaps
+            .iter()
+            .find(|s| s.name == snap.as_str())
+            .ok_or_else(|| Error::not_found(format!("no snapshot {snap}")).with_field("snapshotId"))?;
+        let (guid, txg) = (this.guid.unwrap_or(0).to_string(), this.createtxg.unwrap_or(0));
+        let parent = if incremental {
+            // The newest earlier snapshot of this dataset that has an archive here.
+            let archived = self.repo.manifests()?;
+            let base = snaps
+                .iter()
+                .filter(|s| s.createtxg.unwrap_or(0) < txg)
+                .filter_map(|s| {
+                    let g = s.guid?.to_string();
+                    archived.iter().find(|m| m.dataset == relative && m.guid == g).map(|m| (s, m))
+                })
+                .max_by_key(|(s, _)| s.createtxg);
+            match base {
+                Some((s, m)) => {
+                    Some((s.name.parse::<SnapshotName>().map_err(|e| Error::internal(e.to_string()))?, m.clone()))
+                }
+                None => {
+                    return Err(Error::conflict(format!(
+                        "no earlier snapshot of {dataset} has an archive here to apply on: archive without incremental first"
+                    ))
+                    .with_field("incremental"));
+                }
+            }
+        } else {
+            None
+        };
+        let mut args = match &parent {
+            Some((base, _)) => SendArgs::incremental(snap.clone(), SendFrom::Snapshot(base.clone()))?,
+            None => SendArgs::full(snap.clone()),
+        };
+        args.compressed = true;
+        args.large_blocks = true;
+        let stream = zfs.send(&args).await?;
+        let reader = SendReader {
+            bridge: Some(tokio_util::io::SyncIoBridge::new_with_handle(stream, tokio::runtime::Handle::current())),
+            handle: tokio::runtime::Handle::current(),
+        };
+        let new = NewArchive {
+            service,
+            dataset: relative,
+            snapshot: snap.short().to_owned(),
+            guid,
+            parent: parent.map(|(_, m)| m),
+            send_flags: vec!["-c".to_owned(), "-L".to_owned()],
+            tags,
+        };
+        self.archive(new, reader).await
+    }
+
+    /// Receives a checked chain into `into` (which must not exist): the full archive
+    /// makes it, each incremental applies on it. Any failure destroys what this restore
+    /// made: no half-made dataset stays.
+    pub async fn restore_into(&self, zfs: &Zfs, plan: RestorePlan, into: &DatasetName) -> Result<Vec<String>> {
+        if zfs.exists(into).await? {
+            return Err(Error::conflict(format!("{into} exists: restore into a new name")).with_field("into"));
+        }
+        // zfs receive makes the dataset, not its parents.
+        if let Some(parent) = into.parent()
+            && !zfs.exists(&parent).await?
+        {
+            zfs.create_filesystem(&parent, true, &[]).await?;
+        }
+        let plan = std::sync::Arc::new(plan);
+        let mut received = Vec::new();
+        for i in 0..plan.chain.len() {
+            if let Err(e) = self.receive_one(zfs, &plan, i, into).await {
+                let _ = zfs.abort_receive(into).await;
+                if zfs.exists(into).await.unwrap_or(false) {
+                    let _ = zfs.destroy(into, DestroyOptions { recursive: true, ..Default::default() }).await;
+                }
+                return Err(e);
+            }
+            received.push(format!("{into}@{}", plan.chain[i].snapshot));
+        }
+        Ok(received)
+    }
+
+    async fn receive_one(
+        &self,
+        zfs: &Zfs,
+        plan: &std::sync::Arc<RestorePlan>,
+        index: usize,
+        into: &DatasetName,
+    ) -> Result<()> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+        let this = self.clone();
+        let p = plan.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut sink = ChannelWriter { tx };
+            let result = this.unpack(&p, index, &mut sink);
+            if let Err(e) = &result {
+                let _ = sink.tx.blocking_send(Err(std::io::Error::other(e.message.clone())));
+            }
+            result
+        });
+        let stream =
+            Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }));
+        let reader = tokio_util::io::StreamReader::new(stream);
+        let mut args = ReceiveArgs::into(into.clone());
+        args.resumable = true;
+        let received = zfs.receive(&args, reader).await;
+        let unpacked = writer.await.map_err(|e| Error::internal(format!("restore task: {e}")))?;
+        unpacked?;
+        received?;
+        Ok(())
+    }
+}
+
+/// The decrypted stream, handed from the blocking unpack to `zfs receive`.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "zfs receive stopped reading"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
