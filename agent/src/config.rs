@@ -171,6 +171,10 @@ pub struct Layer {
     /// File holding the archive passphrase (first line); must not be readable by others.
     #[arg(long)]
     pub archive_passphrase_file: Option<PathBuf>,
+    /// Archives kept per dataset (the newest, with the archives they apply on); older
+    /// ones are deleted from this node after each new archive. Default: all kept.
+    #[arg(long)]
+    pub archive_keep_last: Option<usize>,
     /// Where archives are replicated to (`[[archive_targets]]` tables; file only).
     #[arg(skip)]
     pub archive_targets: Option<Vec<crate::archives::TargetConfig>>,
@@ -222,6 +226,7 @@ impl Layer {
             archive_passphrase: other.archive_passphrase.or(self.archive_passphrase),
             archive_passphrase_file: other.archive_passphrase_file.or(self.archive_passphrase_file),
             archive_targets: other.archive_targets.or(self.archive_targets),
+            archive_keep_last: other.archive_keep_last.or(self.archive_keep_last),
         }
     }
 
@@ -292,6 +297,7 @@ impl Layer {
             archive_passphrase: get("TANKD_ARCHIVE_PASSPHRASE"),
             archive_passphrase_file: get("TANKD_ARCHIVE_PASSPHRASE_FILE").map(PathBuf::from),
             archive_targets: None,
+            archive_keep_last: number(env, "TANKD_ARCHIVE_KEEP_LAST")?,
         })
     }
 
@@ -447,6 +453,7 @@ pub struct Config {
     pub db_listen: Vec<SocketAddr>,
     pub archive_passphrase: Option<String>,
     pub archive_targets: Vec<crate::archives::TargetConfig>,
+    pub archive_keep_last: Option<usize>,
 }
 
 // Hand-written so the token never reaches a log line.
@@ -493,6 +500,7 @@ impl std::fmt::Debug for Config {
             .field("db_listen", &self.db_listen)
             .field("archive_passphrase", &self.archive_passphrase.as_ref().map(|_| "<set>"))
             .field("archive_targets", &self.archive_targets.iter().map(|t| t.name()).collect::<Vec<_>>())
+            .field("archive_keep_last", &self.archive_keep_last)
             .finish()
     }
 }
@@ -751,6 +759,10 @@ impl Config {
             db_listen,
             archive_passphrase,
             archive_targets,
+            archive_keep_last: match l.archive_keep_last {
+                Some(0) => return Err(ConfigError::field("archive_keep_last", "must be at least 1")),
+                n => n,
+            },
         })
     }
 

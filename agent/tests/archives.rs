@@ -531,23 +531,30 @@ fn snapshots_archived_replicated_and_restored_on_another_pool() {
             std::fs::remove_file(data.join("first.bin")).unwrap();
         }
         let snap = format!("s{n}");
-        let body = serde_json::json!({"serviceId": "svc-a", "snapshotName": snap}).to_string();
+        // The last one in one call: the snapshot route archives it too (`archive: true`).
+        let body = serde_json::json!({"serviceId": "svc-a", "snapshotName": snap, "archive": n == 2}).to_string();
         let r = call_as(&a, "POST", "/resources/snapshot", Some(&token), body.as_bytes());
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let snapped = r.json();
         guids.push(common::zfs_prop(&format!("{}/tankd/services/svc-a@{snap}", a.pool), "guid"));
-        let body =
-            serde_json::json!({"snapshotId": format!("services/svc-a@{snap}"), "incremental": n > 0}).to_string();
-        assert_eq!(
-            call_as(&a, "POST", "/archives", Some(&other), body.as_bytes()).status,
-            401,
-            "svc-b archives svc-a's"
-        );
-        let r = call_as(&a, "POST", "/archives", Some(&token), body.as_bytes());
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let m = r.json();
+        let id = if n == 2 {
+            snapped["snapshots"][0]["tags"]["archiveId"].as_str().expect("archiveId in the tags").to_owned()
+        } else {
+            let body =
+                serde_json::json!({"snapshotId": format!("services/svc-a@{snap}"), "incremental": n > 0}).to_string();
+            assert_eq!(
+                call_as(&a, "POST", "/archives", Some(&other), body.as_bytes()).status,
+                401,
+                "svc-b archives svc-a's"
+            );
+            let r = call_as(&a, "POST", "/archives", Some(&token), body.as_bytes());
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            r.json()["id"].as_str().unwrap().to_owned()
+        };
+        let m = call_as(&a, "GET", &format!("/archives/{id}/manifest"), Some(&token), b"").json();
         assert_eq!(m["guid"], guids[n].as_str());
         assert_eq!(m["parentId"].as_str(), ids.last().map(String::as_str), "archive {n}'s base");
-        ids.push(m["id"].as_str().unwrap().to_owned());
+        ids.push(id);
     }
     let source_files = file_hashes(&data);
     assert_eq!(source_files.len(), 3, "{source_files:?}");

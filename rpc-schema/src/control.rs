@@ -108,6 +108,10 @@ pub struct VolumeList {
 pub struct VolumeSnapshotRequest {
     pub name: String,
     pub snapshot_name: String,
+    /// Also archive the snapshot (incremental on the newest archived one when there is
+    /// one); its id is in the answer's `tags.archiveId`.
+    #[serde(default)]
+    pub archive: bool,
 }
 
 /// One snapshot of one resource, in corestore's shape (`/resources/restore` takes these
@@ -162,6 +166,9 @@ pub struct VolumeName {
 pub struct ResourcesSnapshotRequest {
     pub service_id: String,
     pub snapshot_name: String,
+    /// Also archive each snapshot (as `VolumeSnapshotRequest::archive`).
+    #[serde(default)]
+    pub archive: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,6 +18,8 @@ pub mod routes;
 pub mod target;
 mod zfs_glue;
 
+pub use zfs_glue::Base;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -40,6 +42,8 @@ pub struct Archives {
     pub keys: Keys,
     targets: Arc<BTreeMap<String, Target>>,
     chunk_size: usize,
+    /// Archives kept per dataset (`archive_keep_last`); `None`: all.
+    pub keep_last: Option<usize>,
     /// One archive written at a time: each holds up to three chunks in memory and keeps
     /// both cores busy.
     writing: Arc<tokio::sync::Semaphore>,
@@ -79,6 +83,7 @@ impl Archives {
         let targets = config.archive_targets.iter().map(Target::open).collect::<Result<Vec<_>>>()?;
         let mut a = Archives::new(repo, keys, targets, pack::CHUNK_SIZE);
         a.backing = Some(backing.clone());
+        a.keep_last = config.archive_keep_last;
         Ok(a)
     }
 
@@ -104,6 +109,7 @@ impl Archives {
             keys,
             targets: Arc::new(targets.into_iter().map(|t| (t.name().to_owned(), t)).collect()),
             chunk_size,
+            keep_last: None,
             writing: Arc::new(tokio::sync::Semaphore::new(1)),
             running: Default::default(),
         }
@@ -170,11 +176,62 @@ impl Archives {
             tags: new.tags,
         };
         self.repo.put_manifest(&m)?;
+        match self.apply_retention(&m.dataset) {
+            Ok(gone) if !gone.is_empty() => tracing::info!(dataset = %m.dataset, deleted = ?gone, "archive retention"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(dataset = %m.dataset, error = %e, "archive retention failed; next archive retries")
+            }
+        }
         tracing::info!(
             archive = %m.id, dataset = %m.dataset, snapshot = %m.snapshot, objects = m.objects.len(),
             bytes = m.original_size, secs = started.elapsed().as_secs_f64(), "archive written"
         );
         Ok(m)
+    }
+
+    /// With `keep_last = n`: deletes the archives of `dataset` that are neither among its
+    /// newest n nor an archive one of those applies on. Returns the ids deleted.
+    pub fn apply_retention(&self, dataset: &str) -> Result<Vec<String>> {
+        let Some(n) = self.keep_last else { return Ok(Vec::new()) };
+        let all = self.repo.manifests()?;
+        let same: Vec<&Manifest> = all.iter().filter(|m| m.dataset == dataset).collect();
+        if same.len() <= n {
+            return Ok(Vec::new());
+        }
+        let by_id: std::collections::HashMap<&str, &Manifest> = all.iter().map(|m| (m.id.as_str(), m)).collect();
+        let mut keep = std::collections::HashSet::new();
+        for m in &same[same.len() - n..] {
+            let mut at = Some(*m);
+            while let Some(m) = at {
+                if !keep.insert(m.id.as_str()) {
+                    break;
+                }
+                at = m.parent_id.as_deref().and_then(|p| by_id.get(p).copied());
+            }
+        }
+        let mut deleted = Vec::new();
+        for m in same.iter().rev().filter(|m| !keep.contains(m.id.as_str())) {
+            self.repo.delete(&m.id)?;
+            deleted.push(m.id.clone());
+        }
+        Ok(deleted)
+    }
+
+    /// How many archives, from the full one, make up `m`'s chain here.
+    pub fn chain_len(&self, m: &Manifest) -> usize {
+        let mut n = 1;
+        let mut at = m.parent_id.clone();
+        while let Some(id) = at {
+            match self.repo.manifest(&id) {
+                Ok(p) if n < 100_000 => {
+                    n += 1;
+                    at = p.parent_id;
+                }
+                _ => break,
+            }
+        }
+        n
     }
 
     /// Archives that apply on `id` (incrementals made from it).
@@ -220,5 +277,43 @@ struct RunningGuard {
 impl Drop for RunningGuard {
     fn drop(&mut self) {
         self.set.lock().expect("not poisoned").remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn add(a: &Archives, guid: &str, parent: Option<&Manifest>) -> Manifest {
+        let new = NewArchive {
+            dataset: "services/s".into(),
+            snapshot: format!("snap{guid}"),
+            guid: guid.into(),
+            parent: parent.cloned(),
+            ..Default::default()
+        };
+        a.archive(new, std::io::Cursor::new(guid.as_bytes().to_vec())).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_the_newest_and_what_they_apply_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Archives::new(Repo::open(dir.path()).unwrap(), Keys::none(), Vec::new(), 1 << 20);
+        a.keep_last = Some(2);
+        let a1 = add(&a, "1", None).await;
+        let a2 = add(&a, "2", Some(&a1)).await;
+        assert_eq!(a.chain_len(&a2), 2);
+        let a3 = add(&a, "3", Some(&a2)).await;
+        let ids = |a: &Archives| a.repo.manifests().unwrap().into_iter().map(|m| m.id).collect::<Vec<_>>();
+        assert_eq!(ids(&a).len(), 3, "a chain: the newest two need the first");
+        let a4 = add(&a, "4", None).await;
+        let a5 = add(&a, "5", Some(&a4)).await;
+        let mut left = ids(&a);
+        left.sort();
+        let mut want = vec![a4.id.clone(), a5.id.clone()];
+        want.sort();
+        assert_eq!(left, want, "a new full chain lets the old one go");
+        assert!(a.repo.object_size(&a3.objects[0].sha256).is_none(), "with its objects");
+        assert!(a.repo.object_size(&a5.objects[0].sha256).is_some());
     }
 }

@@ -159,25 +159,26 @@ impl Repo {
         self.manifest_path(id).is_file()
     }
 
-    /// Every archive here, oldest first.
+    /// Every archive here, oldest first (by `createdAt`, then by when it was written here).
     pub fn manifests(&self) -> Result<Vec<Manifest>> {
         let dir = self.root.join("manifests");
         let mut out = Vec::new();
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(Error::os(format!("listing {}", dir.display()), e)),
         };
         for e in entries.flatten() {
             let name = e.file_name();
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
             match self.manifest(id) {
-                Ok(m) => out.push(m),
+                // Written here at: orders archives made within one second.
+                Ok(m) => out.push((e.metadata().and_then(|md| md.modified()).ok(), m)),
                 Err(err) => tracing::warn!(archive = id, error = %err, "unreadable manifest left alone"),
             }
         }
-        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(out)
+        out.sort_by(|(ta, a), (tb, b)| (a.created_at, ta, &a.id).cmp(&(b.created_at, tb, &b.id)));
+        Ok(out.into_iter().map(|(_, m)| m).collect())
     }
 
     /// Removes an archive: its manifest first (it stops existing), then the objects no

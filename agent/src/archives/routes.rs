@@ -27,6 +27,9 @@ use crate::wire::{ApiError, json};
 
 /// Largest object a client may upload: a chunk plus age's overhead, with room.
 pub const MAX_OBJECT_BYTES: usize = super::pack::CHUNK_SIZE + (1 << 20);
+/// Object uploads served at once (each is held in memory until its SHA-256 is checked);
+/// more wait.
+pub const MAX_OBJECT_UPLOADS: usize = 4;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -339,7 +342,8 @@ pub async fn create(State(c): State<Control>, headers: HeaderMap, bytes: Bytes) 
     if req.tags.len() > 32 || req.tags.iter().any(|(k, v)| k.len() > 128 || v.len() > 1024) {
         return Err(ApiError::from(Error::invalid("tags", "at most 32 tags, keys of 128 and values of 1024 bytes")));
     }
-    let m = c.archives.archive_snapshot(&c.zfs, &c.root, &snap, owner, req.incremental, req.tags).await?;
+    let base = if req.incremental { super::Base::Required } else { super::Base::Full };
+    let m = c.archives.archive_snapshot(&c.zfs, &c.root, &snap, owner, base, req.tags).await?;
     Ok(Json(m))
 }
 

@@ -14,6 +14,17 @@ use super::restore::RestorePlan;
 use super::{Archives, NewArchive};
 use crate::error::{Error, Result};
 
+/// What an archive of a snapshot applies on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// A full stream.
+    Full,
+    /// Incremental on the newest archived earlier snapshot; refused when there is none.
+    Required,
+    /// Incremental when there is such a snapshot, else full.
+    WhenPossible,
+}
+
 /// A `zfs send` stream read on a blocking thread. Its end includes `zfs send`'s exit:
 /// a send that failed part-way is a read error, so no manifest is written for it.
 struct SendReader {
@@ -34,15 +45,15 @@ impl Read for SendReader {
 }
 
 impl Archives {
-    /// Archives `snap` (a snapshot under `root`): incremental when `incremental` and an
-    /// earlier snapshot of the dataset has an archive here, else full.
+    /// Archives `snap` (a snapshot under `root`): full, or incremental on the newest
+    /// earlier snapshot of the dataset that has an archive here, as `base` says.
     pub async fn archive_snapshot(
         &self,
         zfs: &Zfs,
         root: &DatasetName,
         snap: &SnapshotName,
         service: Option<String>,
-        incremental: bool,
+        base: Base,
         tags: std::collections::BTreeMap<String, String>,
     ) -> Result<Manifest> {
         self.ready().await?;
@@ -59,10 +70,10 @@ impl Archives {
             .find(|s| s.name == snap.as_str())
             .ok_or_else(|| Error::not_found(format!("no snapshot {snap}")).with_field("snapshotId"))?;
         let (guid, txg) = (this.guid.unwrap_or(0).to_string(), this.createtxg.unwrap_or(0));
-        let parent = if incremental {
+        let parent = if base != Base::Full {
             // The newest earlier snapshot of this dataset that has an archive here.
             let archived = self.repo.manifests()?;
-            let base = snaps
+            let found = snaps
                 .iter()
                 .filter(|s| s.createtxg.unwrap_or(0) < txg)
                 .filter_map(|s| {
@@ -70,10 +81,19 @@ impl Archives {
                     archived.iter().find(|m| m.dataset == relative && m.guid == g).map(|m| (s, m))
                 })
                 .max_by_key(|(s, _)| s.createtxg);
-            match base {
+            // With retention, a chain as long as what is kept starts over with a full
+            // archive: otherwise every archive would depend on the first and none
+            // could ever go.
+            match found {
+                Some((_, m))
+                    if base == Base::WhenPossible && self.keep_last.is_some_and(|n| self.chain_len(m) >= n) =>
+                {
+                    None
+                }
                 Some((s, m)) => {
                     Some((s.name.parse::<SnapshotName>().map_err(|e| Error::internal(e.to_string()))?, m.clone()))
                 }
+                None if base == Base::WhenPossible => None,
                 None => {
                     return Err(Error::conflict(format!(
                         "no earlier snapshot of {dataset} has an archive here to apply on: archive without incremental first"
@@ -85,7 +105,7 @@ impl Archives {
             None
         };
         let mut args = match &parent {
-            Some((base, _)) => SendArgs::incremental(snap.clone(), SendFrom::Snapshot(base.clone()))?,
+            Some((from, _)) => SendArgs::incremental(snap.clone(), SendFrom::Snapshot(from.clone()))?,
             None => SendArgs::full(snap.clone()),
         };
         args.compressed = true;

@@ -160,7 +160,11 @@ pub fn routes(control: Control) -> Router {
             "/archives/{id}/objects/{sha256}",
             get(archives::get_object)
                 .put(archives::put_object)
-                .layer(axum::extract::DefaultBodyLimit::max(archives::MAX_OBJECT_BYTES)),
+                .layer::<_, std::convert::Infallible>(axum::extract::DefaultBodyLimit::max(archives::MAX_OBJECT_BYTES))
+                // Each upload is held in memory (33 MiB at most) until checked: a few at once.
+                .layer::<_, std::convert::Infallible>(tower::limit::ConcurrencyLimitLayer::new(
+                    archives::MAX_OBJECT_UPLOADS,
+                )),
         )
         .route("/archives/{id}/replicate", post(archives::replicate))
         .route("/archives/{id}/complete", post(archives::complete));

@@ -51,6 +51,22 @@ async fn describe(c: &Control, snap: &SnapshotName, capability: &str, resource: 
     })
 }
 
+/// Archives a snapshot just taken (`archive: true`): incremental on the dataset's newest
+/// archived snapshot when there is one; the archive's id goes into the answer's tags.
+async fn archive_into(
+    c: &Control,
+    snap: &SnapshotName,
+    owner: Option<String>,
+    out: &mut ResourceSnapshot,
+) -> Result<()> {
+    let m = c
+        .archives
+        .archive_snapshot(&c.zfs, &c.root, snap, owner, crate::archives::Base::WhenPossible, BTreeMap::new())
+        .await?;
+    out.tags.insert("archiveId".to_owned(), m.id);
+    Ok(())
+}
+
 /// A `{name, snapshotName}` body checked, its caller allowed: the volume's dataset and
 /// the snapshot named.
 async fn volume_snapshot_request(
@@ -91,7 +107,12 @@ pub async fn snapshot_volume(
     };
     check_snapshot_room(&c, &req.name, &counted, 1).await?;
     c.zfs.snapshot(std::slice::from_ref(&snap), false, &[]).await?;
-    Ok(Json(describe(&c, &snap, "volume", &req.name).await?))
+    let mut out = describe(&c, &snap, "volume", &req.name).await?;
+    if req.archive {
+        let owner = c.volumes.owner(&req.name).await?;
+        archive_into(&c, &snap, owner, &mut out).await?;
+    }
+    Ok(Json(out))
 }
 
 /// Refuse (429) a request that would take `whose` past `max_service_snapshots`,
@@ -276,7 +297,11 @@ pub async fn snapshot_resources(
     c.zfs.snapshot(&snaps, false, &[]).await?;
     let mut out = Vec::new();
     for ((_, capability, resource), snap) in resources.iter().zip(&snaps) {
-        out.push(describe(&c, snap, capability, resource).await?);
+        let mut described = describe(&c, snap, capability, resource).await?;
+        if req.archive {
+            archive_into(&c, snap, Some(req.service_id.clone()), &mut described).await?;
+        }
+        out.push(described);
     }
     Ok(Json(ResourcesSnapshotResponse { service_id: req.service_id, snapshots: out }))
 }
