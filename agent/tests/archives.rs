@@ -49,6 +49,13 @@ impl Drop for Moto {
     }
 }
 
+/// A tankd on this host (zfs = false), not started.
+fn host_agent(tag: &str) -> Agent {
+    let mut a = Agent::new(tag);
+    a.extra_env.push(("TANKD_ZFS".into(), "false".into()));
+    a
+}
+
 fn secret_file(dir: &Path, name: &str, secret: &str) -> PathBuf {
     let path = dir.join(name);
     tankd::secrets::write_private(&path, secret).unwrap();
@@ -73,7 +80,7 @@ fn node(dir: &Path, passphrase: Option<&str>, targets: &[TargetConfig], chunk: u
         Some(p) => Keys::load_or_create(dir, p).unwrap(),
         None => Keys::none(),
     };
-    let targets = targets.iter().map(|t| Target::open(t).unwrap()).collect();
+    let targets = targets.iter().map(|t| Target::open(t, dir).unwrap()).collect();
     Archives::new(Repo::open(&dir.join("archives")).unwrap(), keys, targets, chunk)
 }
 
@@ -120,8 +127,7 @@ async fn archives_leave_the_node_and_come_back() {
     let moto = Moto::start("backups");
 
     // tankd's own S3 endpoint as the second target: a service's bucket and keys.
-    let mut s3 = Agent::new("arch");
-    s3.extra_env.push(("TANKD_ZFS".into(), "false".into()));
+    let mut s3 = host_agent("arch");
     s3.start();
     let env = provision_env(&s3, "vault", &["objectstorage"]);
     let tankd_target = TargetConfig::S3 {
@@ -162,7 +168,7 @@ async fn archives_leave_the_node_and_come_back() {
 
     // The age CLI opens an object with the node's identity file: the format is age's.
     let o = &m1.objects[1];
-    let moto_t = Target::open(&targets[0]).unwrap();
+    let moto_t = Target::open(&targets[0], tmp.path()).unwrap();
     let stored = moto_t.get_bytes(&format!("objects/{}", o.sha256), 1 << 30).await.unwrap().unwrap();
     assert_eq!(hex(&Sha256::digest(&stored)), o.sha256);
     let obj = tmp.path().join("object.age");
@@ -238,8 +244,7 @@ fn hex(bytes: &[u8]) -> String {
 async fn archive_routes_refuse_others_and_replication_resumes_after_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
     let moto = Moto::start("backups");
-    let mut agent = Agent::new("archr");
-    agent.extra_env.push(("TANKD_ZFS".into(), "false".into()));
+    let mut agent = host_agent("archr");
     agent.extra_env.push(("TANKD_ARCHIVE_PASSPHRASE".into(), PASSPHRASE.into()));
     let target = moto_target(tmp.path(), &moto, "offsite", "resume");
     let TargetConfig::S3 { secret_key_file, endpoint, .. } = &target else { unreachable!() };
@@ -326,7 +331,7 @@ async fn archive_routes_refuse_others_and_replication_resumes_after_kill_9() {
         r#"{"target":"offsite"}"#,
     );
     agent.extra_env.retain(|(k, _)| k != "TANKD_FAULT_AFTER");
-    let t = Target::open(&target).unwrap();
+    let t = Target::open(&target, tmp.path()).unwrap();
     let mut present = 0;
     for o in &m.objects {
         if t.stat(&format!("objects/{}", o.sha256)).await.unwrap().is_some() {
@@ -506,15 +511,15 @@ fn s3_target_toml(dir: &Path, port: u16, env: &std::collections::BTreeMap<String
 fn snapshots_archived_replicated_and_restored_on_another_pool() {
     let tmp = tempfile::tempdir().unwrap();
     // Node B: the S3 target (a service's bucket), later the node that restores.
+    // No passphrase: the crypto is the host tier's; here the dataset glue is tested, and
+    // scrypt's pinned work factor costs tens of seconds under TCG.
     let mut b = Agent::new("arcb");
-    b.extra_env.push(("TANKD_ARCHIVE_PASSPHRASE".into(), PASSPHRASE.into()));
     b.start();
     let vault = provision_env(&b, "vault", &["objectstorage"]);
     let target = s3_target_toml(tmp.path(), b.s3_port, &vault);
 
     // Node A: the source.
     let mut a = Agent::new("arca");
-    a.extra_env.push(("TANKD_ARCHIVE_PASSPHRASE".into(), PASSPHRASE.into()));
     a.config = Some(target.clone());
     a.start();
     let env = provision_env(&a, "svc-a", &["filesystem"]);
@@ -562,7 +567,7 @@ fn snapshots_archived_replicated_and_restored_on_another_pool() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["archives"], serde_json::json!(ids));
 
-    // Node B, with the target configured and only the passphrase in common, restores.
+    // Node B, with the target configured, restores.
     b.stop();
     b.config = Some(target);
     b.start();

@@ -114,6 +114,11 @@ impl Manifest {
         Ok(())
     }
 
+    /// The entry of object `sha256`, if this archive has it.
+    pub fn object(&self, sha256: &str) -> Option<&ObjectEntry> {
+        self.objects.iter().find(|o| o.sha256 == sha256)
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a manifest serializes")
     }

@@ -80,7 +80,8 @@ impl Archives {
                 Keys::none()
             }
         };
-        let targets = config.archive_targets.iter().map(Target::open).collect::<Result<Vec<_>>>()?;
+        let targets =
+            config.archive_targets.iter().map(|t| Target::open(t, &config.data_dir)).collect::<Result<Vec<_>>>()?;
         let mut a = Archives::new(repo, keys, targets, pack::CHUNK_SIZE);
         a.backing = Some(backing.clone());
         a.keep_last = config.archive_keep_last;

@@ -132,11 +132,7 @@ pub async fn get_object(
     c.archives.ready().await?;
     let m = reachable(&c, &caller, &id)?;
     manifest::check_sha256("sha256", &sha)?;
-    let o = m
-        .objects
-        .iter()
-        .find(|o| o.sha256 == sha)
-        .ok_or_else(|| Error::not_found(format!("archive {id} has no object {sha}")))?;
+    let o = m.object(&sha).ok_or_else(|| Error::not_found(format!("archive {id} has no object {sha}")))?;
     let path = c.archives.repo.object_path(&sha);
     let file = tokio::fs::File::open(&path).await.map_err(|e| Error::not_found(format!("object {sha}: {e}")))?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
@@ -256,11 +252,7 @@ pub async fn put_object(
     c.archives.ready().await?;
     let m = pending(&c, &caller, &id)?;
     manifest::check_sha256("sha256", &sha)?;
-    let o = m
-        .objects
-        .iter()
-        .find(|o| o.sha256 == sha)
-        .ok_or_else(|| Error::invalid("sha256", format!("archive {id} names no object {sha}")))?;
+    let o = m.object(&sha).ok_or_else(|| Error::invalid("sha256", format!("archive {id} names no object {sha}")))?;
     if bytes.len() as u64 != o.stored_size || hex::encode(Sha256::digest(&bytes)) != sha {
         return Err(ApiError::from(Error::invalid(
             "body",

@@ -128,11 +128,12 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn open(config: &TargetConfig) -> Result<Target> {
+    /// Opens a configured target; `data_dir` is where a target keeps its private files.
+    pub fn open(config: &TargetConfig, data_dir: &Path) -> Result<Target> {
         config.check().map_err(|e| Error::invalid("archive_targets", e))?;
         match config {
             TargetConfig::S3 { .. } => Ok(Target::S3(S3Target::open(config)?)),
-            TargetConfig::Smb { .. } => Ok(Target::Smb(SmbTarget::open(config)?)),
+            TargetConfig::Smb { .. } => Ok(Target::Smb(SmbTarget::open(config, data_dir)?)),
         }
     }
 

@@ -139,53 +139,38 @@ impl S3Target {
         }
     }
 
-    pub async fn get_file(&self, key: &str, dest: &Path, max: u64) -> Result<Option<u64>> {
-        let Some(resp) = self.get(key).await? else { return Ok(None) };
-        let mut out =
-            tokio::fs::File::create(dest).await.map_err(|e| Error::os(format!("creating {}", dest.display()), e))?;
-        let mut stream = resp.bytes_stream();
-        let mut n = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.fail("GET", key, e))?;
-            n += chunk.len() as u64;
-            if n > max {
-                return Err(self.fail("GET", key, format!("larger than the {max} bytes expected")));
-            }
-            out.write_all(&chunk).await.map_err(|e| Error::os(format!("writing {}", dest.display()), e))?;
-        }
-        out.sync_data().await.map_err(|e| Error::os(format!("syncing {}", dest.display()), e))?;
-        Ok(Some(n))
-    }
-
-    /// Size and SHA-256 of `key` as the target serves it (read, not trusted from a header).
-    pub async fn read_back(&self, key: &str, max: u64) -> Result<Option<(u64, String)>> {
-        use sha2::Digest;
-        let Some(resp) = self.get(key).await? else { return Ok(None) };
-        let mut stream = resp.bytes_stream();
-        let mut hasher = sha2::Sha256::new();
-        let mut n = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.fail("GET", key, e))?;
-            n += chunk.len() as u64;
-            if n > max {
-                return Err(self.fail("GET", key, format!("larger than the {max} bytes expected")));
-            }
-            hasher.update(&chunk);
-        }
-        Ok(Some((n, hex::encode(hasher.finalize()))))
-    }
-
-    pub async fn get_bytes(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>> {
+    /// The whole object, at most `max` bytes (objects are at most a chunk, manifests a
+    /// few MiB: held in memory, bounded).
+    async fn get_bounded(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>> {
         let Some(resp) = self.get(key).await? else { return Ok(None) };
         let mut stream = resp.bytes_stream();
         let mut out = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.fail("GET", key, e))?;
-            if out.len() + chunk.len() > max {
-                return Err(self.fail("GET", key, format!("larger than {max} bytes")));
+            if (out.len() + chunk.len()) as u64 > max {
+                return Err(self.fail("GET", key, format!("larger than the {max} bytes expected")));
             }
             out.extend_from_slice(&chunk);
         }
         Ok(Some(out))
+    }
+
+    pub async fn get_file(&self, key: &str, dest: &Path, max: u64) -> Result<Option<u64>> {
+        let Some(bytes) = self.get_bounded(key, max).await? else { return Ok(None) };
+        let mut out =
+            tokio::fs::File::create(dest).await.map_err(|e| Error::os(format!("creating {}", dest.display()), e))?;
+        out.write_all(&bytes).await.map_err(|e| Error::os(format!("writing {}", dest.display()), e))?;
+        out.sync_data().await.map_err(|e| Error::os(format!("syncing {}", dest.display()), e))?;
+        Ok(Some(bytes.len() as u64))
+    }
+
+    /// Size and SHA-256 of `key` as the target serves it (read, not trusted from a header).
+    pub async fn read_back(&self, key: &str, max: u64) -> Result<Option<(u64, String)>> {
+        use sha2::Digest;
+        Ok(self.get_bounded(key, max).await?.map(|b| (b.len() as u64, hex::encode(sha2::Sha256::digest(&b)))))
+    }
+
+    pub async fn get_bytes(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>> {
+        self.get_bounded(key, max as u64).await
     }
 }

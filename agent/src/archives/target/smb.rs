@@ -23,6 +23,9 @@ pub struct SmbTarget {
     port: u16,
     path: String,
     auth: Arc<AuthFile>,
+    /// Where objects read back and small files are staged (the repository's `tmp/`,
+    /// which a start empties).
+    scratch: PathBuf,
 }
 
 /// The credentials file smbclient reads; removed when the target goes.
@@ -37,7 +40,9 @@ impl Drop for AuthFile {
 }
 
 impl SmbTarget {
-    pub fn open(config: &TargetConfig) -> Result<SmbTarget> {
+    /// `data_dir` holds the target's authentication file (0600, rewritten at each start)
+    /// and, under `archives/tmp`, its scratch files.
+    pub fn open(config: &TargetConfig, data_dir: &Path) -> Result<SmbTarget> {
         let TargetConfig::Smb { name, host, port, share, path, user, domain, password_file } = config else {
             unreachable!("an SMB target's config");
         };
@@ -47,10 +52,7 @@ impl SmbTarget {
         if let Some(d) = domain {
             text.push_str(&format!("domain = {d}\n"));
         }
-        let file = std::env::temp_dir().join(format!(
-            "tankd-smb-{name}-{}",
-            hex::encode(crate::crypto::random_bytes::<6>().map_err(|e| Error::os("random bytes", e))?)
-        ));
+        let file = data_dir.join(format!("archive-target-{name}.auth"));
         crate::secrets::write_private(&file, text.trim_end())
             .map_err(|e| Error::os(format!("target {name}: writing its authentication file"), e))?;
         Ok(SmbTarget {
@@ -59,6 +61,7 @@ impl SmbTarget {
             port: *port,
             path: path.trim_matches('/').to_owned(),
             auth: Arc::new(AuthFile { path: file }),
+            scratch: data_dir.join("archives").join("tmp"),
         })
     }
 
@@ -158,7 +161,9 @@ impl SmbTarget {
 
     fn scratch(&self) -> Result<PathBuf> {
         let bytes = crate::crypto::random_bytes::<8>().map_err(|e| Error::os("random bytes", e))?;
-        Ok(std::env::temp_dir().join(format!("tankd-smb-{}", hex::encode(bytes))))
+        std::fs::create_dir_all(&self.scratch)
+            .map_err(|e| Error::os(format!("making {}", self.scratch.display()), e))?;
+        Ok(self.scratch.join(format!("smb-{}", hex::encode(bytes))))
     }
 
     pub async fn read_back(&self, key: &str, max: u64) -> Result<Option<(u64, String)>> {
