@@ -47,6 +47,9 @@ pub struct Manifest {
     pub stored_size: u64,
     /// Seconds since the epoch.
     pub created_at: u64,
+    /// Nanoseconds since the epoch: orders archives made within one second.
+    #[serde(default)]
+    pub created_at_nanos: u128,
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, String>,
 }
@@ -180,6 +183,7 @@ mod tests {
             original_size: 9,
             stored_size: 10,
             created_at: 1,
+            created_at_nanos: 1_000_000_000,
             tags: Default::default(),
         }
     }

@@ -151,6 +151,7 @@ impl Archives {
         let recipient = self.keys.recipient();
         let started = std::time::Instant::now();
         let mut written = Vec::new();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let packed = match pack::pack(&mut input, self.chunk_size, recipient.as_ref(), &self.repo, &mut written) {
             Ok(p) => p,
             Err(e) => {
@@ -173,7 +174,8 @@ impl Archives {
             objects: packed.objects,
             original_size: packed.original_size,
             stored_size: packed.stored_size,
-            created_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            created_at: now.as_secs(),
+            created_at_nanos: now.as_nanos(),
             tags: new.tags,
         };
         self.repo.put_manifest(&m)?;

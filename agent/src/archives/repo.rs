@@ -159,7 +159,8 @@ impl Repo {
         self.manifest_path(id).is_file()
     }
 
-    /// Every archive here, oldest first (by `createdAt`, then by when it was written here).
+    /// Every archive here, oldest first (by `createdAt`, `createdAtNanos`, then by when it
+    /// was written here).
     pub fn manifests(&self) -> Result<Vec<Manifest>> {
         let dir = self.root.join("manifests");
         let mut out = Vec::new();
@@ -177,7 +178,9 @@ impl Repo {
                 Err(err) => tracing::warn!(archive = id, error = %err, "unreadable manifest left alone"),
             }
         }
-        out.sort_by(|(ta, a), (tb, b)| (a.created_at, ta, &a.id).cmp(&(b.created_at, tb, &b.id)));
+        out.sort_by(|(ta, a), (tb, b)| {
+            (a.created_at, a.created_at_nanos, ta, &a.id).cmp(&(b.created_at, b.created_at_nanos, tb, &b.id))
+        });
         Ok(out.into_iter().map(|(_, m)| m).collect())
     }
 
