@@ -313,10 +313,21 @@ async fn archive_routes_refuse_others_and_replication_resumes_after_kill_9() {
             );
         }
     }
-    let listed = call_as(&agent, "GET", "/archives", Some(&svc_b), b"").json();
+    let listed = call_as(&agent, "GET", "/archives?serviceId=svc-b", Some(&svc_b), b"").json();
     assert_eq!(listed["archives"].as_array().unwrap().len(), 0, "svc-b sees none of svc-a's: {listed}");
-    let listed = call_as(&agent, "GET", "/archives", Some(&svc_a), b"").json();
+    for (path, token, what) in [
+        ("/archives", &svc_a, "a service token without its service"),
+        ("/archives?serviceId=svc-a", &svc_b, "another service's token"),
+        ("/archives?serviceId=svc-a", &"nonsense".to_owned(), "a wrong token"),
+    ] {
+        assert_eq!(call_as(&agent, "GET", path, Some(token), b"").status, 401, "GET {path} with {what}");
+    }
+    assert_eq!(call_as(&agent, "GET", "/archives?serviceId=-x", Some(&agent.token), b"").status, 400);
+    let listed = call_as(&agent, "GET", "/archives?serviceId=svc-a", Some(&svc_a), b"").json();
     assert_eq!(listed["archives"][0]["id"], id.as_str());
+    assert_eq!(listed["targets"], serde_json::json!(["offsite"]));
+    let all = call_as(&agent, "GET", "/archives", Some(&agent.token), b"").json();
+    assert_eq!(all["archives"].as_array().unwrap().len(), 1);
     let r = call_as(&agent, "GET", &format!("/archives/{id}/objects/{o}"), Some(&svc_a), b"");
     assert_eq!(hex(&Sha256::digest(&r.body)), *o);
     assert_eq!(call_as(&agent, "GET", "/archives/..%2Fx/manifest", Some(&agent.token), b"").status, 400);

@@ -2,7 +2,7 @@
 //!
 //! | route | who |
 //! |---|---|
-//! | `GET /archives` | the node's token (all), a service's (its own) |
+//! | `GET /archives[?serviceId=]` | the node's token (all, or one service's), a service's (its own, naming itself) |
 //! | `GET /archives/{id}/manifest`, `GET /archives/{id}/objects/{sha256}` | node, or the owning service |
 //! | `DELETE /archives/{id}[?force=true]` | node, or the owning service |
 //! | `POST /archives/{id}/replicate {target}` | node, or the owning service |
@@ -89,26 +89,40 @@ fn reachable(c: &Control, caller: &Caller, id: &str) -> Result<Manifest> {
     }
 }
 
-/// `GET /archives`: the node's token sees every archive, a service's its own.
-pub async fn list(State(c): State<Control>, headers: HeaderMap) -> Result<Json<ArchiveList>, ApiError> {
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    service_id: Option<String>,
+}
+
+/// `GET /archives[?serviceId=<svc>]`: the node's token sees every archive (or one
+/// service's); a service's token names its service and sees its own. A token that is
+/// neither gets 401, as no token does: it is told nothing, not even the target names.
+pub async fn list(
+    State(c): State<Control>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ArchiveList>, ApiError> {
     let caller = c.token_caller(&headers)?;
+    if let Some(svc) = &q.service_id {
+        crate::docker::store::check_name("serviceId", svc)?;
+    }
+    if !matches!(caller, Caller::Admin) {
+        let Some(svc) = q.service_id.as_deref() else {
+            return Err(ApiError::from(Error::unauthorized()));
+        };
+        c.require_service(&caller, Some(svc))?;
+    }
     c.archives.ready().await?;
-    let all = c.archives.repo.manifests()?;
-    let archives = match &caller {
-        Caller::Admin => all.iter().map(ArchiveSummary::from).collect(),
-        _ => {
-            let own: Vec<_> = all
-                .iter()
-                .filter(|m| c.require_service(&caller, m.service.as_deref()).is_ok())
-                .map(ArchiveSummary::from)
-                .collect();
-            if own.is_empty() && all.iter().all(|m| m.service.is_none()) && !all.is_empty() {
-                // A bearer that owns nothing here is not told what the node holds.
-                return Err(ApiError::from(Error::unauthorized()));
-            }
-            own
-        }
-    };
+    let archives = c
+        .archives
+        .repo
+        .manifests()?
+        .iter()
+        .filter(|m| q.service_id.is_none() || m.service == q.service_id)
+        .map(ArchiveSummary::from)
+        .collect();
     Ok(Json(ArchiveList { archives, targets: c.archives.target_names() }))
 }
 

@@ -170,7 +170,9 @@ impl Agent {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = self.command().stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Under TCG a start runs a dozen zfs commands of 1-2 s each, and 5 s each when the
+        // host is loaded (seen in a cold run): three minutes, not one.
+        let deadline = Instant::now() + Duration::from_secs(180);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("tankd exited early ({status}):\n{}", self.log_text());
@@ -188,7 +190,7 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("tankd did not listen within 60 s:\n{}", self.log_text());
+        panic!("tankd did not listen within 180 s:\n{}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {
