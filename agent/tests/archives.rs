@@ -469,16 +469,9 @@ async fn archives_replicate_to_samba_and_come_back() {
     assert_eq!(restored(&b, &plan), vec![full, incr]);
 
     // A wrong SMB password is a clear error naming the target, not the password.
-    let wrong = TargetConfig::Smb {
-        name: "nas".into(),
-        host: "127.0.0.1".into(),
-        port: smbd.port,
-        share: "backups".into(),
-        path: "tankd/node-a".into(),
-        user: "root".into(),
-        domain: None,
-        password_file: secret_file(tmp.path(), "wrong.secret", "not-the-password"),
-    };
+    let mut wrong = target.clone();
+    let TargetConfig::Smb { password_file, .. } = &mut wrong else { unreachable!() };
+    *password_file = secret_file(tmp.path(), "wrong.secret", "not-the-password");
     let c = node(&tmp.path().join("node-c"), Some(PASSPHRASE), &[wrong], 128 << 10);
     let err = c.prepare_restore(&m2.id, Some("nas")).await.err().expect("a wrong SMB password is refused");
     assert!(err.message.contains("nas") && !err.message.contains("not-the-password"), "{err}");
