@@ -202,16 +202,9 @@ impl Backing {
                 let parent = path.parent().expect("under the data dir");
                 make_private_dir(parent)
                     .map_err(|e| Error::os(format!("database directory {}", parent.display()), e))?;
-                if !zfs.exists(&ds).await? {
-                    let mut props: Vec<(String, String)> =
-                        DB_PROPS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-                    props.push(("mountpoint".to_owned(), path.display().to_string()));
-                    zfs.create_filesystem(&ds, false, &props).await?;
+                if ensure_mounted(zfs, &ds, DB_PROPS, &path, false).await? {
                     tracing::info!(service, dataset = %ds, "database dataset created");
-                } else {
-                    zfs.mount(&ds).await?;
                 }
-                restrict(&path)?;
             }
             Backing::Dirs { .. } => {
                 make_private_dir(&path).map_err(|e| Error::os(format!("database directory {}", path.display()), e))?;
@@ -232,16 +225,9 @@ impl Backing {
         match self {
             Backing::Datasets { zfs, root, .. } => {
                 let ds = root.join("archives").map_err(|e| Error::internal(e.reason))?;
-                if !zfs.exists(&ds).await? {
-                    let mut props: Vec<(String, String)> =
-                        ARCHIVE_PROPS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-                    props.push(("mountpoint".to_owned(), path.display().to_string()));
-                    zfs.create_filesystem(&ds, true, &props).await?;
+                if ensure_mounted(zfs, &ds, ARCHIVE_PROPS, &path, true).await? {
                     tracing::info!(dataset = %ds, "archive repository dataset created");
-                } else {
-                    zfs.mount(&ds).await?;
                 }
-                restrict(&path)?;
             }
             Backing::Dirs { .. } => {
                 make_private_dir(&path).map_err(|e| Error::os(format!("archive directory {}", path.display()), e))?;
@@ -371,7 +357,29 @@ fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
 fn restrict(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::os(format!("database directory {}", path.display()), e))
+        .map_err(|e| Error::os(format!("directory {}", path.display()), e))
+}
+
+/// Creates `ds` with `props`, mounted at `path`, or mounts it when it exists; the mount
+/// point is then root's only. True when it was created now.
+async fn ensure_mounted(
+    zfs: &Zfs,
+    ds: &DatasetName,
+    props: &[(&str, &str)],
+    path: &Path,
+    parents: bool,
+) -> Result<bool> {
+    let created = if zfs.exists(ds).await? {
+        zfs.mount(ds).await?;
+        false
+    } else {
+        let mut props: Vec<(String, String)> = props.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        props.push(("mountpoint".to_owned(), path.display().to_string()));
+        zfs.create_filesystem(ds, parents, &props).await?;
+        true
+    };
+    restrict(path)?;
+    Ok(created)
 }
 
 /// `mkdir -p` with the last levels 0700: tenants' data is root's only.
