@@ -242,12 +242,10 @@ impl Backing {
         match self {
             Backing::Datasets { zfs, root, .. } => {
                 let services = root.join("services").map_err(|e| Error::internal(e.reason))?;
-                if !zfs.exists(&services).await? {
-                    return Ok(out);
-                }
                 let q = ListQuery::recursive(services.clone(), DatasetType::Filesystem, &[])
                     .depth(zfs_sys_shim::Depth::Max(2));
-                for d in zfs.list(&q).await? {
+                // No services dataset yet: no databases (one command, not a probe and a list).
+                for d in zfs.list_if_exists(&q).await? {
                     let Some(rest) = d.name.strip_prefix(&format!("{services}/")) else { continue };
                     if let Some((service, "db")) = rest.split_once('/') {
                         let ds: DatasetName =
@@ -301,11 +299,8 @@ impl Backing {
         match self {
             Backing::Datasets { zfs, root, .. } => {
                 let services = root.join("services").map_err(|e| Error::internal(e.reason))?;
-                if !zfs.exists(&services).await? {
-                    return Ok(out);
-                }
                 let q = ListQuery::recursive(services.clone(), DatasetType::Filesystem, &[]);
-                for d in zfs.list(&q).await? {
+                for d in zfs.list_if_exists(&q).await? {
                     let Some(rest) = d.name.strip_prefix(&format!("{services}/")) else { continue };
                     let parts: Vec<&str> = rest.split('/').collect();
                     if let [service, "s3", bucket] = parts[..] {

@@ -58,23 +58,33 @@ async fn start_control(
     master_secret: Option<String>,
 ) -> Result<control::Control, Box<dyn std::error::Error>> {
     let root = config.dataset_root.clone();
-    let volumes = if config.zfs {
+    // A restore the last run left half-done is settled first: it may swap the datasets
+    // that the volumes, buckets and databases below are read from.
+    if config.zfs {
         docker::restore::recover(zfs, &root)
             .await
             .map_err(|e| format!("restores left by the last run: {}", e.message))?;
-        docker::VolumeStore::start(zfs.clone(), root.clone()).await?
-    } else {
-        docker::VolumeStore::off(zfs.clone(), root.clone())
-    };
+    }
     let secret = control::MasterSecret::load_or_create(&config.data_dir, master_secret.as_deref())?;
     let backing = backing::Backing::new(config, zfs);
-    let s3 = s3::S3::start(config, backing.clone(), secret.clone())
-        .await
-        .map_err(|e| format!("S3 buckets: {}", e.message))?;
-    let db = db::Db::start(config, backing.clone(), secret.clone())
-        .await
-        .map_err(|e| format!("databases: {}", e.message))?;
-    let archives = archives::Archives::start(config, &backing).await.map_err(|e| format!("archives: {}", e.message))?;
+    // Then each capability reads its own datasets, at once: under a slow `zfs` (a second
+    // or more per command in the test VM) a start costs the longest of them, not the sum.
+    let volumes = async {
+        if config.zfs {
+            docker::VolumeStore::start(zfs.clone(), root.clone()).await.map_err(|e| e.to_string())
+        } else {
+            Ok(docker::VolumeStore::off(zfs.clone(), root.clone()))
+        }
+    };
+    let s3 = async {
+        s3::S3::start(config, backing.clone(), secret.clone()).await.map_err(|e| format!("S3 buckets: {}", e.message))
+    };
+    let db = async {
+        db::Db::start(config, backing.clone(), secret.clone()).await.map_err(|e| format!("databases: {}", e.message))
+    };
+    let archives =
+        async { archives::Archives::start(config, &backing).await.map_err(|e| format!("archives: {}", e.message)) };
+    let (volumes, s3, db, archives) = tokio::try_join!(volumes, s3, db, archives)?;
     let port = config.control_listen.first().map_or(3000, |a| a.port());
     Ok(control::Control {
         zfs_on: config.zfs,
@@ -100,23 +110,32 @@ pub async fn assemble(
     master_secret: Option<String>,
 ) -> Result<state::AppState, Box<dyn std::error::Error>> {
     let store = store::Store::new(&config, zfs.clone());
-    if config.zfs {
-        images::recover(&store).await?;
-        match streams::release_leftover_holds(&zfs, &config.dataset_root).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(released = n, "released stream holds left by the last run"),
-            Err(e) => tracing::warn!(error = %e, "could not check for stream holds left by the last run"),
+    // The capabilities recover independently of each other, so at once (see start_control).
+    let images = async {
+        if config.zfs {
+            images::recover(&store).await.map_err(|e| e.to_string())?;
+            match streams::release_leftover_holds(&zfs, &config.dataset_root).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(released = n, "released stream holds left by the last run"),
+                Err(e) => tracing::warn!(error = %e, "could not check for stream holds left by the last run"),
+            }
         }
-    }
-    let imageapi = imageapi::start(imageapi::env(&config, config.zfs.then(|| zfs.clone())))
-        .await
-        .map_err(|e| format!("imageapi state: {e}"))?;
-    let net_policy = containers::netpolicy::NetPolicy::new(&config.container_networks, &config.container_bridges)
-        .map_err(|e| format!("configuration container_networks: {e}"))?;
-    let containers = containers::Containers::start_service(&config.data_dir, imageapi.clone(), net_policy)
-        .await
-        .map_err(|e| format!("container state: {e}"))?;
-    let control = Some(start_control(&config, &zfs, master_secret).await?);
+        Ok::<_, String>(())
+    };
+    let imageapi_and_containers = async {
+        let imageapi = imageapi::start(imageapi::env(&config, config.zfs.then(|| zfs.clone())))
+            .await
+            .map_err(|e| format!("imageapi state: {e}"))?;
+        let net_policy = containers::netpolicy::NetPolicy::new(&config.container_networks, &config.container_bridges)
+            .map_err(|e| format!("configuration container_networks: {e}"))?;
+        let containers = containers::Containers::start_service(&config.data_dir, imageapi.clone(), net_policy)
+            .await
+            .map_err(|e| format!("container state: {e}"))?;
+        Ok::<_, String>((imageapi, containers))
+    };
+    let control = async { start_control(&config, &zfs, master_secret).await.map_err(|e| e.to_string()) };
+    let ((), (imageapi, containers), control) = tokio::try_join!(images, imageapi_and_containers, control)?;
+    let control = Some(control);
     let streams =
         streams::Streams::new(zfs.clone(), config.dataset_root.clone(), config.max_streams, config.stream_idle_timeout);
     Ok(state::AppState {

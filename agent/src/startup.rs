@@ -64,12 +64,14 @@ pub fn check_root() -> Result<(), StartupError> {
 pub async fn prepare_storage(config: &Config) -> Result<Zfs, StartupError> {
     let pool_root: DatasetName = config.pool.as_str().parse().expect("a pool name is a dataset name");
     let admin = Zfs::new(Roots::new(vec![pool_root.clone()]));
+    let mut new_pool = false;
     if config.embedded_pool {
-        ensure_embedded_pool(&admin, config, &pool_root).await?;
+        new_pool = ensure_embedded_pool(&admin, config, &pool_root).await?;
     } else if !admin.pool_imported(&config.pool).await? {
         return Err(StartupError::PoolMissing { pool: config.pool.to_string() });
     }
-    if !admin.exists(&config.dataset_root).await? {
+    // A pool made a moment ago has no dataset root: no need to ask.
+    if new_pool || !admin.exists(&config.dataset_root).await? {
         let mut props = Vec::new();
         if config.embedded_pool {
             let mnt = config.data_dir.join("mnt");
@@ -87,13 +89,14 @@ pub async fn prepare_storage(config: &Config) -> Result<Zfs, StartupError> {
     Ok(Zfs::new(Roots::new(vec![config.dataset_root.clone()])))
 }
 
-async fn ensure_embedded_pool(admin: &Zfs, config: &Config, pool_root: &DatasetName) -> Result<(), StartupError> {
+/// True when the pool was created now (not imported, not already there).
+async fn ensure_embedded_pool(admin: &Zfs, config: &Config, pool_root: &DatasetName) -> Result<bool, StartupError> {
     let vdev = config.embedded_vdev();
     let vdev_text = vdev.to_string_lossy().into_owned();
     if admin.pool_imported(&config.pool).await? {
         let marks = admin.user_props(pool_root, EMBEDDED_MARK).await?;
         return match marks.get(EMBEDDED_MARK) {
-            Some(_) => Ok(()),
+            Some(_) => Ok(false),
             None => Err(StartupError::ForeignPool { pool: config.pool.to_string() }),
         };
     }
@@ -101,7 +104,7 @@ async fn ensure_embedded_pool(admin: &Zfs, config: &Config, pool_root: &DatasetN
     if vdev.exists() {
         tracing::info!(pool = %config.pool, vdev = %vdev.display(), "importing the embedded pool");
         admin.import_pool(&config.pool, dir).await?;
-        return Ok(());
+        return Ok(false);
     }
     tracing::info!(pool = %config.pool, vdev = %vdev.display(), size = config.embedded_pool_size, "creating the embedded pool");
     std::fs::create_dir_all(dir).map_err(|e| StartupError::Embedded(format!("{}: {e}", dir.display())))?;
@@ -114,5 +117,5 @@ async fn ensure_embedded_pool(admin: &Zfs, config: &Config, pool_root: &DatasetN
         let _ = std::fs::remove_file(&vdev);
         return Err(e.into());
     }
-    Ok(())
+    Ok(true)
 }

@@ -57,6 +57,13 @@ impl FakeZfs {
             let to = if r.code == 0 { "" } else { " >&2" };
             script.push_str(&format!("  {}) /bin/cat '{}'{to}; exit {};;\n", r.pattern, out.display(), r.code));
         }
+        // Unless a rule says otherwise, the node is laid out already: tankd's start lists
+        // the root's children to learn which of its parents it must make.
+        script.push_str(&format!(
+            "  \"list -H -p -o name,type -d 1 -t filesystem -s createtxg {root}\") \
+             printf '{root}\\tfilesystem\\n'; for c in images volumes services prerestore; do \
+             printf '{root}/%s\\tfilesystem\\n' \"$c\"; done; exit 0;;\n"
+        ));
         script.push_str("esac\nexit 0\n");
         let bin = dir.path().join("zfs");
         std::fs::write(&bin, script).expect("script");

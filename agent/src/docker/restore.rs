@@ -310,10 +310,8 @@ pub async fn pending(zfs: &Zfs, root: &DatasetName, live: &DatasetName) -> Resul
 /// - a `kept` with the live name free (an undo between its renames): it takes the name.
 pub async fn recover(zfs: &Zfs, root: &DatasetName) -> Result<()> {
     let pre = root.join("prerestore").map_err(|e| Error::invalid("root", e.reason))?;
-    if !zfs.exists(&pre).await? {
-        return Ok(());
-    }
-    let all = zfs.list(&ListQuery::recursive(pre.clone(), DatasetType::Filesystem, &[])).await?;
+    // Nothing under (or no) prerestore: nothing to settle.
+    let all = zfs.list_if_exists(&ListQuery::recursive(pre.clone(), DatasetType::Filesystem, &[])).await?;
     for (kind, at) in [("incoming", 0), ("discard", 1), ("kept", 2)] {
         let prefix = format!("{pre}/{kind}/");
         for d in all.iter().filter(|d| d.name.starts_with(&prefix)) {

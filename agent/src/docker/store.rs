@@ -88,13 +88,22 @@ impl VolumeStore {
 
     pub async fn start(zfs: Zfs, root: DatasetName) -> Result<VolumeStore, zfs_sys_shim::Error> {
         let store = VolumeStore { zfs, root, known: Arc::default() };
+        // Which parents are there, in one command rather than a probe each.
+        let children: Vec<String> = store
+            .zfs
+            .list(&ListQuery::recursive(store.root.clone(), DatasetType::Filesystem, &[]).depth(Depth::Max(1)))
+            .await?
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        let missing = |d: &DatasetName| !children.iter().any(|c| c == d.as_str());
         for parent in [store.parent("volumes"), store.parent("services")] {
-            if !store.zfs.exists(&parent).await? {
+            if missing(&parent) {
                 store.zfs.create_filesystem(&parent, true, &[]).await?;
             }
         }
         let pre = store.parent("prerestore");
-        if !store.zfs.exists(&pre).await? {
+        if missing(&pre) {
             // Kept pre-restore states are never mounted: nobody may write to them.
             let props = [("mountpoint".to_owned(), "none".to_owned()), ("canmount".to_owned(), "off".to_owned())];
             store.zfs.create_filesystem(&pre, true, &props).await?;

@@ -119,12 +119,17 @@ pub(crate) fn ready_of(ds: &Dataset) -> Option<ReadyImage> {
 
 /// Every image dataset, from one scoped `zfs list`.
 async fn list_datasets(store: &Store) -> Result<Vec<Dataset>> {
+    Ok(list_images_root(store).await?.unwrap_or_default())
+}
+
+/// The images root's children, or None without an images root.
+async fn list_images_root(store: &Store) -> Result<Option<Vec<Dataset>>> {
     let root = images_root(store);
     let types = [DatasetType::Filesystem, DatasetType::Volume];
     let query = ListQuery::recursive(root.clone(), DatasetType::Volume, &props()).types(&types).depth(Depth::Max(1));
     match store.zfs.list(&query).await {
-        Ok(rows) => Ok(rows.into_iter().filter(|d| d.name != root.as_str()).collect()),
-        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        Ok(rows) => Ok(Some(rows.into_iter().filter(|d| d.name != root.as_str()).collect())),
+        Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -256,11 +261,14 @@ pub async fn request(store: &Store, req: ImageRequest) -> Result<ImageResponse> 
 /// stay failed until requested again.
 pub async fn recover(store: &Store) -> Result<()> {
     // `zfs receive` makes no parents: the images root must be there before any fetch.
-    let root = images_root(store);
-    if !store.zfs.exists(&root).await? {
-        store.zfs.create_filesystem(&root, true, &[("canmount".into(), "off".into())]).await?;
-    }
-    let rows = list_datasets(store).await?;
+    // One `zfs list` answers both whether the root is there and what is in it.
+    let rows = match list_images_root(store).await? {
+        Some(rows) => rows,
+        None => {
+            store.zfs.create_filesystem(&images_root(store), true, &[("canmount".into(), "off".into())]).await?;
+            Vec::new()
+        }
+    };
     store.images.catalog.load(index(&rows));
     for ds in rows.iter().filter(|d| status_of(d) == Some(ImageStatus::Downloading)) {
         let id = last_component(&ds.name).to_owned();
