@@ -346,20 +346,37 @@ fn a_database_is_a_dataset_restored_with_its_service() {
         assert_eq!(zfs_prop(&ds, prop), want, "{prop} of {ds}");
     }
     assert_eq!(zfs_prop(&ds, "mountpoint"), agent.data_dir.join("db/svc-d").display().to_string());
-    let state = r#"
+    // One Python for every step, reading them from stdin: under the test VM's emulator
+    // each interpreter start with pymongo costs tens of seconds.
+    let steps = r#"
 import os, sys, pymongo
 db = pymongo.MongoClient(os.environ["MONGODB_URI"], serverSelectionTimeoutMS=10000).get_default_database()
-if sys.argv[1] == "fill":
-    db.items.insert_many([{"_id": i, "v": i} for i in range(20)])
-elif sys.argv[1] == "change":
-    db.items.delete_many({"v": {"$lt": 10}})
-    db.items.insert_one({"_id": "late"})
-print(sorted(str(d["_id"]) for d in db.items.find()))
+for step in sys.stdin:
+    step = step.strip()
+    if step == "fill":
+        db.items.insert_many([{"_id": i, "v": i} for i in range(20)])
+    elif step == "change":
+        db.items.delete_many({"v": {"$lt": 10}})
+        db.items.insert_one({"_id": "late"})
+    print(sorted(str(d["_id"]) for d in db.items.find()), flush=True)
 "#;
-    let run = |step: &str| {
-        let out = Command::new(venv.join("bin/python")).envs(&env).arg("-c").arg(state).arg(step).output().unwrap();
-        assert!(out.status.success(), "{step}:\n{}\n{}", show(&out), agent.log_text());
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut client = Command::new(venv.join("bin/python"))
+        .envs(&env)
+        .arg("-c")
+        .arg(steps)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to_client = client.stdin.take().unwrap();
+    let mut from_client = std::io::BufReader::new(client.stdout.take().unwrap());
+    let mut run = |step: &str| {
+        use std::io::{BufRead, Write};
+        writeln!(to_client, "{step}").unwrap();
+        let mut line = String::new();
+        from_client.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "{step}: the client exited\n{}", agent.log_text());
+        line
     };
     let at_snapshot = run("fill");
     let auth = format!("Bearer {}", agent.token);
@@ -385,6 +402,8 @@ print(sorted(str(d["_id"]) for d in db.items.find()))
     );
     assert_eq!(r.status, 200, "undo: {}", String::from_utf8_lossy(&r.body));
     assert_eq!(run("read"), changed, "undo brings the changed documents back");
+    drop(to_client);
+    assert!(client.wait().unwrap().success(), "the client's exit");
 }
 
 #[test]
