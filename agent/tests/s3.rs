@@ -177,7 +177,6 @@ fn tankd_tail(agent: &Agent) -> String {
     tail(&agent.log_text()).to_owned()
 }
 
-
 /// One S3 answer as curl saw it.
 struct Reply {
     status: u16,
@@ -255,11 +254,8 @@ fn s3_state(agent: &Agent, env: &BTreeMap<String, String>) -> String {
     for key in s3_keys(agent, env) {
         let head = s3_curl(agent, env, "HEAD", &format!("/{key}"), &[]);
         assert_eq!(head.status, 200, "HEAD {key}");
-        let meta: BTreeMap<&str, &str> = head
-            .headers
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix("x-amz-meta-").map(|k| (k, v.as_str())))
-            .collect();
+        let meta: BTreeMap<&str, &str> =
+            head.headers.iter().filter_map(|(k, v)| k.strip_prefix("x-amz-meta-").map(|k| (k, v.as_str()))).collect();
         let got = s3_curl(agent, env, "GET", &format!("/{key}"), &[]);
         assert_eq!(got.status, 200, "GET {key}");
         let first = got.body.first().map(|b| *b as char).unwrap_or(' ');
