@@ -518,7 +518,15 @@ fn rbd_image_through_kernel_rbd() {
     let by_hand = by_hand.to_string_lossy().into_owned();
     let unknown = ok(&agent, "GET", "/imageapi/v1/unknown", None);
     assert_eq!(unknown["rbd_devices"], json!([format!("/dev/rbd{by_hand} (rbd/{name}@v1)")]), "{unknown}");
-    std::fs::write("/sys/bus/rbd/remove_single_major", &by_hand).unwrap();
+    // udev probes a new block device (blkid opens it) for a moment after it appears: the
+    // removal is refused with EBUSY until it lets go.
+    common::wait_until("the hand-mapped rbd device is removed", Duration::from_secs(30), || {
+        match std::fs::write("/sys/bus/rbd/remove_single_major", &by_hand) {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => false,
+            Err(e) => panic!("removing rbd{by_hand}: {e}"),
+        }
+    });
     assert!(
         mounts_under(&agent.data_dir.join("mounts")).is_empty(),
         "the pool's own datasets mount under the data dir too"
