@@ -111,7 +111,7 @@ pub async fn assemble(
 ) -> Result<state::AppState, Box<dyn std::error::Error>> {
     let store = store::Store::new(&config, zfs.clone());
     // The capabilities recover independently of each other, so at once (see start_control).
-    let images = async {
+    let images_and_holds = async {
         if config.zfs {
             images::recover(&store).await.map_err(|e| e.to_string())?;
             match streams::release_leftover_holds(&zfs, &config.dataset_root).await {
@@ -134,7 +134,7 @@ pub async fn assemble(
         Ok::<_, String>((imageapi, containers))
     };
     let control = async { start_control(&config, &zfs, master_secret).await.map_err(|e| e.to_string()) };
-    let ((), (imageapi, containers), control) = tokio::try_join!(images, imageapi_and_containers, control)?;
+    let ((), (imageapi, containers), control) = tokio::try_join!(images_and_holds, imageapi_and_containers, control)?;
     let control = Some(control);
     let streams =
         streams::Streams::new(zfs.clone(), config.dataset_root.clone(), config.max_streams, config.stream_idle_timeout);
