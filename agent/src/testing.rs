@@ -42,7 +42,6 @@ pub struct FakeZfs {
 impl FakeZfs {
     /// A double for `zfs` and `zpool`, scoped to `root`.
     pub fn new(root: &str, rules: Vec<Rule>) -> FakeZfs {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let calls = dir.path().join("calls");
         let mut script =
@@ -65,9 +64,19 @@ impl FakeZfs {
              printf '{root}/%s\\tfilesystem\\n' \"$c\"; done; exit 0;;\n"
         ));
         script.push_str("esac\nexit 0\n");
+        // The script is written under another name and installed by `install(1)`: a write
+        // fd open in this multi-threaded test process is inherited by a child another test
+        // forks meanwhile, and exec'ing the file while that child holds it fails (ETXTBSY).
+        let source = dir.path().join("zfs.script");
+        std::fs::write(&source, script).expect("script");
         let bin = dir.path().join("zfs");
-        std::fs::write(&bin, script).expect("script");
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let installed = std::process::Command::new("install")
+            .args(["-m", "0755"])
+            .arg(&source)
+            .arg(&bin)
+            .status()
+            .expect("install");
+        assert!(installed.success(), "install {}", bin.display());
         let root: DatasetName = root.parse().expect("root");
         let zfs = Zfs::with_binaries(Roots::new(vec![root]), bin.clone(), bin);
         FakeZfs { dir, zfs }

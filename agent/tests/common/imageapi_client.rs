@@ -54,7 +54,10 @@ pub fn rootfs(agent: &Agent) -> u64 {
     }
     let busybox =
         ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists()).expect("busybox-static");
-    std::fs::copy(busybox, src.join("bin/busybox")).unwrap();
+    // Copied by `cp`, not std::fs::copy: a write fd open in this (multi-threaded) test
+    // process is inherited by any child another test forks meanwhile, and exec'ing the
+    // file while such a child still holds it fails with ETXTBSY ("Text file busy").
+    sh("cp", &[busybox, src.join("bin/busybox").to_str().unwrap()]);
     sh("chroot", &[src.to_str().unwrap(), "/bin/busybox", "--install", "-s", "/bin"]);
     std::fs::write(src.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     std::fs::create_dir_all(&images).unwrap();
