@@ -61,6 +61,8 @@ pub enum Prop {
     Userrefs,
     Quota,
     Refquota,
+    /// `off`, or the cipher (`aes-256-gcm`, ...) of a natively encrypted dataset.
+    Encryption,
     User(UserProp),
 }
 
@@ -85,6 +87,7 @@ impl Prop {
             Prop::Userrefs => "userrefs",
             Prop::Quota => "quota",
             Prop::Refquota => "refquota",
+            Prop::Encryption => "encryption",
             Prop::User(p) => p.as_str(),
         }
     }
@@ -119,6 +122,8 @@ pub struct Dataset {
     /// Bytes; `None` when unset (ZFS reports 0 for "no quota").
     pub quota: Option<u64>,
     pub refquota: Option<u64>,
+    /// `None` when not asked for or `off`; else the cipher.
+    pub encryption: Option<String>,
     pub user: BTreeMap<String, String>,
 }
 
@@ -153,6 +158,7 @@ impl Dataset {
             Prop::Userrefs => self.userrefs = Some(num()?),
             Prop::Quota => self.quota = Some(num()?).filter(|q| *q > 0),
             Prop::Refquota => self.refquota = Some(num()?).filter(|q| *q > 0),
+            Prop::Encryption => self.encryption = text().filter(|e| e != "off"),
             Prop::User(p) => {
                 self.user.insert(p.as_str().to_owned(), raw.to_owned());
             }
@@ -340,6 +346,15 @@ mod tests {
         assert_eq!(rows[1].volsize, Some(1073741824));
         assert_eq!(rows[1].origin.as_deref(), Some("tank/a@s"));
         assert!(rows[1].user.is_empty());
+    }
+
+    #[test]
+    fn encryption_is_the_cipher_or_none() {
+        let props = [Prop::Encryption];
+        let out = "tank/plain@s\tsnapshot\toff\ntank/sealed@s\tsnapshot\taes-256-gcm\n";
+        let rows = parse_list(out, &props, "zfs list").unwrap();
+        assert_eq!(rows[0].encryption, None);
+        assert_eq!(rows[1].encryption.as_deref(), Some("aes-256-gcm"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Archives and ZFS: which stream an archive of a snapshot is (`zfs send -c`, full or
-//! incremental from the newest archived snapshot of the same dataset that still
-//! exists), and a restore fed to `zfs receive -s`, the chain oldest first.
+//! Archives and ZFS: which stream an archive of a snapshot is (`zfs send -c -L`, or
+//! `zfs send -w` for a natively encrypted dataset; full or incremental from the newest
+//! archived snapshot of the same dataset that still exists), and a restore fed to
+//! `zfs receive -s`, the chain oldest first.
 
 use std::io::Read;
 
@@ -61,8 +62,12 @@ impl Archives {
         let relative = dataset.relative_to(root).unwrap_or(dataset.as_str()).to_owned();
         let snaps = zfs
             .list(
-                &ListQuery::recursive(dataset.clone(), DatasetType::Snapshot, &[Prop::Guid, Prop::Createtxg])
-                    .depth(zfs_sys_shim::Depth::Max(1)),
+                &ListQuery::recursive(
+                    dataset.clone(),
+                    DatasetType::Snapshot,
+                    &[Prop::Guid, Prop::Createtxg, Prop::Encryption],
+                )
+                .depth(zfs_sys_shim::Depth::Max(1)),
             )
             .await?;
         let this = snaps
@@ -108,8 +113,7 @@ impl Archives {
             Some((from, _)) => SendArgs::incremental(snap.clone(), SendFrom::Snapshot(from.clone()))?,
             None => SendArgs::full(snap.clone()),
         };
-        args.compressed = true;
-        args.large_blocks = true;
+        let send_flags = send_flags(&mut args, this.encryption.as_deref());
         let stream = zfs.send(&args).await?;
         let reader = SendReader {
             bridge: Some(tokio_util::io::SyncIoBridge::new_with_handle(stream, tokio::runtime::Handle::current())),
@@ -121,7 +125,7 @@ impl Archives {
             snapshot: snap.short().to_owned(),
             guid,
             parent: parent.map(|(_, m)| m),
-            send_flags: vec!["-c".to_owned(), "-L".to_owned()],
+            send_flags,
             tags,
         };
         self.archive(new, reader).await
@@ -186,6 +190,23 @@ impl Archives {
     }
 }
 
+/// How a snapshot is sent, set on `args`; the flags for the manifest. A natively
+/// encrypted dataset goes raw (`-w`): its blocks as stored, still encrypted with its own
+/// key, which tankd never holds (a plain send would need the key loaded and would put
+/// its data in the clear into the stream). A raw stream is received as an encrypted
+/// dataset whose key the operator loads. Anything else goes as stored compressed
+/// (`-c`, `-L`): smaller archives, no recompression on receive.
+fn send_flags(args: &mut SendArgs, encryption: Option<&str>) -> Vec<String> {
+    if encryption.is_some() {
+        args.raw = true;
+        vec!["-w".to_owned()]
+    } else {
+        args.compressed = true;
+        args.large_blocks = true;
+        vec!["-c".to_owned(), "-L".to_owned()]
+    }
+}
+
 /// The decrypted stream, handed from the blocking unpack to `zfs receive`.
 struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
@@ -201,5 +222,37 @@ impl std::io::Write for ChannelWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archives::{Keys, Repo};
+    use crate::testing::{FakeZfs, rule};
+
+    /// The send flags follow the dataset's `encryption`, read in the same `zfs list`
+    /// that finds the snapshot (what ZFS does with them is the VM test's).
+    #[tokio::test]
+    async fn a_natively_encrypted_dataset_is_sent_raw_and_others_compressed() {
+        let fake = FakeZfs::new(
+            "tank/tankd",
+            vec![
+                rule("list*tank/tankd/sealed", 0, "tank/tankd/sealed@s1\tsnapshot\t77\t10\taes-256-gcm\n"),
+                rule("list*tank/tankd/plain", 0, "tank/tankd/plain@s1\tsnapshot\t78\t11\toff\n"),
+                rule("send*", 0, "a stream"),
+            ],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let a = Archives::new(Repo::open(dir.path()).unwrap(), Keys::none(), Vec::new(), 1 << 20);
+        let root: DatasetName = "tank/tankd".parse().unwrap();
+        for (dataset, flags) in [("sealed", vec!["-w"]), ("plain", vec!["-c", "-L"])] {
+            let snap: SnapshotName = format!("tank/tankd/{dataset}@s1").parse().unwrap();
+            let m = a.archive_snapshot(&fake.zfs, &root, &snap, None, Base::Full, Default::default()).await.unwrap();
+            assert_eq!(m.send_flags, flags, "{dataset}'s manifest");
+            assert_eq!(m.original_size, 8, "the stream archived");
+            let sent = fake.calls().into_iter().rfind(|c| c.starts_with("send")).unwrap();
+            assert_eq!(sent, format!("send {} {}", flags.join(" "), snap), "{dataset}'s send");
+        }
     }
 }
