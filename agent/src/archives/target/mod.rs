@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 pub enum TargetConfig {
     S3 {
         name: String,
-        /// `http://host:port` (path-style requests).
+        /// `https://host[:port]` or `http://host:port` (path-style requests).
         endpoint: String,
         bucket: String,
         #[serde(default)]
@@ -30,6 +30,10 @@ pub enum TargetConfig {
         access_key: String,
         /// A 0600 file whose first line is the secret key.
         secret_key_file: PathBuf,
+        /// PEM certificates trusted for an https endpoint besides the system's store
+        /// (a private CA, a self-signed server).
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
     },
     Smb {
         name: String,
@@ -68,11 +72,17 @@ impl TargetConfig {
     pub fn check(&self) -> std::result::Result<(), String> {
         check_target_name(self.name()).map_err(|e| e.message)?;
         match self {
-            TargetConfig::S3 { endpoint, bucket, prefix, .. } => {
+            TargetConfig::S3 { endpoint, bucket, prefix, ca_file, .. } => {
+                if ca_file.is_some() && endpoint.starts_with("http://") {
+                    return Err(format!("ca_file is for https:// endpoints; {endpoint:?} is plain http"));
+                }
                 let url: url::Url = endpoint.parse().map_err(|e| format!("endpoint {endpoint:?}: {e}"))?;
-                if url.scheme() != "http" {
+                if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+                    return Err(format!("endpoint {endpoint:?}: an https:// (or http://) URL with a host"));
+                }
+                if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
                     return Err(format!(
-                        "endpoint {endpoint:?}: only http:// targets for now (put TLS in front, e.g. a local proxy)"
+                        "endpoint {endpoint:?}: no credentials or query in the URL (access_key, secret_key_file)"
                     ));
                 }
                 if bucket.is_empty()
@@ -198,4 +208,38 @@ pub fn object_key(sha256: &str) -> String {
 
 pub fn manifest_key(id: &str) -> String {
     format!("manifests/{id}.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3(endpoint: &str, ca_file: bool) -> TargetConfig {
+        TargetConfig::S3 {
+            name: "offsite".into(),
+            endpoint: endpoint.into(),
+            bucket: "backups".into(),
+            prefix: String::new(),
+            region: default_region(),
+            access_key: "k".into(),
+            secret_key_file: "/etc/tankd/s3.secret".into(),
+            ca_file: ca_file.then(|| "/etc/tankd/ca.pem".into()),
+        }
+    }
+
+    #[test]
+    fn an_s3_endpoint_is_an_https_or_http_url_without_credentials() {
+        for good in
+            [("https://s3.example", false), ("https://s3.example:8443/", true), ("http://127.0.0.1:9000", false)]
+        {
+            assert_eq!(s3(good.0, good.1).check(), Ok(()), "{good:?}");
+        }
+        for bad in
+            ["ftp://s3.example", "https://user:pw@s3.example", "https://s3.example/?x=1", "s3.example", "http://"]
+        {
+            assert!(s3(bad, false).check().is_err(), "{bad}");
+        }
+        let e = s3("http://127.0.0.1:9000", true).check().unwrap_err();
+        assert!(e.contains("ca_file"), "{e}");
+    }
 }

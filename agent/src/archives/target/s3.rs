@@ -1,5 +1,6 @@
 //! An S3 target: requests signed by `rusty-s3` (SigV4, presigned, path-style), sent with
-//! the reqwest client tankd already has. Objects go up in one PUT each (a chunk is at
+//! the reqwest client tankd already has (rustls for https: the system's trusted CAs, plus
+//! a target's own `ca_file`). Objects go up in one PUT each (a chunk is at
 //! most 32 MiB plus age's overhead, far under S3's 5 GiB single-PUT limit).
 
 use std::path::Path;
@@ -33,7 +34,8 @@ impl std::fmt::Debug for S3Target {
 
 impl S3Target {
     pub fn open(config: &TargetConfig) -> Result<S3Target> {
-        let TargetConfig::S3 { name, endpoint, bucket, prefix, region, access_key, secret_key_file } = config else {
+        let TargetConfig::S3 { name, endpoint, bucket, prefix, region, access_key, secret_key_file, ca_file } = config
+        else {
             unreachable!("an S3 target's config");
         };
         let secret = crate::secrets::read_private(secret_key_file)
@@ -41,11 +43,19 @@ impl S3Target {
         let url = endpoint.parse().map_err(|e| Error::invalid("archive_targets", format!("target {name}: {e}")))?;
         let bucket = Bucket::new(url, UrlStyle::Path, bucket.clone(), region.clone())
             .map_err(|e| Error::invalid("archive_targets", format!("target {name}: {e}")))?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::internal(format!("target {name}: HTTP client: {e}")))?;
+            .https_only(endpoint.starts_with("https:"))
+            // The endpoint is the operator's: a redirect elsewhere is not followed (the
+            // signature is for this host).
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = ca_file {
+            for cert in read_certificates(name, ca)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build().map_err(|e| Error::internal(format!("target {name}: HTTP client: {e}")))?;
         let prefix = match prefix.trim_end_matches('/') {
             "" => String::new(),
             p => format!("{p}/"),
@@ -82,7 +92,7 @@ impl S3Target {
     pub async fn stat(&self, key: &str) -> Result<Option<u64>> {
         let full = self.full(key);
         let url = self.bucket.head_object(Some(&self.credentials), &full).sign(SIGNED_FOR);
-        let resp = self.http.head(url).send().await.map_err(|e| self.fail("HEAD", key, e))?;
+        let resp = self.http.head(url).send().await.map_err(|e| self.fail("HEAD", key, describe(e)))?;
         match resp.status() {
             // The header, not `content_length()`: a HEAD response's body is empty, and
             // reqwest reports that body's length (0).
@@ -121,7 +131,7 @@ impl S3Target {
             .body(body)
             .send()
             .await
-            .map_err(|e| self.fail("PUT", key, e))?;
+            .map_err(|e| self.fail("PUT", key, describe(e)))?;
         if !resp.status().is_success() {
             return Err(self.status_error("PUT", key, resp).await);
         }
@@ -131,7 +141,7 @@ impl S3Target {
     async fn get(&self, key: &str) -> Result<Option<reqwest::Response>> {
         let full = self.full(key);
         let url = self.bucket.get_object(Some(&self.credentials), &full).sign(SIGNED_FOR);
-        let resp = self.http.get(url).send().await.map_err(|e| self.fail("GET", key, e))?;
+        let resp = self.http.get(url).send().await.map_err(|e| self.fail("GET", key, describe(e)))?;
         match resp.status() {
             s if s.is_success() => Ok(Some(resp)),
             reqwest::StatusCode::NOT_FOUND => Ok(None),
@@ -146,7 +156,7 @@ impl S3Target {
         let mut stream = resp.bytes_stream();
         let mut out = Vec::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.fail("GET", key, e))?;
+            let chunk = chunk.map_err(|e| self.fail("GET", key, describe(e)))?;
             if (out.len() + chunk.len()) as u64 > max {
                 return Err(self.fail("GET", key, format!("larger than the {max} bytes expected")));
             }
@@ -173,4 +183,36 @@ impl S3Target {
     pub async fn get_bytes(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>> {
         self.get_bounded(key, max as u64).await
     }
+}
+
+/// What a request's failure says, without its URL (a presigned URL carries a signature
+/// that is good for a quarter of an hour) and with its causes (reqwest's own message is
+/// only "error sending request"; the cause says "invalid peer certificate: UnknownIssuer").
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// The PEM certificates in `path` (a bundle may hold several); at least one.
+fn read_certificates(target: &str, path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let bad =
+        |e: String| Error::invalid("archive_targets", format!("target {target}: ca_file {}: {e}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    if pem.len() > 1 << 20 {
+        return Err(bad("more than 1 MiB".into()));
+    }
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    Ok(certs)
 }
