@@ -147,19 +147,29 @@ impl Archives {
     }
 
     fn archive_blocking<R: std::io::Read>(&self, id: String, new: NewArchive, mut input: R) -> Result<Manifest> {
-        let encryption = self.keys.encryption()?;
         let recipient = self.keys.recipient();
         let started = std::time::Instant::now();
         let mut written = Vec::new();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let packed = match pack::pack(&mut input, self.chunk_size, recipient.as_ref(), &self.repo, &mut written) {
-            Ok(p) => p,
-            Err(e) => {
+        // The manifest's wrapped identity (scrypt, ~0.7 s the first time in a process) is
+        // made while the stream is packed, not before.
+        let (packed, encryption) = std::thread::scope(|scope| {
+            let encryption = scope.spawn(|| self.keys.encryption());
+            let packed = pack::pack(&mut input, self.chunk_size, recipient.as_ref(), &self.repo, &mut written);
+            (
+                packed,
+                encryption.join().unwrap_or_else(|_| Err(Error::internal("wrapping the archive identity panicked"))),
+            )
+        });
+        let packed = match (packed, encryption) {
+            (Ok(p), Ok(e)) => (p, e),
+            (Err(e), _) | (_, Err(e)) => {
                 // No manifest names them: they go, unless another archive has the same bytes.
                 self.repo.remove_unreferenced(written.iter().map(|o| o.sha256.as_str()));
                 return Err(e);
             }
         };
+        let (packed, encryption) = packed;
         let m = Manifest {
             version: manifest::VERSION,
             id,

@@ -24,6 +24,51 @@ pub struct Repo {
     root: PathBuf,
 }
 
+/// An object written to the repository's `tmp/`, not yet synced or in place. Dropped
+/// uncommitted (a failure further down the pipeline), its temporary file goes.
+#[derive(Debug)]
+pub struct StagedObject {
+    file: std::fs::File,
+    tmp: PathBuf,
+    sha256: String,
+}
+
+/// An object being written piece by piece to a temporary file, hashed as it goes; named
+/// by its SHA-256 when it is whole ([`ObjectWriter::finish`]).
+pub struct ObjectWriter {
+    staged: StagedObject,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl ObjectWriter {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        use sha2::Digest;
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+        self.staged.file.write_all(bytes).map_err(|e| Error::os("writing an archive object", e))
+    }
+
+    /// The object's SHA-256 and size, and the object staged for its commit; `None`
+    /// (its temporary file removed) when the repository has that object already.
+    pub fn finish(mut self, repo: &Repo) -> (String, u64, Option<StagedObject>) {
+        use sha2::Digest;
+        let sha256 = hex::encode(self.hasher.finalize());
+        if repo.object_size(&sha256) == Some(self.size) {
+            return (sha256, self.size, None);
+        }
+        self.staged.sha256 = sha256.clone();
+        (sha256, self.size, Some(self.staged))
+    }
+}
+
+impl Drop for StagedObject {
+    fn drop(&mut self) {
+        // After a commit the file was renamed away and this finds nothing.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
 impl Repo {
     /// The repository at `root`, not touched yet ([`Repo::prepare`] makes it).
     pub fn at(root: &Path) -> Repo {
@@ -81,24 +126,66 @@ impl Repo {
     /// Stores `bytes` as the object `sha256` (the caller hashed them), synced. An object
     /// already there is kept: same name, same bytes.
     pub fn put_object(&self, sha256: &str, bytes: &[u8]) -> Result<()> {
+        match self.stage_object(sha256, bytes)? {
+            Some(staged) => self.commit_object(staged),
+            None => Ok(()),
+        }
+    }
+
+    /// A new object, written piece by piece (see [`ObjectWriter`]).
+    pub fn object_writer(&self) -> Result<ObjectWriter> {
+        let tmp = self.temp_path();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::os(format!("creating {}", tmp.display()), e))?;
+        Ok(ObjectWriter {
+            staged: StagedObject { file, tmp, sha256: String::new() },
+            hasher: sha2::Digest::new(),
+            size: 0,
+        })
+    }
+
+    /// Writes `bytes`, the object `sha256`, to a temporary file, not yet synced; `None`
+    /// when the repository has the object already. [`Repo::commit_object`] syncs it and
+    /// moves it into place: two steps, so that one thread can write the next object
+    /// while another waits for the disk to take this one.
+    pub fn stage_object(&self, sha256: &str, bytes: &[u8]) -> Result<Option<StagedObject>> {
         if self.object_size(sha256) == Some(bytes.len() as u64) {
-            return Ok(());
+            return Ok(None);
         }
         let tmp = self.temp_path();
-        let write = || -> std::io::Result<()> {
+        let write = || -> std::io::Result<std::fs::File> {
             let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
             f.write_all(bytes)?;
-            f.sync_data()
+            Ok(f)
         };
-        write().map_err(|e| Error::os(format!("writing object {sha256}"), e))?;
-        self.place(&tmp, sha256)
+        match write() {
+            Ok(file) => Ok(Some(StagedObject { file, tmp, sha256: sha256.to_owned() })),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(Error::os(format!("writing object {sha256}"), e))
+            }
+        }
+    }
+
+    /// Syncs a staged object's data and moves it into place (the rename synced too).
+    pub fn commit_object(&self, staged: StagedObject) -> Result<()> {
+        staged.file.sync_data().map_err(|e| Error::os(format!("syncing object {}", staged.sha256), e))?;
+        self.place(&staged.tmp, &staged.sha256)
     }
 
     /// Moves a complete, verified temporary file into place as object `sha256`.
     pub fn place(&self, tmp: &Path, sha256: &str) -> Result<()> {
         let dest = self.object_path(sha256);
         let dir = dest.parent().expect("objects/xx");
-        std::fs::create_dir_all(dir).map_err(|e| Error::os(format!("object directory {}", dir.display()), e))?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::os(format!("object directory {}", dir.display()), e))?;
+            // The new directory's own entry, or a crash could take it and the object.
+            sync_dir(dir.parent().expect("objects/"))?;
+        }
         std::fs::rename(tmp, &dest).map_err(|e| Error::os(format!("placing object {sha256}"), e))?;
         sync_dir(dir)
     }
