@@ -108,6 +108,42 @@ async fn a_service_token_reaches_its_own_service_only() {
     assert_eq!(r.json()["error"]["kind"], "not_found");
 }
 
+/// The archive routes that need ZFS (making an archive of a snapshot, restoring one):
+/// another tenant's token gets the 401 no token gets, and a service restores only under
+/// its own dataset, all decided before any zfs command runs.
+#[tokio::test]
+async fn archive_routes_refuse_other_tenants_before_zfs() {
+    let (fake, data, st) = node(vec![]).await;
+    // Where the double "mounted" the repository's dataset.
+    std::fs::create_dir_all(data.path().join("archives")).unwrap();
+    let control = st.control.clone().unwrap();
+    let new = crate::archives::NewArchive {
+        service: Some("svc-a".into()),
+        dataset: "services/svc-a".into(),
+        snapshot: "s1".into(),
+        guid: "77".into(),
+        ..Default::default()
+    };
+    let m = control.archives.archive(new, std::io::Cursor::new(b"a stream".to_vec())).await.unwrap();
+    let app = crate::server::control_app(st).unwrap();
+    let (a, b) = (control.service_token("svc-a"), control.service_token("svc-b"));
+    let before = fake.calls().len();
+    let restore = json!({"archiveId": m.id, "into": "services/svc-a/back"}).to_string();
+    let create = json!({"snapshotId": "services/svc-a@s1"}).to_string();
+    for (path, body) in [("/archives/restore", &restore), ("/archives", &create)] {
+        for token in [None, Some("wrong-token"), Some(b.as_str())] {
+            let r = ask(&app, "POST", path, token, body).await;
+            assert_eq!((r.status, r.json()["error"]["kind"].as_str()), (401, Some("unauthorized")), "{path} {token:?}");
+        }
+    }
+    for into in ["services/svc-b/back", "services/svc-a-x/back", "restored/svc-a", "../x", "-x"] {
+        let body = json!({"archiveId": m.id, "into": into}).to_string();
+        let r = ask(&app, "POST", "/archives/restore", Some(&a), &body).await;
+        assert_eq!((r.status, r.json()["error"]["field"].as_str()), (400, Some("into")), "svc-a restores into {into}");
+    }
+    assert_eq!(fake.calls().len(), before, "refused callers ran no zfs command: {:?}", fake.calls());
+}
+
 #[tokio::test]
 async fn every_wire_format_names_the_refused_field() {
     let (fake, _data, st) = node(vec![]).await;

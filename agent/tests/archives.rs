@@ -23,10 +23,29 @@ struct Moto {
 
 impl Moto {
     fn start(bucket: &str) -> Moto {
+        let moto = Moto::spawn(&[]);
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", moto.port)).unwrap();
+        let r = common::http(&mut s, "PUT", &format!("/{bucket}"), &[], b"");
+        assert_eq!(r.status, 200, "moto: make bucket: {}", String::from_utf8_lossy(&r.body));
+        moto
+    }
+
+    /// Serving https with `pki`'s server certificate.
+    fn start_tls(bucket: &str, pki: &TestPki) -> Moto {
+        let (cert, key) = (pki.server_cert.display().to_string(), pki.server_key.display().to_string());
+        let moto = Moto::spawn(&["-c", &cert, "-k", &key]);
+        let url = format!("https://127.0.0.1:{}/{bucket}", moto.port);
+        let ca = pki.ca.display().to_string();
+        common::sh("curl", &["-fsS", "--cacert", &ca, "-X", "PUT", &url]);
+        moto
+    }
+
+    fn spawn(args: &[&str]) -> Moto {
         let venv = testbed_tool("s3-clients");
         let port = free_port();
         let child = Command::new(venv.join("bin/moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -35,10 +54,54 @@ impl Moto {
         wait_until("moto listens", Duration::from_secs(60), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let r = common::http(&mut s, "PUT", &format!("/{bucket}"), &[], b"");
-        assert_eq!(r.status, 200, "moto: make bucket: {}", String::from_utf8_lossy(&r.body));
         moto
+    }
+}
+
+/// A private CA and a server certificate it signed for 127.0.0.1, made by openssl.
+struct TestPki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+impl TestPki {
+    fn make(dir: &Path) -> TestPki {
+        let p = |name: &str| dir.join(name).display().to_string();
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ca_out = ["-keyout", &p("ca.key"), "-out", &p("ca.pem"), "-days", "2", "-subj", "/CN=tankd test CA"];
+        common::sh("openssl", &[&["req", "-x509"][..], &ec, &ca_out].concat());
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        common::sh(
+            "openssl",
+            &[&["req"][..], &ec, &["-keyout", &p("server.key"), "-out", &p("server.csr"), "-subj", "/CN=127.0.0.1"]]
+                .concat(),
+        );
+        common::sh(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &p("server.csr"),
+                "-CA",
+                &p("ca.pem"),
+                "-CAkey",
+                &p("ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &p("server.ext"),
+                "-out",
+                &p("server.pem"),
+            ],
+        );
+        TestPki { ca: dir.join("ca.pem"), server_cert: dir.join("server.pem"), server_key: dir.join("server.key") }
     }
 }
 
@@ -71,6 +134,7 @@ fn moto_target(dir: &Path, moto: &Moto, name: &str, prefix: &str) -> TargetConfi
         region: "us-east-1".into(),
         access_key: "testing".into(),
         secret_key_file: secret_file(dir, &format!("{name}.secret"), "testing"),
+        ca_file: None,
     }
 }
 
@@ -138,6 +202,7 @@ async fn archives_leave_the_node_and_come_back() {
         region: "us-east-1".into(),
         access_key: env["AWS_ACCESS_KEY_ID"].clone(),
         secret_key_file: secret_file(tmp.path(), "tankd.secret", &env["AWS_SECRET_ACCESS_KEY"]),
+        ca_file: None,
     };
     let targets = [moto_target(tmp.path(), &moto, "moto", "node-a/"), tankd_target];
 
@@ -224,6 +289,38 @@ async fn archives_leave_the_node_and_come_back() {
     assert!(err.message.contains("corrupt"), "{err}");
 }
 
+/// An https target trusted through its `ca_file` (a private CA): replicated and brought
+/// back. The same target without it is refused with an error that says why and carries
+/// no presigned URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_replicate_over_https_trusting_the_targets_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = TestPki::make(tmp.path());
+    let moto = Moto::start_tls("backups", &pki);
+    let mut trusted = moto_target(tmp.path(), &moto, "tls", "node-a");
+    let TargetConfig::S3 { endpoint, ca_file, .. } = &mut trusted else { unreachable!() };
+    *endpoint = endpoint.replace("http://", "https://");
+    *ca_file = Some(pki.ca.clone());
+    let mut untrusted = trusted.clone();
+    let TargetConfig::S3 { name, ca_file, .. } = &mut untrusted else { unreachable!() };
+    *name = "untrusted".into();
+    *ca_file = None;
+
+    let a = node(&tmp.path().join("node-a"), None, &[trusted.clone(), untrusted], 64 << 10);
+    let stream = noise(200_000, 7);
+    let m = a.archive(new_archive("s1", "3001", None), std::io::Cursor::new(stream.clone())).await.unwrap();
+    let err = a.replicate(&m.id, "untrusted").await.unwrap_err();
+    assert_eq!(err.kind, Kind::Unavailable, "{err}");
+    assert!(err.message.contains("certificate"), "says it is the certificate: {err}");
+    assert!(!err.message.contains("Signature") && !err.message.contains("Credential"), "no signed URL: {err}");
+
+    let r = a.replicate(&m.id, "tls").await.unwrap();
+    assert_eq!(r.objects_uploaded, m.objects.len());
+    let b = node(&tmp.path().join("node-b"), None, &[trusted], 64 << 10);
+    let plan = b.prepare_restore(&m.id, Some("tls")).await.unwrap();
+    assert_eq!(restored(&b, &plan), vec![stream], "back over https");
+}
+
 /// A control API request with `token` (none: no Authorization header).
 fn call_as(agent: &Agent, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> common::Response {
     let auth = token.map(|t| format!("Bearer {t}"));
@@ -305,7 +402,7 @@ async fn archive_routes_refuse_others_and_replication_resumes_after_kill_9() {
     ];
     for (method, path, body) in &routes {
         assert_eq!(call_as(&agent, method, path, None, body.as_bytes()).status, 401, "{method} {path} without a token");
-        if path != "/archives" {
+        if (*method, path.as_str()) != ("GET", "/archives") {
             assert_eq!(
                 call_as(&agent, method, path, Some(&svc_b), body.as_bytes()).status,
                 401,
@@ -510,6 +607,7 @@ fn s3_target_toml(dir: &Path, port: u16, env: &std::collections::BTreeMap<String
 /// A full and two incremental archives of a service's dataset with changing files, made
 /// from snapshots through the API, replicated to another node's S3 endpoint, and
 /// restored from there into that node's pool: the same files, the same snapshot GUIDs.
+/// A natively encrypted dataset's archives are raw and come back sealed.
 #[test]
 #[ignore = "needs kernel ZFS; scripts/test runs it in the test VM"]
 fn snapshots_archived_replicated_and_restored_on_another_pool() {
@@ -570,6 +668,37 @@ fn snapshots_archived_replicated_and_restored_on_another_pool() {
     let r = call_as(&a, "POST", &format!("/archives/{}/replicate", ids[2]), Some(&token), br#"{"target":"offsite"}"#);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["archives"], serde_json::json!(ids));
+
+    // A natively encrypted dataset is archived raw (-w), full and incremental, restored
+    // from this node's repository still encrypted, and opens with its own key.
+    let key = tmp.path().join("sealed.key");
+    std::fs::write(&key, "the dataset's own passphrase\n").unwrap();
+    let keylocation = format!("file://{}", key.display());
+    let sealed = format!("{}/tankd/sealed", a.pool);
+    let locate = format!("keylocation={keylocation}");
+    common::zfs(&["create", "-o", "encryption=on", "-o", "keyformat=passphrase", "-o", &locate, &sealed]);
+    let sealed_dir = PathBuf::from(common::zfs_prop(&sealed, "mountpoint"));
+    let mut sealed_ids = Vec::new();
+    for n in 0..2u8 {
+        std::fs::write(sealed_dir.join(format!("f{n}.bin")), noise(300_000, 10 + n)).unwrap();
+        common::zfs(&["snapshot", &format!("{sealed}@e{n}")]);
+        let body = serde_json::json!({"snapshotId": format!("sealed@e{n}"), "incremental": n > 0}).to_string();
+        let r = call_as(&a, "POST", "/archives", Some(&a.token), body.as_bytes());
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let m = r.json();
+        assert_eq!(m["sendFlags"], serde_json::json!(["-w"]), "raw: {m}");
+        sealed_ids.push(m["id"].as_str().unwrap().to_owned());
+    }
+    let sealed_files = file_hashes(&sealed_dir);
+    let body = serde_json::json!({"archiveId": sealed_ids[1], "into": "restored/sealed"}).to_string();
+    let r = call_as(&a, "POST", "/archives/restore", Some(&a.token), body.as_bytes());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let back = format!("{}/tankd/restored/sealed", a.pool);
+    assert_eq!(common::zfs_prop(&back, "encryption"), "aes-256-gcm");
+    assert_eq!(common::zfs_prop(&back, "keystatus"), "unavailable", "still sealed: tankd never had the key");
+    common::zfs(&["load-key", "-L", &keylocation, &back]);
+    common::zfs(&["mount", &back]);
+    assert_eq!(file_hashes(Path::new(&common::zfs_prop(&back, "mountpoint"))), sealed_files, "the sealed files");
 
     // Node B, with the target configured, restores.
     b.stop();
