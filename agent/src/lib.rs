@@ -27,6 +27,7 @@ pub mod imagestore;
 pub mod master_secret;
 pub mod metrics;
 pub mod mounts;
+pub mod replication;
 pub mod s3;
 pub mod secrets;
 pub mod server;
