@@ -61,6 +61,7 @@ async fn only_health_and_metrics_are_open_on_the_main_api() {
         ("POST", "/imageapi/v1/mount"),
         ("GET", "/imageapi/v1/container"),
         ("GET", "/snapshots/resume-token?dest=x"),
+        ("GET", "/snapshots/points?dataset=x"),
         ("POST", "/snapshots/download"),
         ("GET", "/no/such/route"),
     ];
@@ -142,6 +143,33 @@ async fn archive_routes_refuse_other_tenants_before_zfs() {
         assert_eq!((r.status, r.json()["error"]["field"].as_str()), (400, Some("into")), "svc-a restores into {into}");
     }
     assert_eq!(fake.calls().len(), before, "refused callers ran no zfs command: {:?}", fake.calls());
+}
+
+/// `GET /snapshots/points`: the node's token only (a service's token is not the API's),
+/// names checked before zfs runs, GUIDs as decimal strings.
+#[tokio::test]
+async fn snapshot_points_answer_the_node_only_with_guids_as_strings() {
+    let rows = "tank/tankd/r\tfilesystem\t1\t50\t-\n\
+                tank/tankd/r#s0\tbookmark\t10\t40\t-\n\
+                tank/tankd/r@s1\tsnapshot\t18446744073709551557\t60\t-\n";
+    let (fake, _data, st) = node(vec![rule("list*tank/tankd/r", 0, rows)]).await;
+    let service = st.control.clone().unwrap().service_token("svc-a");
+    let app = crate::server::app(st);
+    assert_eq!(ask(&app, "GET", "/snapshots/points?dataset=r", Some(&service), "").await.status, 401);
+    for bad in ["-r", "../r", "r@s1", ""] {
+        let r = ask(&app, "GET", &format!("/snapshots/points?dataset={bad}"), Some(TOKEN), "").await;
+        assert_eq!((r.status, r.json()["error"]["field"].as_str()), (400, Some("dataset")), "{bad:?}");
+    }
+    assert!(fake.calls_of("list").iter().all(|c| !c.contains("-t filesystem,volume,snapshot,bookmark")));
+    let r = ask(&app, "GET", "/snapshots/points?dataset=r", Some(TOKEN), "").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json(),
+        json!({"dataset": "tank/tankd/r", "points": [
+            {"name": "s0", "guid": "10", "createtxg": 40, "bookmark": true},
+            {"name": "s1", "guid": "18446744073709551557", "createtxg": 60, "bookmark": false},
+        ]})
+    );
 }
 
 #[tokio::test]

@@ -122,3 +122,30 @@ mod tests {
         assert!(q.force);
     }
 }
+
+/// `GET /snapshots/points?dataset=…`: the dataset's snapshots and bookmarks, what a node
+/// replicating it compares with its own copy (by GUID) to find the next stream's base.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointsQuery {
+    pub dataset: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointsResponse {
+    /// The full name.
+    pub dataset: String,
+    /// Oldest first (by creation txg).
+    pub points: Vec<SnapshotPoint>,
+}
+
+/// A snapshot or a bookmark of the dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPoint {
+    /// The short name, after `@` (a snapshot) or `#` (a bookmark).
+    pub name: String,
+    /// ZFS's GUID, in decimal: a 64-bit number, which many JSON readers would round.
+    pub guid: String,
+    pub createtxg: u64,
+    pub bookmark: bool,
+}

@@ -6,6 +6,8 @@
 //!   `zfs receive -s` ([`upload`]).
 //! - `GET`/`DELETE /snapshots/resume-token?dest=…`: the partial state an interrupted
 //!   upload kept, to resume (`resume_token` on the sending side) or abort (`receive -A`).
+//! - `GET /snapshots/points?dataset=…`: the dataset's snapshots and bookmarks with their
+//!   GUIDs, for a replicating node to find the base of its next stream.
 //!
 //! At most `max_streams` downloads and uploads run at once; more get 429. Like every
 //! main-API route, these need the API token on TCP (`auth`), reads included.
@@ -21,7 +23,7 @@ use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use rpc_schema::streams::{ResumeTokenQuery, ResumeTokenResponse};
+use rpc_schema::streams::{PointsQuery, PointsResponse, ResumeTokenQuery, ResumeTokenResponse, SnapshotPoint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zfs_sys_shim::{DatasetName, Zfs};
 
@@ -116,7 +118,27 @@ pub fn routes(streams: Streams) -> Router {
         .route("/snapshots/download", post(download::by_body).get(download::by_query))
         .route("/snapshots/upload", post(upload::upload).put(upload::upload))
         .route("/snapshots/resume-token", get(resume_token).delete(abort_resume))
+        .route("/snapshots/points", get(points))
         .with_state(streams)
+}
+
+/// The dataset's snapshots and bookmarks, oldest first, with their GUIDs.
+async fn points(State(s): State<Streams>, RawQuery(q): RawQuery) -> Result<Json<PointsResponse>, ApiError> {
+    let q: PointsQuery = crate::wire::query(q.as_deref())?;
+    let dataset = s.dataset("dataset", &q.dataset)?;
+    let points = crate::replication::local::points(&s.zfs, &dataset).await?;
+    Ok(Json(PointsResponse {
+        dataset: dataset.to_string(),
+        points: points
+            .into_iter()
+            .map(|p| SnapshotPoint {
+                name: p.name,
+                guid: p.guid.to_string(),
+                createtxg: p.createtxg,
+                bookmark: p.bookmark,
+            })
+            .collect(),
+    }))
 }
 
 /// The token of an upload that stopped part-way, to hand to the sending side.
