@@ -161,7 +161,7 @@ impl Archives {
                 encryption.join().unwrap_or_else(|_| Err(Error::internal("wrapping the archive identity panicked"))),
             )
         });
-        let packed = match (packed, encryption) {
+        let (packed, encryption) = match (packed, encryption) {
             (Ok(p), Ok(e)) => (p, e),
             (Err(e), _) | (_, Err(e)) => {
                 // No manifest names them: they go, unless another archive has the same bytes.
@@ -169,7 +169,6 @@ impl Archives {
                 return Err(e);
             }
         };
-        let (packed, encryption) = packed;
         let m = Manifest {
             version: manifest::VERSION,
             id,

@@ -99,7 +99,7 @@ pub fn pack(
             (objects, Ok(()))
         });
         let read = (|| -> Result<()> {
-            let mut pieces = Pieces { to_writer, recycled, made: 0, current: Vec::new() };
+            let mut pieces = Pieces { to_writer, recycled, made: 0, current: Vec::with_capacity(PIECE) };
             let mut plain = vec![0u8; PIECE];
             loop {
                 // An object starts with its first bytes: the stream's end makes none.
@@ -209,9 +209,6 @@ impl Pieces {
 
 impl Write for Pieces {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.current.capacity() == 0 {
-            self.current.reserve(PIECE);
-        }
         if self.current.len() >= PIECE && !self.send_current() {
             return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the archive writer stopped"));
         }

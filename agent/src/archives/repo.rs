@@ -126,14 +126,22 @@ impl Repo {
     /// Stores `bytes` as the object `sha256` (the caller hashed them), synced. An object
     /// already there is kept: same name, same bytes.
     pub fn put_object(&self, sha256: &str, bytes: &[u8]) -> Result<()> {
-        match self.stage_object(sha256, bytes)? {
-            Some(staged) => self.commit_object(staged),
-            None => Ok(()),
+        if self.object_size(sha256) == Some(bytes.len() as u64) {
+            return Ok(());
         }
+        // Dropped on a failed write, the staged file goes with it.
+        let mut staged = self.stage(sha256)?;
+        staged.file.write_all(bytes).map_err(|e| Error::os(format!("writing object {sha256}"), e))?;
+        self.commit_object(staged)
     }
 
     /// A new object, written piece by piece (see [`ObjectWriter`]).
     pub fn object_writer(&self) -> Result<ObjectWriter> {
+        Ok(ObjectWriter { staged: self.stage("")?, hasher: sha2::Digest::new(), size: 0 })
+    }
+
+    /// A new, empty temporary file for the object `sha256` (empty: named when whole).
+    fn stage(&self, sha256: &str) -> Result<StagedObject> {
         let tmp = self.temp_path();
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -141,37 +149,12 @@ impl Repo {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| Error::os(format!("creating {}", tmp.display()), e))?;
-        Ok(ObjectWriter {
-            staged: StagedObject { file, tmp, sha256: String::new() },
-            hasher: sha2::Digest::new(),
-            size: 0,
-        })
+        Ok(StagedObject { file, tmp, sha256: sha256.to_owned() })
     }
 
-    /// Writes `bytes`, the object `sha256`, to a temporary file, not yet synced; `None`
-    /// when the repository has the object already. [`Repo::commit_object`] syncs it and
-    /// moves it into place: two steps, so that one thread can write the next object
-    /// while another waits for the disk to take this one.
-    pub fn stage_object(&self, sha256: &str, bytes: &[u8]) -> Result<Option<StagedObject>> {
-        if self.object_size(sha256) == Some(bytes.len() as u64) {
-            return Ok(None);
-        }
-        let tmp = self.temp_path();
-        let write = || -> std::io::Result<std::fs::File> {
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-            f.write_all(bytes)?;
-            Ok(f)
-        };
-        match write() {
-            Ok(file) => Ok(Some(StagedObject { file, tmp, sha256: sha256.to_owned() })),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(Error::os(format!("writing object {sha256}"), e))
-            }
-        }
-    }
-
-    /// Syncs a staged object's data and moves it into place (the rename synced too).
+    /// Syncs a staged object's data and moves it into place (the rename synced too): a
+    /// step of its own, so that one thread can write the next object while another waits
+    /// for the disk to take this one.
     pub fn commit_object(&self, staged: StagedObject) -> Result<()> {
         staged.file.sync_data().map_err(|e| Error::os(format!("syncing object {}", staged.sha256), e))?;
         self.place(&staged.tmp, &staged.sha256)

@@ -73,12 +73,12 @@ impl TargetConfig {
         check_target_name(self.name()).map_err(|e| e.message)?;
         match self {
             TargetConfig::S3 { endpoint, bucket, prefix, ca_file, .. } => {
-                if ca_file.is_some() && endpoint.starts_with("http://") {
-                    return Err(format!("ca_file is for https:// endpoints; {endpoint:?} is plain http"));
-                }
                 let url: url::Url = endpoint.parse().map_err(|e| format!("endpoint {endpoint:?}: {e}"))?;
                 if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
                     return Err(format!("endpoint {endpoint:?}: an https:// (or http://) URL with a host"));
+                }
+                if ca_file.is_some() && url.scheme() == "http" {
+                    return Err(format!("ca_file is for https:// endpoints; {endpoint:?} is plain http"));
                 }
                 if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
                     return Err(format!(

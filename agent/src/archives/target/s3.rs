@@ -40,13 +40,15 @@ impl S3Target {
         };
         let secret = crate::secrets::read_private(secret_key_file)
             .map_err(|e| Error::invalid("archive_targets", format!("target {name}: secret_key_file: {e}")))?;
-        let url = endpoint.parse().map_err(|e| Error::invalid("archive_targets", format!("target {name}: {e}")))?;
+        let url: url::Url =
+            endpoint.parse().map_err(|e| Error::invalid("archive_targets", format!("target {name}: {e}")))?;
+        let https = url.scheme() == "https";
         let bucket = Bucket::new(url, UrlStyle::Path, bucket.clone(), region.clone())
             .map_err(|e| Error::invalid("archive_targets", format!("target {name}: {e}")))?;
         let mut http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
-            .https_only(endpoint.starts_with("https:"))
+            .https_only(https)
             // The endpoint is the operator's: a redirect elsewhere is not followed (the
             // signature is for this host).
             .redirect(reqwest::redirect::Policy::none());
